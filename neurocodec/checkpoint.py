@@ -1,0 +1,103 @@
+"""Model checkpoints: safetensors weights + metadata (config, model name, weights SHA-256). Never pickle.
+
+The hash covers, for every tensor in sorted name order: the name, dtype, shape and raw bytes. It is the model's
+identity in `.ncd` files, so a decoder can refuse codes made by another model before decoding anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, model_config_from_json, to_dict
+from .errors import CheckpointError, ConfigError
+from .fileio import atomic_path
+
+FORMAT = "neurocodec-model"
+FORMAT_VERSION = "1"
+
+
+class CheckpointInfo(NamedTuple):
+    name: str
+    config: ModelConfig
+    weights_sha256: str
+    extra: dict[str, str]
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(json.dumps(list(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_model(
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    config: ModelConfig,
+    name: str | None = None,
+    dtype: torch.dtype | None = None,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """Write weights atomically; returns the weights hash. `dtype` converts floating tensors (e.g. fp16 release)."""
+    tensors = {}
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v
+    digest = weights_sha256(tensors)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name or config.name,
+        "config": json.dumps(to_dict(config)),
+        "weights_sha256": digest,
+        **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return digest
+
+
+def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Load and verify a checkpoint. Raises `CheckpointError` with one line saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a neurocodec model (metadata format {metadata.get('format')!r})")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint version {metadata.get('format_version')!r}")
+    try:
+        config = model_config_from_json(metadata.get("config", ""))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: bad config in metadata: {exc}") from None
+    digest = weights_sha256(tensors)
+    if digest != metadata.get("weights_sha256"):
+        raise CheckpointError(
+            f"{path}: weights hash mismatch (file says {str(metadata.get('weights_sha256'))[:16]}…, "
+            f"weights hash to {digest[:16]}…): the file is corrupt or was altered"
+        )
+    known = {"format", "format_version", "name", "config", "weights_sha256"}
+    extra = {k: v for k, v in metadata.items() if k not in known}
+    return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra)

@@ -1,0 +1,88 @@
+"""The codec: encoder → residual VQ → decoder, at the model's sample rate, mono per item."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .decoder import build_decoder
+from .encoder import build_encoder
+from .layers import fold_weight_norm
+from .quantize import ResidualVectorQuantizer
+from .streaming import DEFAULT_CHUNK_FRAMES, ChunkedDecoder, ChunkedEncoder
+
+
+class CodecOutput(NamedTuple):
+    audio: torch.Tensor  # [B, 1, T]
+    codes: torch.Tensor  # [B, n_q, T_frames]
+    latent: torch.Tensor  # [B, latent_dim, T_frames], before quantisation
+    commitment_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+
+
+class Codec(nn.Module):
+    """Neural audio codec. Audio is `[B, 1, T]` at `cfg.sample_rate`; codes are `[B, n_q, T_frames]`,
+    `T_frames = ceil(T / hop_length)`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hop_length = cfg.hop_length
+        self.sample_rate = cfg.sample_rate
+        self.encoder = build_encoder(cfg.encoder, cfg.hop_length, cfg.latent_dim)
+        self.quantizer = ResidualVectorQuantizer(cfg.quantizer, cfg.latent_dim)
+        self.decoder = build_decoder(cfg.decoder, cfg.hop_length, cfg.latent_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def n_q(self) -> int:
+        return self.quantizer.n_q
+
+    def _pad(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.dim() == 2:
+            audio = audio[:, None, :]
+        if audio.dim() != 3 or audio.shape[1] != 1:
+            raise ValueError(f"audio must be [B, 1, T] or [B, T], got {tuple(audio.shape)}")
+        return nn.functional.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
+
+    def forward(self, audio: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """Training pass. audio `[B, 1, T]` → reconstruction `[B, 1, T]` (cropped to the input length)."""
+        length = audio.shape[-1]
+        latent = self.encoder(self._pad(audio))
+        q = self.quantizer(latent, n_q)
+        recon = self.decoder(q.latent)[..., :length]
+        return CodecOutput(recon, q.codes, latent, q.commitment_loss, q.codebook_loss)
+
+    def encode_frames(self, audio: torch.Tensor, n_q: int) -> torch.Tensor:
+        """One unchunked pass: audio `[B, 1, T]` → codes `[B, n_q, ceil(T / hop)]`."""
+        return self.quantizer.encode(self.encoder(self._pad(audio)), n_q)
+
+    def decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        """One unchunked pass: codes `[B, n_q, F]` → audio `[B, 1, F * hop]`."""
+        return self.decoder(self.quantizer.decode(codes))
+
+    @torch.inference_mode()
+    def encode(self, audio: torch.Tensor, n_q: int | None = None, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> torch.Tensor:
+        """audio `[B, 1, T]` or `[B, T]` at `sample_rate` → codes `[B, n_q, ceil(T / hop)]`, in bounded memory."""
+        audio = self._pad(audio)[:, 0]
+        stream = ChunkedEncoder(self, n_q or self.n_q, chunk_frames)
+        return torch.cat([stream.push(audio), stream.flush()], dim=-1)
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> torch.Tensor:
+        """codes `[B, n_q, F]` → audio `[B, 1, F * hop]`, in bounded memory."""
+        stream = ChunkedDecoder(self, chunk_frames)
+        return torch.cat([stream.push(codes), stream.flush()], dim=-1)[:, None, :]
+
+    def prepare_for_inference(self) -> "Codec":
+        """eval mode, weight norm folded into plain weights (faster, same output), no gradients."""
+        self.eval()
+        fold_weight_norm(self)
+        self.requires_grad_(False)
+        return self

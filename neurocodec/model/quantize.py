@@ -1,0 +1,156 @@
+"""Residual vector quantisation with factorised, L2-normalised codes (DAC / "improved VQGAN").
+
+Each stage projects the latent to `codebook_dim` dimensions, looks up the nearest code by cosine similarity,
+and projects back. Gradients reach the encoder through the straight-through estimator.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import QuantizerConfig
+from .layers import WNConv1d
+
+
+class QuantizerOutput(NamedTuple):
+    latent: torch.Tensor  # [B, latent_dim, T_frames], quantised (straight-through)
+    codes: torch.Tensor  # [B, n_q, T_frames], int64
+    commitment_loss: torch.Tensor  # scalar
+    codebook_loss: torch.Tensor  # scalar
+    n_q_per_item: torch.Tensor  # [B]: how many stages each item used (quantizer dropout)
+
+
+class VectorQuantizer(nn.Module):
+    """One factorised VQ stage, with usage counts for dead-code detection."""
+
+    def __init__(self, latent_dim: int, codebook_size: int, codebook_dim: int):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.in_proj = WNConv1d(latent_dim, codebook_dim, kernel_size=1)
+        self.out_proj = WNConv1d(codebook_dim, latent_dim, kernel_size=1)
+        self.codebook = nn.Embedding(codebook_size, codebook_dim)
+        # Training statistics, not weights: kept out of checkpoints' model tensors.
+        self.register_buffer("usage", torch.zeros(codebook_size), persistent=False)
+        self.recent: torch.Tensor | None = None  # recent projected encoder outputs [N, codebook_dim]
+
+    def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
+        """z_e `[B, codebook_dim, T]` → indices `[B, T]` of the code with the highest cosine similarity."""
+        enc = F.normalize(z_e.transpose(1, 2).reshape(-1, z_e.shape[1]), dim=1)
+        cb = F.normalize(self.codebook.weight, dim=1)
+        return (enc @ cb.t()).argmax(dim=1).reshape(z_e.shape[0], z_e.shape[2])
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes `[B, T]` → code vectors `[B, codebook_dim, T]` (before the output projection)."""
+        return self.codebook(codes).transpose(1, 2)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes `[B, T]` → latent contribution `[B, latent_dim, T]`."""
+        return self.out_proj(self.lookup(codes))
+
+    def forward(self, z: torch.Tensor):
+        """z `[B, latent_dim, T]` → (quantised latent, codes `[B, T]`, per-item commitment and codebook losses `[B]`)."""
+        z_e = self.in_proj(z)
+        codes = self.nearest(z_e)
+        z_q = self.lookup(codes)
+        commitment = F.mse_loss(z_e, z_q.detach(), reduction="none").mean(dim=(1, 2))
+        codebook = F.mse_loss(z_q, z_e.detach(), reduction="none").mean(dim=(1, 2))
+        z_q = z_e + (z_q - z_e).detach()  # straight-through
+        if self.training:
+            self.recent = z_e.detach().transpose(1, 2).reshape(-1, z_e.shape[1])[-4 * self.codebook_size :]
+        return self.out_proj(z_q), codes, commitment, codebook
+
+    @torch.no_grad()
+    def count(self, codes: torch.Tensor) -> None:
+        self.usage += torch.bincount(codes.reshape(-1), minlength=self.codebook_size).to(self.usage)
+
+    @torch.no_grad()
+    def reseed_dead_codes(self, threshold: float, generator: torch.Generator | None = None) -> int:
+        """Replace codes used fewer than `threshold` times since the last call by recent encoder outputs.
+
+        Returns how many codes were replaced. Usage counts restart afterwards.
+        """
+        dead = (self.usage < threshold).nonzero().flatten()
+        n = 0
+        if len(dead) and self.recent is not None and len(self.recent):
+            pick = torch.randint(len(self.recent), (len(dead),), generator=generator, device=self.recent.device)
+            self.codebook.weight[dead.to(self.codebook.weight.device)] = self.recent[pick].to(self.codebook.weight)
+            n = len(dead)
+        self.usage.zero_()
+        return n
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """`n_q` VQ stages, each quantising what the previous ones left.
+
+    Quantizer dropout: in training, a `dropout` fraction of the batch uses a random number of stages in
+    [1, n_q], so the first stages learn to stand alone and one model serves every bitrate.
+    """
+
+    def __init__(self, cfg: QuantizerConfig, latent_dim: int):
+        super().__init__()
+        self.n_q = cfg.n_q
+        self.codebook_size = cfg.codebook_size
+        self.dropout = cfg.dropout
+        self.quantizers = nn.ModuleList(
+            VectorQuantizer(latent_dim, cfg.codebook_size, cfg.codebook_dim) for _ in range(cfg.n_q)
+        )
+
+    def _check_n_q(self, n_q: int) -> None:
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
+
+    def forward(self, z: torch.Tensor, n_q: int | None = None) -> QuantizerOutput:
+        """z `[B, latent_dim, T]`. With `n_q` given, every item uses that many stages (no dropout)."""
+        batch = z.shape[0]
+        if n_q is not None:
+            self._check_n_q(n_q)
+            per_item = torch.full((batch,), n_q, device=z.device)
+            stages = n_q
+        else:
+            per_item = torch.full((batch,), self.n_q, device=z.device)
+            if self.training and self.dropout > 0:
+                n_drop = int(round(batch * self.dropout))
+                per_item[:n_drop] = torch.randint(1, self.n_q + 1, (n_drop,), device=z.device)
+            stages = self.n_q
+        residual = z
+        z_q = torch.zeros_like(z)
+        commitment = z.new_zeros(())
+        codebook = z.new_zeros(())
+        codes = []
+        for i, vq in enumerate(self.quantizers[:stages]):
+            out, idx, commit_i, cb_i = vq(residual)
+            mask = (per_item > i).to(z.dtype)
+            z_q = z_q + out * mask[:, None, None]
+            residual = residual - out
+            commitment = commitment + (commit_i * mask).mean()
+            codebook = codebook + (cb_i * mask).mean()
+            if self.training:
+                vq.count(idx[mask.bool()])
+            codes.append(idx)
+        return QuantizerOutput(z_q, torch.stack(codes, dim=1), commitment, codebook, per_item)
+
+    def encode(self, z: torch.Tensor, n_q: int) -> torch.Tensor:
+        """z `[B, latent_dim, T]` → codes `[B, n_q, T]`."""
+        self._check_n_q(n_q)
+        residual = z
+        codes = []
+        for vq in self.quantizers[:n_q]:
+            idx = vq.nearest(vq.in_proj(residual))
+            residual = residual - vq.decode(idx)
+            codes.append(idx)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes `[B, n_q, T]` → latent `[B, latent_dim, T]`; any n_q up to the model's."""
+        self._check_n_q(codes.shape[1])
+        return sum(vq.decode(codes[:, i]) for i, vq in enumerate(self.quantizers[: codes.shape[1]]))
+
+    @staticmethod
+    def perplexity(usage: torch.Tensor) -> float:
+        """exp(entropy) of a usage histogram: the effective number of codes in use."""
+        p = usage / usage.sum().clamp_min(1)
+        return float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))

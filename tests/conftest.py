@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from neurocodec.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+SPEECH = DATA / "librivox_0930.flac"  # real speech, 3.3 s, 16 kHz, public domain
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Config:
+    return load_config(ROOT / "examples" / "tiny.toml")
+
+
+@pytest.fixture(scope="session")
+def speech() -> tuple[np.ndarray, int]:
+    audio, sr = sf.read(SPEECH, dtype="float32", always_2d=True)
+    return audio.T.copy(), sr

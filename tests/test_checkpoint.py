@@ -1,0 +1,94 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from neurocodec import load_model
+from neurocodec.checkpoint import read_model, save_model, weights_sha256
+from neurocodec.errors import CheckpointError
+from neurocodec.model import Codec
+
+
+def test_round_trip_gives_identical_output(tmp_path, tiny_config):
+    codec = Codec(tiny_config.model)
+    path = tmp_path / "m.safetensors"
+    digest = save_model(path, codec.state_dict(), tiny_config.model, name="tiny-test")
+    loaded, info = load_model(path, device="cpu")
+    assert info.name == "tiny-test" and info.weights_sha256 == digest and info.config == tiny_config.model
+    audio = torch.randn(1, 1, 4000)
+    codec.prepare_for_inference()
+    assert torch.equal(loaded.encode(audio, 3), codec.encode(audio, 3))
+    assert torch.allclose(loaded.decode(codec.encode(audio, 3)), codec.decode(codec.encode(audio, 3)), atol=1e-6)
+
+
+def test_hash_covers_names_dtypes_shapes_and_bytes():
+    base = {"a": torch.zeros(2, 3), "b": torch.ones(4)}
+    h = weights_sha256(base)
+    assert h == weights_sha256(dict(reversed(base.items())))
+    assert h != weights_sha256({"a": torch.zeros(3, 2), "b": torch.ones(4)})
+    assert h != weights_sha256({"a": torch.zeros(2, 3, dtype=torch.float16), "b": torch.ones(4)})
+    assert h != weights_sha256({"c": torch.zeros(2, 3), "b": torch.ones(4)})
+    changed = {"a": torch.zeros(2, 3), "b": torch.tensor([1.0, 1.0, 1.0, 1.0 + 2**-20])}
+    assert h != weights_sha256(changed)
+
+
+def test_altered_weights_fail_the_hash(tmp_path, tiny_config):
+    path = tmp_path / "m.safetensors"
+    save_model(path, Codec(tiny_config.model).state_dict(), tiny_config.model)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key] + 1e-3
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="hash mismatch"):
+        read_model(path)
+
+
+def test_corrupt_and_foreign_files(tmp_path, tiny_config):
+    path = tmp_path / "m.safetensors"
+    save_model(path, Codec(tiny_config.model).state_dict(), tiny_config.model)
+    data = path.read_bytes()
+    (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        read_model(tmp_path / "trunc.safetensors")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="not a neurocodec model"):
+        read_model(tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        read_model(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="unknown model"):
+        load_model("no-such-model")
+
+
+def test_config_that_does_not_fit_the_weights(tmp_path, tiny_config):
+    path = tmp_path / "m.safetensors"
+    save_model(path, Codec(tiny_config.model).state_dict(), tiny_config.model)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    cfg = json.loads(meta["config"])
+    cfg["latent_dim"] = 24
+    meta["config"] = json.dumps(cfg)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(path, device="cpu")
+
+
+def test_unknown_key_in_stored_config(tmp_path, tiny_config):
+    path = tmp_path / "m.safetensors"
+    save_model(path, Codec(tiny_config.model).state_dict(), tiny_config.model)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    cfg = json.loads(meta["config"])
+    cfg["mystery"] = 1
+    meta["config"] = json.dumps(cfg)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="unknown key 'mystery'"):
+        read_model(path)

@@ -1,0 +1,57 @@
+import pytest
+
+from neurocodec.config import Config, ISTFTDecoderConfig, STFTEncoderConfig, from_dict, load_config, to_dict
+from neurocodec.errors import ConfigError
+
+from .conftest import ROOT
+
+
+@pytest.mark.parametrize("name", ["default", "dac", "tiny", "l1_vq"])
+def test_examples_load_and_round_trip(name):
+    cfg = load_config(ROOT / "examples" / f"{name}.toml")
+    assert from_dict(Config, to_dict(cfg)) == cfg
+
+
+def test_default_config_bitrates():
+    cfg = load_config(ROOT / "examples" / "default.toml").model
+    assert (cfg.sample_rate, cfg.hop_length, cfg.quantizer.n_q, cfg.quantizer.codebook_size) == (24000, 320, 16, 1024)
+    assert [cfg.bitrate(n) for n in (2, 4, 8, 16)] == [1500, 3000, 6000, 12000]
+    assert [cfg.n_q_for_bitrate(k) for k in (1.5, 3, 6, 12, 100)] == [2, 4, 8, 16, 16]
+    assert isinstance(cfg.encoder, STFTEncoderConfig) and isinstance(cfg.decoder, ISTFTDecoderConfig)
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'hop_lenght'"):
+        load_config(write(tmp_path, "[model]\nhop_lenght = 320\n"))
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        load_config(write(tmp_path, "[model.quantizer]\nbogus = 1\n"))
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_config(write(tmp_path, "[trian]\n"))
+
+
+def test_kind_selects_dataclass_and_bad_values_fail(tmp_path):
+    cfg = load_config(write(tmp_path, '[model.encoder]\nkind = "stft"\nn_fft = 960\n'))
+    assert cfg.model.encoder == STFTEncoderConfig(n_fft=960)
+    with pytest.raises(ConfigError, match="unknown kind 'wavelet'"):
+        load_config(write(tmp_path, '[model.encoder]\nkind = "wavelet"\n'))
+    with pytest.raises(ConfigError, match="unknown key 'strides'"):
+        load_config(write(tmp_path, '[model.encoder]\nkind = "stft"\nstrides = [2]\n'))
+    with pytest.raises(ConfigError, match="expected int"):
+        load_config(write(tmp_path, '[model]\nhop_length = "320"\n'))
+    with pytest.raises(ConfigError, match="multiply to"):
+        load_config(write(tmp_path, '[model.encoder]\nkind = "conv"\nstrides = [2, 4]\n'))
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path, "[model\n"))
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_config_is_frozen(tiny_config):
+    with pytest.raises(Exception):
+        tiny_config.model.hop_length = 1

@@ -1,0 +1,153 @@
+import dataclasses
+
+import pytest
+import torch
+
+from neurocodec.config import (
+    ConvDecoderConfig,
+    ConvEncoderConfig,
+    ISTFTDecoderConfig,
+    ModelConfig,
+    QuantizerConfig,
+    STFTEncoderConfig,
+)
+from neurocodec.model import Codec
+from neurocodec.model.layers import Snake1d
+
+Q = QuantizerConfig(n_q=4, codebook_size=32, codebook_dim=4)
+CONFIGS = {
+    "conv-even": ModelConfig(hop_length=8, latent_dim=8, quantizer=Q,
+                             encoder=ConvEncoderConfig(channels=4, strides=(2, 4)),
+                             decoder=ConvDecoderConfig(channels=16, strides=(4, 2))),
+    "conv-odd": ModelConfig(hop_length=15, latent_dim=8, quantizer=Q,
+                            encoder=ConvEncoderConfig(channels=4, strides=(3, 5)),
+                            decoder=ConvDecoderConfig(channels=16, strides=(5, 3))),
+    "stft-istft": ModelConfig(hop_length=40, latent_dim=8, quantizer=Q,
+                              encoder=STFTEncoderConfig(n_fft=160, dim=16, n_blocks=1),
+                              decoder=ISTFTDecoderConfig(n_fft=160, dim=16, n_blocks=1, intermediate_dim=32)),
+    "conv-istft": ModelConfig(hop_length=20, latent_dim=8, quantizer=Q,
+                              encoder=ConvEncoderConfig(channels=4, strides=(4, 5)),
+                              decoder=ISTFTDecoderConfig(n_fft=80, dim=16, n_blocks=1, intermediate_dim=32)),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("length", [1, 239, 240, 1001])
+def test_shapes_and_strides(name, length):
+    cfg = CONFIGS[name]
+    codec = Codec(cfg)
+    out = codec(torch.randn(3, 1, length))
+    frames = -(-length // cfg.hop_length)
+    assert out.audio.shape == (3, 1, length)
+    assert out.codes.shape == (3, cfg.quantizer.n_q, frames)
+    assert out.latent.shape == (3, cfg.latent_dim, frames)
+    assert out.codes.dtype == torch.long and int(out.codes.max()) < cfg.quantizer.codebook_size
+    codec.eval()
+    codes = codec.encode(torch.randn(2, 1, length), n_q=2)
+    assert codes.shape == (2, 2, frames)
+    assert codec.decode(codes).shape == (2, 1, frames * cfg.hop_length)
+
+
+def test_snake_is_identity_plus_periodic_term():
+    snake = Snake1d(3)
+    with torch.no_grad():
+        snake.alpha.copy_(torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1))
+    x = torch.linspace(-3, 3, 50).expand(1, 3, 50)
+    alpha = snake.alpha
+    assert torch.allclose(snake(x), x + torch.sin(alpha * x) ** 2 / alpha, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["conv-even", "stft-istft"])
+def test_gradient_reaches_encoder_through_quantizer(name):
+    codec = Codec(CONFIGS[name])
+    out = codec(torch.randn(2, 1, 400))
+    out.audio.pow(2).mean().backward()
+    first = next(codec.encoder.parameters())
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    # The codebook learns only through the codebook loss (straight-through), not the reconstruction.
+    assert codec.quantizer.quantizers[0].codebook.weight.grad is None
+
+
+def test_codebook_and_commitment_losses_have_gradients():
+    codec = Codec(CONFIGS["conv-even"])
+    out = codec(torch.randn(2, 1, 400))
+    (out.commitment_loss + out.codebook_loss).backward()
+    assert codec.quantizer.quantizers[0].codebook.weight.grad.abs().sum() > 0
+    assert next(codec.encoder.parameters()).grad.abs().sum() > 0
+
+
+def test_quantizer_dropout_uses_random_number_of_codebooks():
+    cfg = dataclasses.replace(CONFIGS["conv-even"].quantizer, dropout=1.0)
+    codec = Codec(dataclasses.replace(CONFIGS["conv-even"], quantizer=cfg))
+    rvq = codec.quantizer.train()
+    z = torch.randn(64, 8, 10)
+    out = rvq(z)
+    counts = out.n_q_per_item
+    assert counts.min() >= 1 and counts.max() <= 4 and len(set(counts.tolist())) > 1
+    rvq.eval()
+    with torch.no_grad():
+        for i in range(64):
+            n = int(counts[i])
+            expected = rvq.decode(out.codes[i : i + 1, :n])
+            assert torch.allclose(out.latent[i : i + 1], expected, atol=1e-5), i
+
+
+def test_explicit_n_q_and_no_dropout_in_eval():
+    codec = Codec(CONFIGS["conv-even"])
+    rvq = codec.quantizer.train()
+    out = rvq(torch.randn(16, 8, 10), n_q=2)
+    assert out.codes.shape[1] == 2 and bool((out.n_q_per_item == 2).all())
+    rvq.eval()
+    assert bool((rvq(torch.randn(16, 8, 10)).n_q_per_item == 4).all())
+    with pytest.raises(ValueError, match="n_q"):
+        rvq.encode(torch.randn(1, 8, 3), n_q=5)
+
+
+def test_usage_counts_and_dead_code_reseeding():
+    codec = Codec(CONFIGS["conv-even"]).train()
+    codec(torch.randn(4, 1, 400))
+    vq = codec.quantizer.quantizers[0]
+    assert vq.usage.sum() == 4 * 50  # one count per frame of every item that used stage 0
+    before = vq.codebook.weight.clone()
+    dead = int((vq.usage < 1).sum())
+    assert dead > 0  # with this seed, random init leaves some of the 32 codes unused
+    assert vq.reseed_dead_codes(threshold=1) == dead
+    changed = (vq.codebook.weight != before).any(dim=1)
+    assert int(changed.sum()) == dead and vq.usage.sum() == 0
+
+
+@pytest.mark.parametrize("name", ["conv-odd", "stft-istft", "conv-istft"])
+def test_chunked_equals_unchunked(name):
+    codec = Codec(CONFIGS[name]).prepare_for_inference()
+    hop = codec.hop_length
+    audio = torch.randn(2, 1, hop * 301 + 7) * 0.3
+    with torch.inference_mode():
+        whole_codes = codec.encode_frames(audio, 4)
+        whole_audio = codec.decode_frames(whole_codes)
+    for chunk in (5, 33, 1000):
+        codes = codec.encode(audio, 4, chunk_frames=chunk)
+        assert torch.equal(codes, whole_codes), chunk
+        out = codec.decode(whole_codes, chunk_frames=chunk)
+        assert out.shape == whole_audio.shape
+        assert torch.allclose(out, whole_audio, atol=1e-5), (chunk, (out - whole_audio).abs().max())
+
+
+def test_too_little_context_would_show_seams():
+    """The equality above depends on the context; without it chunk edges differ (the test can fail)."""
+    codec = Codec(CONFIGS["stft-istft"]).prepare_for_inference()
+    codes = torch.randint(0, 32, (1, 4, 200))
+    whole = codec.decode(codes, chunk_frames=1000)
+    codec.decoder.context_frames = 1
+    assert not torch.allclose(codec.decode(codes, chunk_frames=20), whole, atol=1e-5)
+
+
+def test_weight_norm_folding_keeps_output():
+    codec = Codec(CONFIGS["conv-even"]).eval()
+    audio = torch.randn(1, 1, 800)
+    with torch.no_grad():
+        before = codec.decode_frames(codec.encode_frames(audio, 4))
+    codec.prepare_for_inference()
+    with torch.inference_mode():
+        after = codec.decode_frames(codec.encode_frames(audio, 4))
+    assert torch.allclose(before, after, atol=1e-5)
+    assert not any("parametrizations" in k for k in codec.state_dict())
