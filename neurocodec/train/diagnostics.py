@@ -1,0 +1,86 @@
+"""Training health: validation metrics, codebook usage, and alarms for the known ways a codec run goes wrong.
+
+A user's codec once collapsed (output amplitude shrinking, negative SNR) behind a mel loss built on a random
+filterbank; every symptom of that run is measured here and raises an alarm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..errors import NeurocodecError
+from ..eval.metrics import mel_distance, rms_ratio, si_sdr, snr
+from ..model import Codec
+from ..model.quantize import ResidualVectorQuantizer
+
+
+class TrainingDiverged(NeurocodecError):
+    """A loss or gradient became NaN/inf; training stopped with the last good checkpoint kept."""
+
+    exit_code = 7
+
+
+@torch.no_grad()
+def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> dict[str, float]:
+    """Metrics on fixed validation clips `[N, 1, T]`, per number of codebooks: `{metric}@{n_q}`."""
+    was_training = codec.training
+    codec.eval()
+    out: dict[str, float] = {}
+    ref = clips.cpu().numpy()[:, 0]
+    try:
+        for n_q in n_q_values:
+            est = codec(clips, n_q=n_q).audio.cpu().numpy()[:, 0]
+            rows = [
+                (snr(r, e), si_sdr(r, e), rms_ratio(r, e), mel_distance(r, e, codec.sample_rate))
+                for r, e in zip(ref, est)
+            ]
+            for name, values in zip(("snr", "si_sdr", "rms_ratio", "mel_distance"), zip(*rows)):
+                out[f"{name}@{n_q}"] = float(np.mean(values))
+    finally:
+        codec.train(was_training)
+    return out
+
+
+def codebook_stats(quantizer: ResidualVectorQuantizer, threshold: float) -> dict[str, list[float]]:
+    """Per codebook: perplexity and dead-code count from the usage counted since the last re-seeding."""
+    perplexity, dead = [], []
+    for vq in quantizer.quantizers:
+        perplexity.append(round(ResidualVectorQuantizer.perplexity(vq.usage), 2))
+        dead.append(int((vq.usage < threshold).sum()))
+    return {"perplexity": perplexity, "dead_codes": dead}
+
+
+class HealthMonitor:
+    """Turns evaluation records into alarms. `check` returns human-readable alarm lines (empty when healthy)."""
+
+    def __init__(self, cfg: TrainConfig, codebook_size: int):
+        self.cfg = cfg
+        self.codebook_size = codebook_size
+        self.snr_history: list[float] = []
+
+    def check(self, record: dict) -> list[str]:
+        alarms = []
+        full = max(int(k.split("@")[1]) for k in record if k.startswith("rms_ratio@"))
+        rms = record[f"rms_ratio@{full}"]
+        if not self.cfg.alarm_rms_low <= rms <= self.cfg.alarm_rms_high:
+            alarms.append(
+                f"output/input RMS ratio {rms:.2f} is outside [{self.cfg.alarm_rms_low}, {self.cfg.alarm_rms_high}]: "
+                "amplitude collapse or blow-up (check the mel filterbank and loss weights)"
+            )
+        value = record[f"snr@{full}"]
+        self.snr_history.append(value)
+        k = self.cfg.alarm_snr_falls
+        recent = self.snr_history[-(k + 1):]
+        if len(recent) == k + 1 and all(b < a for a, b in zip(recent, recent[1:])):
+            alarms.append(f"SNR fell at {k} evaluations in a row: {' → '.join(f'{v:.1f}' for v in recent)} dB")
+        for i, dead in enumerate(record.get("dead_codes", [])):
+            if dead > self.cfg.alarm_dead_fraction * self.codebook_size:
+                alarms.append(f"codebook {i}: {dead}/{self.codebook_size} codes dead")
+        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            alarms.append(f"non-finite validation metrics: {', '.join(bad)}")
+        return alarms

@@ -1,0 +1,82 @@
+"""Generator losses. Each takes reference and estimate `[B, 1, T]` and returns a scalar."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..spectral import MelSpectrogram, log_mel, stft
+
+
+class MultiScaleMelLoss(nn.Module):
+    """DAC's mel loss: Σ over windows of L1 between log10(clamp(mel, 1e-5)) of reference and estimate.
+
+    `linear` also returns Σ L1 between the linear mel magnitudes, a term that holds the output level: in log
+    space a uniform gain error costs little where the signal is quiet, so the level can sag early in training.
+    """
+
+    def __init__(self, sample_rate: int, windows, n_mels, fmin: float = 0.0, fmax: float | None = None,
+                 filterbank: str = "librosa"):
+        super().__init__()
+        if len(windows) != len(n_mels):
+            raise ValueError("mel_windows and mel_n_mels must have the same length")
+        self.mels = nn.ModuleList(
+            MelSpectrogram(sample_rate, w, m, fmin, fmax, filterbank) for w, m in zip(windows, n_mels)
+        )
+
+    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (log-mel L1 summed over scales, linear-mel L1 summed over scales)."""
+        ref, est = ref.flatten(0, 1), est.flatten(0, 1)
+        log_loss = ref.new_zeros(())
+        lin_loss = ref.new_zeros(())
+        for mel in self.mels:
+            m_ref, m_est = mel(ref), mel(est)
+            log_loss = log_loss + F.l1_loss(log_mel(m_est), log_mel(m_ref))
+            lin_loss = lin_loss + F.l1_loss(m_est, m_ref)
+        return log_loss, lin_loss
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1, summed over windows (Parallel WaveGAN)."""
+
+    def __init__(self, windows=(512, 1024, 2048)):
+        super().__init__()
+        self.windows = tuple(windows)
+
+    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+        ref, est = ref.flatten(0, 1), est.flatten(0, 1)
+        loss = ref.new_zeros(())
+        for w in self.windows:
+            m_ref, m_est = stft(ref, w).abs(), stft(est, w).abs()
+            sc = torch.linalg.norm(m_ref - m_est) / torch.linalg.norm(m_ref).clamp_min(1e-7)
+            loss = loss + sc + F.l1_loss(m_est.clamp_min(1e-5).log(), m_ref.clamp_min(1e-5).log())
+        return loss
+
+
+class ComplexSTFTLoss(nn.Module):
+    """L1 between power-law compressed complex STFTs (|X|^0.3 with X's phase), summed over windows.
+
+    Phase-aware: unlike magnitude losses it is minimised only by the right phase, and the compression keeps loud
+    bins from dominating. It gives the decoder a direct phase signal long before a discriminator can.
+    """
+
+    def __init__(self, windows=(512, 1024, 2048)):
+        super().__init__()
+        self.windows = tuple(windows)
+
+    @staticmethod
+    def _compress(spec: torch.Tensor) -> torch.Tensor:
+        mag = spec.abs().clamp_min(1e-7)
+        return torch.view_as_real(spec * mag.pow(-0.7))
+
+    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+        ref, est = ref.flatten(0, 1), est.flatten(0, 1)
+        loss = ref.new_zeros(())
+        for w in self.windows:
+            loss = loss + F.l1_loss(self._compress(stft(est, w)), self._compress(stft(ref, w)))
+        return loss
+
+
+def waveform_l1(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(est, ref)
