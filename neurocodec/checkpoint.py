@@ -17,7 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, model_config_from_json, to_dict
-from .errors import CheckpointError, ConfigError
+from .entropy import EntropyModel, uniform_model
+from .errors import CheckpointError, ConfigError, FormatError
 from .fileio import atomic_path
 
 FORMAT = "neurocodec-model"
@@ -29,6 +30,7 @@ class CheckpointInfo(NamedTuple):
     config: ModelConfig
     weights_sha256: str
     extra: dict[str, str]
+    entropy: EntropyModel  # the fitted tables, or the uniform model when the checkpoint carries none
 
 
 def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -49,8 +51,13 @@ def save_model(
     name: str | None = None,
     dtype: torch.dtype | None = None,
     extra: dict[str, str] | None = None,
+    entropy: EntropyModel | None = None,
 ) -> str:
-    """Write weights atomically; returns the weights hash. `dtype` converts floating tensors (e.g. fp16 release)."""
+    """Write weights atomically; returns the weights hash. `dtype` converts floating tensors (e.g. fp16 release).
+
+    `entropy` tables travel in the same file as `entropy.*` tensors with their own hash: refitting them does not
+    change the model's identity, so files coded with older tables still decode (their header names the tables).
+    """
     tensors = {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
@@ -66,6 +73,9 @@ def save_model(
         "weights_sha256": digest,
         **(extra or {}),
     }
+    if entropy is not None:
+        tensors.update({k: torch.from_numpy(v) for k, v in entropy.tensors().items()})
+        metadata["entropy_sha256"] = entropy.sha256
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return digest
@@ -92,12 +102,24 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
         config = model_config_from_json(metadata.get("config", ""))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: bad config in metadata: {exc}") from None
+    tables = {k: tensors.pop(k).numpy() for k in list(tensors) if k.startswith("entropy.")}
     digest = weights_sha256(tensors)
     if digest != metadata.get("weights_sha256"):
         raise CheckpointError(
             f"{path}: weights hash mismatch (file says {str(metadata.get('weights_sha256'))[:16]}…, "
             f"weights hash to {digest[:16]}…): the file is corrupt or was altered"
         )
-    known = {"format", "format_version", "name", "config", "weights_sha256"}
+    if tables:
+        try:
+            entropy = EntropyModel.from_tensors(tables)
+        except (KeyError, FormatError) as exc:
+            raise CheckpointError(f"{path}: bad entropy tables ({exc})") from None
+        if entropy.sha256 != metadata.get("entropy_sha256"):
+            raise CheckpointError(f"{path}: entropy tables hash mismatch: the file is corrupt or was altered")
+        if entropy.n_q != config.quantizer.n_q or entropy.codebook_size != config.quantizer.codebook_size:
+            raise CheckpointError(f"{path}: entropy tables do not fit the model's codebooks")
+    else:
+        entropy = uniform_model(config.quantizer.n_q, config.quantizer.codebook_size)
+    known = {"format", "format_version", "name", "config", "weights_sha256", "entropy_sha256"}
     extra = {k: v for k, v in metadata.items() if k not in known}
-    return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra)
+    return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra, entropy)

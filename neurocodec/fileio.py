@@ -27,6 +27,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".part", dir=target.parent if str(target.parent) else ".")
     os.close(fd)
     tmp_path = Path(tmp)
+
     try:
         yield tmp_path
         if str(path) == STDIO:
@@ -34,6 +35,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
                 shutil.copyfileobj(src, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         else:
+            # mkstemp made the file private (0600); give it the permissions a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
             os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

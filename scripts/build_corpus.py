@@ -73,6 +73,7 @@ def fetch(pkg: str, cache: Path) -> tuple[Path, str]:
     if not root.exists():
         tmp = root.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         run(["dpkg-deb", "-x", str(deb), str(tmp)])
         tmp.rename(root)
     return root, version

@@ -34,6 +34,17 @@ from .losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
 Event = Callable[[dict], None]
 
 
+def load_run_config(run_dir: str | os.PathLike) -> Config:
+    """The config a run started with (its `config.json`)."""
+    path = Path(run_dir).expanduser() / "config.json"
+    try:
+        return from_dict(Config, json.loads(path.read_text()), where=str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no run to resume here") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable run config ({exc})") from None
+
+
 def _flatten_optimizer(prefix: str, state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
     for idx, entries in state["state"].items():
@@ -146,7 +157,7 @@ class Trainer:
             d_loss.backward()
             logs["grad_norm_d"] = float(torch.nn.utils.clip_grad_norm_(self.disc.parameters(), tc.discriminator_grad_clip))
             self.opt_d.step()
-            logs["loss_d"] = float(d_loss)
+            logs["loss_d"] = float(d_loss.detach())
 
         terms: dict[str, torch.Tensor] = {}
         log_mel, lin_mel = self.mel_loss(audio, recon)

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Regenerate the golden .ncd vectors (only when the format version changes on purpose).
+
+    python formats/make_golden.py
+
+Writes, under formats/golden/: `tiny.safetensors` (the untrained tiny test model, fixed seed, fp16, with entropy
+tables fitted on its codes of the LibriVox test clip), a few .ncd files made with it, and `expected.json` with the
+SHA-256 of each file's decoded codes. Tests decode the committed files and compare: any change that breaks
+compatibility with files already written fails them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from neurocodec import container, entropy  # noqa: E402
+from neurocodec.audio import read_audio, write_audio  # noqa: E402
+from neurocodec.checkpoint import save_model  # noqa: E402
+from neurocodec.config import load_config  # noqa: E402
+from neurocodec.model import Codec  # noqa: E402
+from neurocodec.models import load_model  # noqa: E402
+from neurocodec.pipeline import encode_audio, encode_file  # noqa: E402
+
+OUT = ROOT / "formats" / "golden"
+
+
+def codes_sha256(codes: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").tobytes()).hexdigest()
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / "examples" / "tiny.toml").model
+    state = Codec(cfg).state_dict()
+    tmp_model = OUT / "tiny.safetensors"
+    save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16)
+    codec, _ = load_model(tmp_model, "cpu")
+    audio, sr = read_audio(ROOT / "tests" / "data" / "librivox_0930.flac")
+    codes = encode_audio(codec, audio, sr).codes
+    tables = entropy.fit([c for c in codes], cfg.quantizer.n_q, cfg.quantizer.codebook_size, n_contexts=8)
+    save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16, entropy=tables)
+    tables = load_model(tmp_model, "cpu")[1].entropy
+
+    stereo = OUT / "stereo-44k.wav"
+    left = audio[0, : int(1.3 * sr)]
+    import soxr
+
+    left = soxr.resample(left, sr, 44100).astype(np.float32)
+    write_audio(stereo, np.stack([left, -0.5 * left]), 44100)
+    cases = {
+        "speech-16k-4q": (ROOT / "tests" / "data" / "librivox_0930.flac", 2.4),
+        "speech-16k-2q": (ROOT / "tests" / "data" / "librivox_0930.flac", 1.2),
+        "stereo-44k-1q": (stereo, 0.6),
+    }
+    expected = {}
+    for name, (src, kbps) in cases.items():
+        path = OUT / f"{name}.ncd"
+        encode_file(str(src), str(path), bitrate=kbps, model=str(tmp_model), device="cpu", chunk_frames=50)
+        parsed = container.parse(path.read_bytes())
+        assert not parsed.damage, parsed.damage
+        blocks = [entropy.decode_chunk(tables, c.payload, parsed.header.channels, c.n_q, c.frame_count)
+                  for c in parsed.chunks]
+        all_codes = np.concatenate(blocks, axis=-1)
+        expected[name] = {"file": path.name, "codes_sha256": codes_sha256(all_codes), "shape": list(all_codes.shape),
+                          "length": parsed.length, "sample_rate": parsed.header.sample_rate,
+                          "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    stereo.unlink()
+    (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    print(json.dumps(expected, indent=1))
+
+
+if __name__ == "__main__":
+    main()

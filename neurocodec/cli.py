@@ -1,0 +1,226 @@
+"""The `neurocodec` command line: a thin layer over the library that turns domain errors into exit codes.
+
+This is the only module that imports typer and rich. Heavy modules (torch, training, evaluation) are imported inside
+the commands that need them, so `neurocodec --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import NeurocodecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate.")
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(exc: NeurocodecError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@app.command()
+def encode(
+    input: str = typer.Argument(..., help="Audio file (wav/flac/ogg/…), or - for stdin."),
+    output: str = typer.Argument(..., help="Output .ncd file, or - for stdout."),
+    bitrate: float = typer.Option(6.0, "--bitrate", "-b", help="Target bitrate in kbps (1.5, 3, 6, 12 for the default model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or .safetensors path."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present)."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
+) -> None:
+    """Encode audio into an .ncd file."""
+    try:
+        _threads(threads)
+        from .pipeline import encode_file
+
+        encode_file(input, output, bitrate=bitrate, model=model, device=device)
+    except NeurocodecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def decode(
+    input: str = typer.Argument(..., help=".ncd file, or - for stdin."),
+    output: str = typer.Argument(..., help="Output audio (.wav/.flac/.ogg), or - for WAV on stdout."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or .safetensors path (default: the one named in the file)."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    decode_through_errors: bool = typer.Option(False, "--decode-through-errors", help="Conceal damaged chunks with silence instead of stopping."),
+    strict: bool = typer.Option(False, "--strict", help="With --decode-through-errors: still exit non-zero if anything was concealed."),
+    threads: int = typer.Option(0, "--threads"),
+) -> None:
+    """Decode an .ncd file to audio."""
+    try:
+        _threads(threads)
+        from .pipeline import decode_file
+
+        report = decode_file(input, output, model=model, device=device, conceal=decode_through_errors)
+        for line in report.damage:
+            err.print(f"[yellow]warning:[/] {line}", markup=True, soft_wrap=True)
+        if report.damage and strict:
+            raise typer.Exit(5)
+    except NeurocodecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def info(
+    input: str = typer.Argument(..., help=".ncd file, or - for stdin."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Show an .ncd file's header, chunks, real bitrate and any damage found."""
+    try:
+        from .pipeline import describe
+
+        desc = describe(input)
+    except NeurocodecError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(desc, indent=1))
+    else:
+        for key, value in desc.items():
+            if key != "damage":
+                typer.echo(f"{key:>18}: {value}")
+        for line in desc["damage"]:
+            typer.echo(f"{'damage':>18}: {line}")
+    if desc["damage"]:
+        raise typer.Exit(5)
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="TOML config (examples/default.toml …)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Checkpoints and logs (default ~/.cache/neurocodec/runs/NAME)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir exactly where it stopped."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Stop at this step (default: the config's)."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a live display."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw RUN_DIR's curves to RUN_DIR/curves.png and exit."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads per process (overrides the config's train.threads)."),
+) -> None:
+    """Train a codec from folders of audio (see examples/default.toml)."""
+    try:
+        if plot is not None:
+            from .train.report import plot_run
+
+            typer.echo(str(plot_run(plot)))
+            return
+        if config is None and not resume:
+            raise typer.BadParameter("give a CONFIG, or --resume with --run-dir")
+        from .config import load_config
+        from .train.trainer import Trainer, load_run_config
+
+        if config is None:
+            if run_dir is None:
+                raise typer.BadParameter("--resume without a CONFIG needs --run-dir")
+            cfg = load_run_config(run_dir)
+        else:
+            cfg = load_config(config)
+        if threads > 0:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+        run_dir = run_dir or Path("~/.cache/neurocodec/runs").expanduser() / cfg.model.name
+        if run_dir.joinpath("state.safetensors").exists() and not resume:
+            raise typer.BadParameter(f"{run_dir} already holds a run: pass --resume, or another --run-dir")
+        with TrainDisplay(quiet=quiet, console=err) as display:
+            trainer = Trainer(cfg, run_dir, resume=resume, on_event=display, device=device)
+            trainer.run(steps)
+    except NeurocodecError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted: state saved; continue with --resume")
+        raise typer.Exit(130)
+
+
+class TrainDisplay:
+    """Shows trainer events: a rich progress bar with the latest losses, or plain lines with --quiet.
+
+    Alarms always go to stderr as loud warning lines, whatever the mode.
+    """
+
+    KEYS = ("loss", "loss_mel", "loss_complex_stft", "loss_adversarial", "loss_d")
+
+    def __init__(self, quiet: bool, console: Console):
+        self.quiet = quiet
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> "TrainDisplay":
+        if not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console)
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def _line(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "start" and self.progress is not None:
+            self.task = self.progress.add_task("train", total=event["target"], completed=event["step"], info="")
+        elif kind == "step":
+            info = f"{event['steps_per_s']:.2f} step/s  " + "  ".join(
+                f"{k.removeprefix('loss_')} {event[k]:.3f}" for k in self.KEYS if k in event)
+            if self.progress is not None and self.task is not None:
+                self.progress.update(self.task, completed=event["step"], info=info)
+            else:
+                self._line(f"step {event['step']}/{event['target']}  {info}")
+        elif kind == "eval":
+            metrics = "  ".join(f"{k} {v:.3f}" for k, v in event.items() if "@" in k and isinstance(v, float))
+            self._line(f"eval @ {event['step']}: {metrics}")
+            for alarm in event.get("alarms", []):
+                self.console.print(f"[bold red]ALARM[/] step {event['step']}: {alarm}", markup=True, soft_wrap=True)
+        elif kind in ("stopped", "done"):
+            self._line(f"{kind} at step {event['step']}" + (f": {event['reason']}" if "reason" in event else ""))
+
+
+def main() -> None:
+    # glibc's malloc returns big tensors to the OS with mmap/munmap on every call, which costs 35-45% of CPU
+    # inference time here; keep them in the heap instead. Must happen before torch allocates anything.
+    os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
+    _tune_malloc()
+    app()
+
+
+def _tune_malloc() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

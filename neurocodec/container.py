@@ -1,0 +1,301 @@
+"""The `.ncd` container, version 1: reader and writer. The byte-level contract is `formats/ncd.md`.
+
+No torch here: the container knows bytes, lengths and checksums, not models. Every length read from a file is
+checked against a fixed bound and against what is left of the file before it is used, and a chunk's payload
+length is trusted only after the chunk header's CRC-32 matched.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from .errors import FormatError
+
+MAGIC = b"\x89NCD\r\n\x1a\n"  # high bit catches 7-bit channels; CR LF / LF / ^Z catch text-mode damage
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+UNKNOWN_LENGTH = 0xFFFF_FFFF_FFFF_FFFF
+
+CHUNK_SYNC = b"\xffNCK"
+INDEX_SYNC = b"\xffNCX"
+TRAILER_MAGIC = b"NCD\xff"
+
+MAX_HEADER = 4096
+MAX_NAME = 64
+MAX_CHANNELS = 255
+MAX_CHUNK_FRAMES = 4096
+MAX_BITS_PER_SYMBOL = 32  # a range coder with 24-bit probabilities never spends more per symbol
+
+# prefix: magic, major, minor, header size
+PREFIX = struct.Struct("<8sBBH")
+# fixed header fields after the prefix
+FIXED = struct.Struct("<IHHIIIQ32s32sB")
+CHUNK = struct.Struct("<4sIQHBBII")  # sync, index, first frame, frames, n_q, flags, payload size, payload CRC
+CHUNK_HEADER_SIZE = CHUNK.size + 4  # + header CRC
+INDEX_HEAD = struct.Struct("<4sIQQ")  # sync, chunk count, total frames, length
+INDEX_ENTRY = struct.Struct("<QQ")  # byte offset, first frame
+TRAILER = struct.Struct("<QI4s")  # index offset, CRC of the index offset, end magic
+
+EXT_CRITICAL = 0x8000
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFF_FFFF
+
+
+@dataclass(frozen=True)
+class Header:
+    """File-level facts. `length` is samples per channel at `sample_rate`, or None when unknown at write time."""
+
+    sample_rate: int
+    channels: int
+    length: int | None
+    model_name: str
+    model_sha256: str  # hex
+    entropy_sha256: str  # hex; all zeros: uniform (fixed-width equivalent) coding
+    model_n_q: int
+    codebook_size: int
+    hop_length: int
+    model_sample_rate: int
+    extensions: tuple[tuple[int, bytes], ...] = ()
+    version_minor: int = VERSION_MINOR
+
+    def pack(self) -> bytes:
+        name = self.model_name.encode("utf-8")
+        if len(name) > MAX_NAME:
+            raise FormatError(f"model name longer than {MAX_NAME} bytes: {self.model_name!r}")
+        if not 1 <= self.channels <= MAX_CHANNELS:
+            raise FormatError(f"{self.channels} channels: .ncd holds 1 to {MAX_CHANNELS}")
+        body = FIXED.pack(
+            self.sample_rate, self.channels, self.model_n_q, self.codebook_size, self.hop_length,
+            self.model_sample_rate, UNKNOWN_LENGTH if self.length is None else self.length,
+            bytes.fromhex(self.model_sha256), bytes.fromhex(self.entropy_sha256), len(name),
+        ) + name
+        for tag, value in self.extensions:
+            body += struct.pack("<HH", tag, len(value)) + value
+        size = PREFIX.size + len(body) + 4
+        if size > MAX_HEADER:
+            raise FormatError(f"header of {size} bytes exceeds {MAX_HEADER}")
+        head = PREFIX.pack(MAGIC, VERSION_MAJOR, self.version_minor, size) + body
+        return head + struct.pack("<I", crc32(head))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One independently decodable run of frames. `payload` is the entropy coder's output."""
+
+    index: int
+    first_frame: int
+    frame_count: int
+    n_q: int
+    payload: bytes
+    offset: int = 0  # byte offset of the chunk in the file (set by the reader)
+
+
+@dataclass
+class ParsedFile:
+    """What a reader recovered. `damage` lists, one line each, everything found wrong (empty: an intact file)."""
+
+    header: Header
+    chunks: list[Chunk]
+    length: int | None  # samples per channel: the index's figure, else the header's, else None
+    total_frames: int | None
+    size: int
+    damage: list[str] = field(default_factory=list)
+    lost: list[tuple[int, int]] = field(default_factory=list)  # [first frame, end frame) not recoverable
+
+
+def max_payload(channels: int, n_q: int, frames: int) -> int:
+    """The largest payload a valid chunk can have: bounds every allocation before the data is decoded."""
+    return 4 * (-(-(channels * n_q * frames * MAX_BITS_PER_SYMBOL) // 32)) + 16
+
+
+class Writer:
+    """Writes an .ncd stream front to back (never seeks, so stdout and pipes work)."""
+
+    def __init__(self, out: BinaryIO, header: Header):
+        self.out = out
+        self.header = header
+        self.pos = 0
+        self.entries: list[tuple[int, int]] = []
+        self.next_frame = 0
+        self._write(header.pack())
+
+    def _write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.pos += len(data)
+
+    def write_chunk(self, payload: bytes, frame_count: int, n_q: int) -> None:
+        if not 1 <= frame_count <= MAX_CHUNK_FRAMES:
+            raise FormatError(f"chunk of {frame_count} frames: must be 1 to {MAX_CHUNK_FRAMES}")
+        if not 1 <= n_q <= self.header.model_n_q:
+            raise FormatError(f"chunk with {n_q} codebooks: the model has {self.header.model_n_q}")
+        if len(payload) > max_payload(self.header.channels, n_q, frame_count):
+            raise FormatError("chunk payload exceeds the format's bound")  # pragma: no cover - a coder bug
+        head = CHUNK.pack(CHUNK_SYNC, len(self.entries), self.next_frame, frame_count, n_q, 0, len(payload),
+                          crc32(payload))
+        self.entries.append((self.pos, self.next_frame))
+        self._write(head + struct.pack("<I", crc32(head)) + payload)
+        self.next_frame += frame_count
+
+    def close(self, length: int) -> None:
+        """Write the index and trailer. `length`: samples per channel at the original rate."""
+        index_offset = self.pos
+        body = INDEX_HEAD.pack(INDEX_SYNC, len(self.entries), self.next_frame, length)
+        body += b"".join(INDEX_ENTRY.pack(off, first) for off, first in self.entries)
+        self._write(body + struct.pack("<I", crc32(body)))
+        off = struct.pack("<Q", index_offset)
+        self._write(TRAILER.pack(index_offset, crc32(off), TRAILER_MAGIC))
+
+
+def parse_header(data: bytes) -> tuple[Header, int]:
+    """Header from the start of `data` → (header, its size). Any fault here is fatal: nothing else can be trusted."""
+    if len(data) < PREFIX.size:
+        if MAGIC.startswith(data[: len(MAGIC)]):
+            raise FormatError(f"truncated .ncd file: {len(data)} bytes, too short for a header")
+        raise FormatError("not an .ncd file (too short, wrong magic)")
+    magic, major, minor, size = PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        if magic[1:4] == b"NCD" or data[1:4] == b"NCD":
+            raise FormatError("damaged .ncd magic at byte 0: line endings were converted (opened in text mode?) "
+                              "or the file was sent through a 7-bit channel")
+        raise FormatError("not an .ncd file (wrong magic at byte 0)")
+    if major != VERSION_MAJOR:
+        raise FormatError(f".ncd major version {major} is not supported (this reader knows {VERSION_MAJOR}.x)")
+    if not PREFIX.size + FIXED.size + 4 <= size <= MAX_HEADER:
+        raise FormatError(f"header size {size} at byte 10 is out of bounds: the header is damaged")
+    if len(data) < size:
+        raise FormatError(f"truncated .ncd file: {len(data)} bytes, the header alone needs {size}")
+    stored = struct.unpack_from("<I", data, size - 4)[0]
+    if crc32(data[: size - 4]) != stored:
+        raise FormatError("header CRC-32 mismatch (bytes 0-%d): the header is damaged" % (size - 1))
+    (sample_rate, channels, model_n_q, codebook_size, hop, model_sr, length, model_sha, entropy_sha,
+     name_len) = FIXED.unpack_from(data, PREFIX.size)
+    pos = PREFIX.size + FIXED.size
+    if pos + name_len > size - 4:
+        raise FormatError("model name runs past the header: the header is damaged")
+    try:
+        name = data[pos: pos + name_len].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("model name is not UTF-8: the header is damaged") from None
+    pos += name_len
+    extensions = []
+    while pos < size - 4:
+        if pos + 4 > size - 4:
+            raise FormatError(f"extension field at byte {pos} runs past the header")
+        tag, ext_len = struct.unpack_from("<HH", data, pos)
+        if pos + 4 + ext_len > size - 4:
+            raise FormatError(f"extension field 0x{tag:04x} at byte {pos} runs past the header")
+        if tag & EXT_CRITICAL:
+            raise FormatError(f"unknown critical extension 0x{tag:04x} at byte {pos}: needs a newer reader")
+        extensions.append((tag, data[pos + 4: pos + 4 + ext_len]))  # unknown and optional: kept, not interpreted
+        pos += 4 + ext_len
+    if sample_rate == 0 or channels == 0 or model_n_q == 0 or codebook_size < 2 or hop == 0 or model_sr == 0:
+        raise FormatError("header holds a zero rate, channel count, hop or codebook count")
+    header = Header(sample_rate, channels, None if length == UNKNOWN_LENGTH else length, name, model_sha.hex(),
+                    entropy_sha.hex(), model_n_q, codebook_size, hop, model_sr, tuple(extensions), minor)
+    return header, size
+
+
+def _chunk_at(data: bytes, pos: int, header: Header) -> Chunk | str:
+    """A chunk whose header verifies at `pos`, or a one-line reason why there is none."""
+    if pos + CHUNK_HEADER_SIZE > len(data):
+        return "truncated chunk header"
+    sync, index, first, frames, n_q, _flags, size, payload_crc = CHUNK.unpack_from(data, pos)
+    if sync != CHUNK_SYNC:
+        return "no chunk sync word"
+    if crc32(data[pos: pos + CHUNK.size]) != struct.unpack_from("<I", data, pos + CHUNK.size)[0]:
+        return "chunk header CRC-32 mismatch"
+    # The header verified, so its fields are as written; still refuse values no writer produces.
+    if not 1 <= frames <= MAX_CHUNK_FRAMES or not 1 <= n_q <= header.model_n_q:
+        return f"chunk header out of bounds ({frames} frames, {n_q} codebooks)"
+    if size > max_payload(header.channels, n_q, frames):
+        return f"chunk payload size {size} exceeds the bound for its frames"
+    start = pos + CHUNK_HEADER_SIZE
+    if start + size > len(data):
+        return f"chunk {index} truncated: payload needs {size} bytes, {len(data) - start} left"
+    payload = data[start: start + size]
+    if crc32(payload) != payload_crc:
+        return f"chunk {index} (frames {first}-{first + frames - 1}) payload CRC-32 mismatch"
+    return Chunk(index, first, frames, n_q, payload, pos)
+
+
+def _index_at(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
+    """(chunk count, total frames, length, end offset) if a verified index starts at `pos`."""
+    if pos + INDEX_HEAD.size + 4 > len(data) or data[pos: pos + 4] != INDEX_SYNC:
+        return None
+    _, count, frames, length = INDEX_HEAD.unpack_from(data, pos)
+    if count > (len(data) - pos - INDEX_HEAD.size) // INDEX_ENTRY.size:
+        return None
+    end = pos + INDEX_HEAD.size + count * INDEX_ENTRY.size
+    if end + 4 > len(data) or crc32(data[pos:end]) != struct.unpack_from("<I", data, end)[0]:
+        return None
+    return count, frames, length, end + 4
+
+
+def parse(data: bytes) -> ParsedFile:
+    """Read a whole .ncd file held in memory.
+
+    The header must be intact (else `FormatError`). After it, damage is recorded, not raised: a bad chunk is
+    skipped by scanning for the next sync word whose header CRC verifies; frame numbers show what was lost.
+    """
+    header, pos = parse_header(data)
+    chunks: list[Chunk] = []
+    damage: list[str] = []
+    lost: list[tuple[int, int]] = []
+    expected_frame = 0
+    index_info = None
+    while pos < len(data):
+        found = _chunk_at(data, pos, header)
+        if isinstance(found, Chunk):
+            if found.first_frame > expected_frame:
+                lost.append((expected_frame, found.first_frame))
+            elif found.first_frame < expected_frame:
+                damage.append(f"chunk {found.index} at byte {pos} overlaps earlier frames; skipped")
+                pos += CHUNK_HEADER_SIZE + len(found.payload)
+                continue
+            chunks.append(found)
+            expected_frame = found.first_frame + found.frame_count
+            pos += CHUNK_HEADER_SIZE + len(found.payload)
+            continue
+        index_info = _index_at(data, pos)
+        if index_info is not None:
+            break
+        damage.append(f"byte {pos} (after chunk {chunks[-1].index if chunks else 'none'}): {found}")
+        # Resynchronise: the next place a chunk or the index verifies.
+        nxt = pos + 1
+        while True:
+            nxt = min((p for p in (data.find(CHUNK_SYNC, nxt), data.find(INDEX_SYNC, nxt)) if p >= 0), default=-1)
+            if nxt < 0 or isinstance(_chunk_at(data, nxt, header), Chunk) or _index_at(data, nxt) is not None:
+                break
+            nxt += 1
+        if nxt < 0:
+            pos = len(data)
+            break
+        pos = nxt
+    total_frames = None
+    length = header.length
+    if index_info is None:
+        damage.append(f"truncated: no index or trailer after byte {pos if pos < len(data) else len(data)} "
+                      f"(file is {len(data)} bytes)")
+    else:
+        count, total_frames, index_length, end = index_info
+        length = index_length
+        if header.length is not None and header.length != index_length:
+            damage.append(f"index length {index_length} disagrees with header length {header.length}")
+        if end + TRAILER.size > len(data):
+            damage.append(f"truncated: trailer missing at byte {end}")
+        else:
+            _, trailer_crc, magic = TRAILER.unpack_from(data, end)
+            if magic != TRAILER_MAGIC or trailer_crc != crc32(data[end: end + 8]):
+                damage.append(f"damaged trailer at byte {end}")
+            elif end + TRAILER.size != len(data):
+                damage.append(f"{len(data) - end - TRAILER.size} unexpected bytes after the trailer")
+        if expected_frame < total_frames:
+            lost.append((expected_frame, total_frames))
+    for a, b in lost:
+        damage.append(f"frames {a}-{b - 1} lost")
+    return ParsedFile(header, chunks, length, total_frames, len(data), damage, lost)

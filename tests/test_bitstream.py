@@ -1,0 +1,257 @@
+"""The .ncd container and entropy coding: round trips, golden files, damage, versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neurocodec import container, entropy
+from neurocodec.errors import FormatError
+
+GOLDEN = Path(__file__).resolve().parent.parent / "formats" / "golden"
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
+
+
+def header(channels=1, n_q=4, codebook_size=64, length=1000, minor=0, extensions=()):
+    return container.Header(16000, channels, length, "test", "ab" * 32, entropy.UNIFORM_SHA256, n_q, codebook_size,
+                            160, 16000, tuple(extensions), minor)
+
+
+def write(h: container.Header, blocks: list[np.ndarray], model: entropy.EntropyModel, length: int = 1000) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    w = container.Writer(buf, h)
+    for b in blocks:
+        w.write_chunk(entropy.encode_chunk(model, b), b.shape[-1], b.shape[1])
+    w.close(length)
+    return buf.getvalue()
+
+
+def decode_all(data: bytes, model: entropy.EntropyModel) -> np.ndarray:
+    parsed = container.parse(data)
+    assert parsed.damage == []
+    return np.concatenate(
+        [entropy.decode_chunk(model, c.payload, parsed.header.channels, c.n_q, c.frame_count) for c in parsed.chunks],
+        axis=-1)
+
+
+def fitted_model(n_q: int, k: int, seed: int = 0) -> entropy.EntropyModel:
+    rng = np.random.default_rng(seed)
+    seqs = [np.stack([np.cumsum(rng.integers(-2, 3, 300)) % k for _ in range(n_q)]) for _ in range(3)]
+    return entropy.fit(seqs, n_q, k, n_contexts=5)
+
+
+# ------------------------------------------------------------------------------------------- round trips
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    channels=st.integers(1, 3),
+    n_q=st.integers(1, 4),
+    k_bits=st.integers(1, 10),
+    chunk_sizes=st.lists(st.integers(1, 120), min_size=0, max_size=5),
+    fitted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_codes_round_trip_exactly(channels, n_q, k_bits, chunk_sizes, fitted, seed):
+    k = 2**k_bits
+    rng = np.random.default_rng(seed)
+    model = fitted_model(n_q, k, seed) if fitted else entropy.uniform_model(n_q, k)
+    # Chunks may use fewer codebooks than the model (bitrate changes per chunk).
+    blocks = [rng.integers(0, k, (channels, int(rng.integers(1, n_q + 1)), f)) for f in chunk_sizes]
+    data = write(header(channels, n_q, k), blocks, model)
+    parsed = container.parse(data)
+    assert parsed.damage == [] and len(parsed.chunks) == len(blocks)
+    assert parsed.total_frames == sum(chunk_sizes)
+    for chunk, block in zip(parsed.chunks, blocks):
+        out = entropy.decode_chunk(model, chunk.payload, channels, chunk.n_q, chunk.frame_count)
+        assert np.array_equal(out, block)
+
+
+def test_fitted_tables_beat_uniform_on_correlated_codes():
+    rng = np.random.default_rng(1)
+    k = 1024
+    c0 = np.cumsum(rng.integers(-3, 4, 5000)) % k
+    c1 = (c0 * 7 + rng.integers(0, 20, 5000)) % k
+    train, test = np.stack([c0, c1])[:, :4000], np.stack([c0, c1])[:, 4000:]
+    model = entropy.fit([train], 2, k)
+    fitted_bits = len(entropy.encode_chunk(model, test[None])) * 8
+    uniform_bits = len(entropy.encode_chunk(entropy.uniform_model(2, k), test[None])) * 8
+    assert uniform_bits == pytest.approx(test.size * 10, rel=0.01)
+    assert fitted_bits < 0.9 * uniform_bits  # held-out data: the tables generalise
+    assert entropy.code_bits(model, test[None]) == pytest.approx(fitted_bits, rel=0.05)
+
+
+def test_quantized_tables_are_exact_integers():
+    counts = np.random.default_rng(0).random((3, 7, 1024)) ** 8
+    f = entropy.quantize_table(counts)
+    assert f.min() >= 1 and np.all(f.sum(-1) == entropy.TOTAL)
+    model = entropy.EntropyModel(f, np.zeros((3, 1024), np.int64))
+    model.validate()
+    assert model.sha256 != entropy.UNIFORM_SHA256
+    assert entropy.uniform_model(3, 1024).sha256 == entropy.UNIFORM_SHA256
+
+
+# ------------------------------------------------------------------------------------------- golden files
+def golden_model() -> entropy.EntropyModel:
+    from neurocodec.checkpoint import read_model
+
+    return read_model(GOLDEN / "tiny.safetensors")[1].entropy
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_files_decode_to_the_same_codes(name):
+    exp = EXPECTED[name]
+    data = (GOLDEN / exp["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == exp["file_sha256"]
+    codes = decode_all(data, golden_model())
+    assert list(codes.shape) == exp["shape"]
+    assert hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").tobytes()).hexdigest() == exp["codes_sha256"]
+    parsed = container.parse(data)
+    assert parsed.length == exp["length"] and parsed.header.sample_rate == exp["sample_rate"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_files_rewrite_byte_identically(name):
+    """The writer and the entropy coder are deterministic: re-coding the decoded codes gives the same bytes."""
+    data = (GOLDEN / EXPECTED[name]["file"]).read_bytes()
+    parsed = container.parse(data)
+    model = golden_model()
+    blocks = [entropy.decode_chunk(model, c.payload, parsed.header.channels, c.n_q, c.frame_count) for c in parsed.chunks]
+    assert write(parsed.header, blocks, model, parsed.length) == data
+
+
+# ------------------------------------------------------------------------------------------- damage
+GOLDEN_FILE = (GOLDEN / EXPECTED["speech-16k-2q"]["file"]).read_bytes()
+
+
+def _damaged_outcome(data: bytes):
+    """Parse + entropy-decode as `decode --decode-through-errors` does; FormatError is the only allowed exception."""
+    from neurocodec.pipeline import read_codes
+
+    try:
+        parsed = container.parse(data)
+    except FormatError as exc:
+        assert "\n" not in str(exc)
+        return "refused"
+    pieces, damage = read_codes(parsed, golden_model(), conceal=True)
+    frames = sum(p if isinstance(p, int) else p.shape[-1] for p in pieces)
+    return damage, frames
+
+
+def test_every_truncation_point_is_handled():
+    total = EXPECTED["speech-16k-2q"]["shape"][-1]
+    for cut in range(len(GOLDEN_FILE)):
+        outcome = _damaged_outcome(GOLDEN_FILE[:cut])
+        if outcome == "refused":
+            continue
+        damage, frames = outcome
+        assert damage, f"truncation at {cut} went unnoticed"
+        assert any("truncated" in d for d in damage)
+        assert frames <= total
+
+
+def test_every_single_bit_flip_is_detected():
+    model = golden_model()
+    reference = decode_all(GOLDEN_FILE, model)
+    total = reference.shape[-1]
+    for pos in range(len(GOLDEN_FILE)):
+        for bit in (0, 5):
+            data = bytearray(GOLDEN_FILE)
+            data[pos] ^= 1 << bit
+            outcome = _damaged_outcome(bytes(data))
+            if outcome == "refused":
+                assert pos < container.parse_header(GOLDEN_FILE)[1], f"flip at {pos} refused outside the header"
+                continue
+            damage, frames = outcome
+            assert damage, f"bit flip at byte {pos} went unnoticed"
+            assert frames == total, f"flip at {pos}: concealment changed the length"
+
+
+def test_concealment_keeps_good_chunks_and_replaces_bad_ones_with_gaps():
+    from neurocodec.pipeline import read_codes
+
+    parsed = container.parse(GOLDEN_FILE)
+    victim = parsed.chunks[2]
+    data = bytearray(GOLDEN_FILE)
+    data[victim.offset + container.CHUNK_HEADER_SIZE + 1] ^= 0xFF
+    damaged = container.parse(bytes(data))
+    pieces, damage = read_codes(damaged, golden_model(), conceal=True)
+    assert any("chunk 2" in d and "CRC" in d for d in damage)
+    assert victim.frame_count in [p for p in pieces if isinstance(p, int)]
+    with pytest.raises(FormatError, match="chunk 2"):
+        read_codes(damaged, golden_model(), conceal=False)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "too short"),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt ", "not an .ncd"),
+    (GOLDEN_FILE.replace(b"\r\n", b"\n", 1), "text mode"),
+    (GOLDEN_FILE[:20], "truncated"),
+])
+def test_bad_headers_give_one_line_errors(data, message):
+    with pytest.raises(FormatError, match=message) as info:
+        container.parse(data)
+    assert "\n" not in str(info.value)
+
+
+def _with_version(data: bytes, major: int, minor: int, extra: bytes = b"") -> bytes:
+    """Rewrite the header's version (and append extension bytes), fixing its size and CRC."""
+    _, size = container.parse_header(data)
+    head = bytearray(data[: size - 4]) + extra
+    head[8], head[9] = major, minor
+    struct.pack_into("<H", head, 10, len(head) + 4)
+    return bytes(head) + struct.pack("<I", container.crc32(bytes(head))) + data[size:]
+
+
+def test_newer_minor_version_with_unknown_optional_field_is_accepted():
+    data = _with_version(GOLDEN_FILE, 1, 7, struct.pack("<HH", 0x0042, 3) + b"abc")
+    parsed = container.parse(data)
+    assert parsed.damage == [] and parsed.header.version_minor == 7
+    assert parsed.header.extensions == ((0x0042, b"abc"),)
+    assert np.array_equal(decode_all(data, golden_model()), decode_all(GOLDEN_FILE, golden_model()))
+
+
+def test_newer_major_version_and_unknown_critical_field_are_refused():
+    with pytest.raises(FormatError, match="major version 2"):
+        container.parse(_with_version(GOLDEN_FILE, 2, 0))
+    with pytest.raises(FormatError, match="critical extension 0x8001"):
+        container.parse(_with_version(GOLDEN_FILE, 1, 1, struct.pack("<HH", 0x8001, 0)))
+
+
+def test_chunk_lengths_are_bounded_before_use():
+    # A chunk header claiming a huge payload, with a valid CRC, is refused by the bound, not allocated.
+    h = header()
+    head = container.CHUNK.pack(container.CHUNK_SYNC, 0, 0, 10, 4, 0, 2**31, 0)
+    data = h.pack() + head + struct.pack("<I", container.crc32(head))
+    parsed = container.parse(data)
+    assert any("exceeds the bound" in d for d in parsed.damage)
+
+
+# ------------------------------------------------------------------------------------------- fuzzing
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, len(GOLDEN_FILE) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       cut=st.integers(0, len(GOLDEN_FILE)))
+def test_fuzz_damaged_files_never_raise_anything_but_format_errors(edits, cut):
+    data = bytearray(GOLDEN_FILE)
+    for pos, value in edits:
+        data[pos] = value
+    _damaged_outcome(bytes(data[:cut]))
+
+
+@pytest.mark.slow
+@settings(max_examples=20000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=2000), edits=st.lists(st.tuples(st.integers(0, len(GOLDEN_FILE) - 1),
+                                                                 st.integers(0, 255)), max_size=30))
+def test_fuzz_long(data, edits):
+    _damaged_outcome(data)
+    golden = bytearray(GOLDEN_FILE)
+    for pos, value in edits:
+        golden[pos] = value
+    _damaged_outcome(bytes(golden))
