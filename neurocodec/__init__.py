@@ -1,8 +1,27 @@
-"""neurocodec: a DAC-style neural audio codec with an entropy-coded, checksummed container."""
+"""neurocodec: a DAC-style neural audio codec with an entropy-coded, checksummed container.
 
-from .models import load_model
-from .model import Codec
-from .pipeline import EncodedAudio, decode_audio, encode_audio
+The public names are imported lazily, so that `import neurocodec.cli` (and `neurocodec --help`) does not pay for
+torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Codec", "EncodedAudio", "decode_audio", "encode_audio", "load_model", "__version__"]
+_LAZY = {
+    "Codec": ".model",
+    "load_model": ".models",
+    "EncodedAudio": ".pipeline",
+    "decode_audio": ".pipeline",
+    "encode_audio": ".pipeline",
+    "encode_file": ".pipeline",
+    "decode_file": ".pipeline",
+}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'neurocodec' has no attribute {name!r}")

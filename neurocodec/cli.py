@@ -111,6 +111,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a live display."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw RUN_DIR's curves to RUN_DIR/curves.png and exit."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per process (overrides the config's train.threads)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (evaluate, checkpoint) after this much wall time."),
 ) -> None:
     """Train a codec from folders of audio (see examples/default.toml)."""
     try:
@@ -139,7 +140,7 @@ def train(
             raise typer.BadParameter(f"{run_dir} already holds a run: pass --resume, or another --run-dir")
         with TrainDisplay(quiet=quiet, console=err) as display:
             trainer = Trainer(cfg, run_dir, resume=resume, on_event=display, device=device)
-            trainer.run(steps)
+            trainer.run(steps, max_seconds=minutes * 60 if minutes else None)
     except NeurocodecError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -275,10 +275,15 @@ class Trainer:
         self.monitor.snr_history = list(meta["snr_history"])
 
     # ------------------------------------------------------------------------------------------------ loop
-    def run(self, steps: int | None = None) -> dict:
-        """Train until `steps` (default: the config's) and return the last evaluation record."""
+    def run(self, steps: int | None = None, max_seconds: float | None = None) -> dict:
+        """Train until `steps` (default: the config's) or `max_seconds` of wall time; return the last evaluation.
+
+        A time-limited run evaluates and checkpoints at the step where its time ran out, so candidates trained for
+        equal CPU time can be compared.
+        """
         tc = self.cfg.train
         target = steps if steps is not None else tc.steps
+        deadline = time.monotonic() + max_seconds if max_seconds else math.inf
         last_ckpt = time.monotonic()
         last_eval: dict = {}
         t0, s0 = time.monotonic(), self.step
@@ -288,6 +293,8 @@ class Trainer:
             while self.step < target:
                 logs = self.train_step()
                 self.step += 1
+                if time.monotonic() > deadline:
+                    target = self.step
                 if self.step % tc.log_every == 0 or self.step == target:
                     elapsed = time.monotonic() - t0
                     rate = (self.step - s0) / max(elapsed, 1e-9)
