@@ -148,6 +148,64 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command("eval")
+def eval_(
+    inputs: list[str] = typer.Argument(..., help="Folders, audio files, or an eval manifest.json (scripts/build_corpus.py)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    bitrates: str = typer.Option("1.5,3,6,12", "--bitrates", help="Comma-separated kbps."),
+    baseline: str = typer.Option("", "--baseline", help="Comma-separated: opus, codec2 (run in the same run)."),
+    opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrates", help="Opus kbps (default: --bitrates)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write results.json/.csv, report.md and PNGs here."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many files of each kind."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    threads: int = typer.Option(0, "--threads"),
+) -> None:
+    """Round-trip audio through .ncd files (and baselines); print quality, bitrate and speed."""
+    try:
+        _threads(threads)
+        from .eval.run import aggregate, collect, evaluate
+
+        def kbps_list(text: str) -> tuple[float, ...]:
+            try:
+                return tuple(float(x) for x in text.split(",") if x.strip())
+            except ValueError:
+                raise typer.BadParameter(f"not a list of numbers: {text!r}") from None
+
+        items = collect(inputs, limit)
+        audio_dir = report / "audio" if report else None
+        err.print(f"evaluating {len(items)} files …")
+        rows = evaluate(items, model, kbps_list(bitrates), tuple(b for b in baseline.split(",") if b),
+                        kbps_list(opus_bitrates) if opus_bitrates else None, device, audio_dir)
+        _print_table(aggregate(rows))
+        if report:
+            from .eval.report import write_report
+
+            command = "neurocodec eval " + " ".join(sys.argv[2:])
+            for path in write_report(rows, report, audio_dir, "neurocodec evaluation", command):
+                err.print(f"wrote {path}")
+    except NeurocodecError as exc:
+        _fail(exc)
+
+
+def _print_table(agg: list[dict]) -> None:
+    from rich.table import Table
+
+    from .eval.run import METRICS
+
+    cols = [c for c in ("files", *METRICS, "encode_x_realtime", "decode_x_realtime") if any(c in a for a in agg)]
+    table = Table(title="quality vs bitrate (means over files)", header_style="bold")
+    for c in ("kind", "system", "bitrate", *cols):
+        table.add_column(c.replace("_x_realtime", " ×RT").replace("_distance", " dist"), no_wrap=True,
+                         justify="right" if c not in ("kind", "system") else "left")
+    for a in agg:
+        cells = [a["kind"], a["system"], f"{a['bitrate']:g}"]
+        cells += ["–" if c not in a else (f"{a[c]:.3f}" if isinstance(a[c], float) else str(a[c])) for c in cols]
+        table.add_row(*cells)
+    # Piped output has no width of its own; a table squeezed to 80 columns would be unreadable.
+    console = Console()
+    Console(width=None if console.is_terminal else 220).print(table)
+
+
 class TrainDisplay:
     """Shows trainer events: a rich progress bar with the latest losses, or plain lines with --quiet.
 

@@ -132,13 +132,16 @@ class DecodeReport(NamedTuple):
     samples: int  # per channel, written
 
 
-def _load(model: str | None, device: str | None):
+def _load(model, device: str | None):
+    """`model`: a bundled name, a path, None (the default), or an already loaded `(Codec, CheckpointInfo)`."""
+    if isinstance(model, tuple):
+        return model
     from .models import load_model
 
     return load_model(model, device)
 
 
-def encode_file(input: str, output: str, bitrate: float = 6.0, model: str | None = None, device: str | None = None,
+def encode_file(input: str, output: str, bitrate: float = 6.0, model=None, device: str | None = None,
                 chunk_frames: int = NCD_CHUNK_FRAMES) -> container.Header:
     """Audio file (or "-") → .ncd file (or "-"), written atomically. Returns the header written."""
     from .audio import AudioReader
@@ -217,7 +220,7 @@ def read_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
     return pieces, damage
 
 
-def decode_file(input: str, output: str, model: str | None = None, device: str | None = None,
+def decode_file(input: str, output: str, model=None, device: str | None = None,
                 conceal: bool = False) -> DecodeReport:
     """.ncd file (or "-") → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
     from .audio import AudioWriter
@@ -232,7 +235,7 @@ def decode_file(input: str, output: str, model: str | None = None, device: str |
         parsed = container.parse(data)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
-    codec, info = _load(model or _bundled_for(parsed.header), device)
+    codec, info = _load(model if model is not None else _bundled_for(parsed.header), device)
     _check_model(parsed.header, info, where)
     pieces, damage = read_codes(parsed, info.entropy, conceal)
     h = parsed.header

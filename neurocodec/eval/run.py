@@ -1,0 +1,171 @@
+"""`neurocodec eval`: round-trip reference audio through the real .ncd path and the baselines, measure everything.
+
+Each file is mono-mixed (the eval set is mono), coded at every requested bitrate by encode → .ncd file → decode
+(exactly what users run), and by the baselines in the same run. Rows are plain dicts so they go straight to
+JSON/CSV; the CLI draws the table and `report.py` the pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..audio import read_audio
+from ..errors import AudioError, MissingDependencyError
+from . import baselines, metrics
+
+SPEECH_METRICS = ("pesq", "stoi")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    path: Path
+    kind: str  # "speech" or "music"
+
+
+def collect(sources: Iterable[str | Path], limit: int | None = None) -> list[Item]:
+    """Eval items from folders (kind from a `speech`/`music` path component), audio files, or an eval manifest
+    (`manifest.json` written by scripts/build_corpus.py: a list of {id, kind, path})."""
+    items: list[Item] = []
+    for source in sources:
+        p = Path(source).expanduser()
+        if p.is_file() and p.suffix == ".json":
+            try:
+                entries = json.loads(p.read_text())
+                items += [Item(e["id"], Path(e["path"]).expanduser(), e["kind"]) for e in entries]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise AudioError(f"{p}: not an eval manifest ({exc})") from None
+        elif p.is_dir():
+            for f in sorted(f for f in p.rglob("*") if f.suffix.lower() in {".wav", ".flac", ".ogg"}):
+                items.append(Item(f.stem, f, _kind(f)))
+        elif p.is_file():
+            items.append(Item(p.stem, p, _kind(p)))
+        else:
+            raise AudioError(f"{p}: no such file or folder")
+    if not items:
+        raise AudioError("no audio to evaluate")
+    if limit:
+        # Keep the speech/music balance: take the first `limit` of each kind.
+        by_kind: dict[str, list[Item]] = {}
+        for it in items:
+            by_kind.setdefault(it.kind, []).append(it)
+        items = [it for group in by_kind.values() for it in group[:limit]]
+    return items
+
+
+def _kind(path: Path) -> str:
+    return "music" if "music" in path.parts else "speech"
+
+
+def measure(ref: np.ndarray, est: np.ndarray, sample_rate: int, kind: str) -> dict[str, float]:
+    out = {
+        "snr": metrics.snr(ref, est),
+        "si_sdr": metrics.si_sdr(ref, est),
+        "rms_ratio": metrics.rms_ratio(ref, est),
+        "mel_distance": metrics.mel_distance(ref, est, sample_rate),
+        "stft_distance": metrics.stft_distance(ref, est),
+    }
+    if kind == "speech":
+        try:
+            out["pesq"] = metrics.pesq_wb(ref, est, sample_rate)
+        except MissingDependencyError:
+            raise
+        except Exception:  # the pesq package raises on clips it finds no speech in
+            out["pesq"] = math.nan
+        out["stoi"] = metrics.stoi(ref, est, sample_rate)
+    return out
+
+
+def evaluate(items: list[Item], model=None, bitrates: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0),
+             baseline: tuple[str, ...] = (), opus_bitrates: tuple[float, ...] | None = None,
+             device: str | None = None, keep_audio: Path | None = None,
+             on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """One row per (file, system, bitrate): system, bitrate asked, real kbps, metrics, coding speed.
+
+    `keep_audio`: a folder where the decoded audio of every system is written (for listening and spectrograms).
+    """
+    from ..models import load_model
+    from ..pipeline import decode_file, encode_file
+
+    loaded = load_model(model, device)
+    codec, info = loaded
+    rows: list[dict] = []
+    opus_bitrates = opus_bitrates or tuple(bitrates)
+    for name in baseline:
+        if name not in ("opus", "codec2"):
+            raise MissingDependencyError(f"unknown baseline {name!r}; known: opus, codec2")
+    for item in items:
+        audio, sr = read_audio(item.path)
+        ref = audio.mean(axis=0).astype(np.float32)
+        duration = len(ref) / sr
+        if keep_audio is not None:
+            from ..audio import write_audio
+
+            keep_audio.mkdir(parents=True, exist_ok=True)
+            write_audio(keep_audio / f"{item.id}.original.0k.flac", ref[None], sr)
+
+        def add(system: str, kbps_asked: float, kbps: float, est: np.ndarray, extra: dict) -> None:
+            row = {"file": item.id, "kind": item.kind, "system": system, "bitrate": kbps_asked,
+                   "kbps": round(kbps, 3), **{k: round(v, 4) for k, v in measure(ref, est, sr, item.kind).items()},
+                   **extra}
+            rows.append(row)
+            if keep_audio is not None:
+                from ..audio import write_audio
+
+                dest = keep_audio / f"{item.id}.{system}.{kbps_asked:g}k.flac"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                write_audio(dest, est[None], sr)
+            if on_row:
+                on_row(row)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp, "ref.wav")
+            from ..audio import write_audio
+
+            write_audio(src, ref[None], sr)
+            for kbps in bitrates:
+                ncd, out = Path(tmp, "x.ncd"), Path(tmp, "out.wav")
+                t0 = time.perf_counter()
+                encode_file(str(src), str(ncd), bitrate=kbps, model=loaded)
+                t1 = time.perf_counter()
+                decode_file(str(ncd), str(out), model=loaded)
+                t2 = time.perf_counter()
+                est, _ = read_audio(out)
+                real = ncd.stat().st_size * 8 / duration / 1000
+                add("neurocodec", kbps, real, est[0], {"encode_x_realtime": round(duration / (t1 - t0), 1),
+                                                      "decode_x_realtime": round(duration / (t2 - t1), 1)})
+        if "opus" in baseline:
+            for kbps in opus_bitrates:
+                coded = baselines.opus(ref, sr, kbps)
+                add("opus", kbps, coded.kbps, coded.audio, {})
+        if "codec2" in baseline and item.kind == "speech":
+            coded = baselines.codec2(ref, sr, 3200)
+            add("codec2", 3.2, coded.kbps, coded.audio, {})
+    return rows
+
+
+METRICS = ("kbps", "pesq", "stoi", "mel_distance", "stft_distance", "si_sdr", "snr", "rms_ratio")
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean of every metric per (kind, system, bitrate), NaNs left out."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["kind"], r["system"], r["bitrate"]), []).append(r)
+    out = []
+    for (kind, system, bitrate), rs in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] != "neurocodec", g[0][1], g[0][2])):
+        agg = {"kind": kind, "system": system, "bitrate": bitrate, "files": len(rs)}
+        for m in METRICS + ("encode_x_realtime", "decode_x_realtime"):
+            values = [r[m] for r in rs if m in r and r[m] is not None and not math.isnan(r[m])]
+            if values:
+                agg[m] = round(float(np.mean(values)), 4)
+        out.append(agg)
+    return out
