@@ -1,0 +1,170 @@
+"""Training: discriminators, health alarms, exact resume, DDP, the CLI, and (slow) an overfit run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurocodec.config import DiscriminatorConfig, load_config
+from neurocodec.train.diagnostics import HealthMonitor
+from neurocodec.train.discriminators import Discriminator, discriminator_loss, feature_matching_loss
+from neurocodec.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+
+
+def tiny(tmp_path=None, **train):
+    cfg = load_config(ROOT / "examples" / "tiny.toml")
+    data = dataclasses.replace(cfg.data, train=(str(DATA),), valid=(str(DATA),), valid_clips=1)
+    return dataclasses.replace(cfg, data=data, train=dataclasses.replace(cfg.train, **train))
+
+
+def test_discriminator_shapes():
+    cfg = DiscriminatorConfig(periods=(2, 3), mpd_channels=(4, 8, 8, 8, 8), stft_windows=(256, 128), stft_channels=4)
+    disc = Discriminator(cfg)
+    out = disc(torch.randn(2, 1, 4000))
+    assert len(out) == 4
+    for period, feats in zip((2, 3), out[:2]):
+        assert len(feats) == 6
+        assert feats[-1].shape[0] == 2 and feats[-1].shape[1] == 1 and feats[-1].shape[-1] == period
+    for window, feats in zip((256, 128), out[2:]):
+        assert len(feats) == 5 * 5 + 1  # five conv layers per band, five bands, then the score map
+        assert feats[-1].shape[:2] == (2, 1)
+        assert feats[-1].shape[2] == 4000 // (window // 4) + 1  # one score row per STFT frame
+
+
+def test_discriminator_loss_decreases_on_a_fixed_batch(speech):
+    torch.manual_seed(0)
+    cfg = DiscriminatorConfig(periods=(2, 3), mpd_channels=(8, 16, 16, 16, 16), stft_windows=(512,), stft_channels=8)
+    disc = Discriminator(cfg)
+    opt = torch.optim.Adam(disc.parameters(), 1e-3)
+    real = torch.from_numpy(speech[0][:, :8000])[None].repeat(2, 1, 1)
+    fake = real + 0.05 * torch.randn_like(real)
+    losses = []
+    for _ in range(25):
+        loss = discriminator_loss(disc(real), disc(fake))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+    assert float(feature_matching_loss(disc(real), disc(real))) == 0.0
+
+
+def test_health_monitor_alarms():
+    cfg = tiny().train
+    mon = HealthMonitor(cfg, codebook_size=64)
+    ok = {"rms_ratio@4": 1.0, "snr@4": 5.0, "dead_codes": [3, 4]}
+    assert mon.check(dict(ok)) == []
+    assert any("RMS ratio 0.30" in a for a in mon.check({**ok, "rms_ratio@4": 0.3}))
+    assert any("codebook 1: 40/64" in a for a in mon.check({**ok, "dead_codes": [3, 40]}))
+    assert any("non-finite" in a for a in mon.check({**ok, "snr@4": float("nan")}))
+    mon = HealthMonitor(cfg, codebook_size=64)
+    alarms = [mon.check({**ok, "snr@4": v}) for v in (5.0, 4.0, 3.0, 2.0)]
+    assert alarms[2] == [] and any("SNR fell" in a for a in alarms[3])
+
+
+def test_collapse_alarm_fires_on_a_random_filterbank_run(tmp_path):
+    """The user's bug, injected: a noise "mel" filterbank. The trainer must say so loudly."""
+    cfg = tiny(eval_every=10, checkpoint_every=100, log_every=10)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, mel_filterbank="random", magnitude=0.0,
+                                                            complex_stft=0.0, adversarial=0.0, feature_matching=0.0))
+    events = []
+    Trainer(cfg, tmp_path / "run", on_event=events.append).run(20)
+    evals = [e for e in events if e["type"] == "eval"]
+    assert evals and all(any("RMS ratio" in a for a in e["alarms"]) for e in evals)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("alarms") for r in log)
+
+
+def test_resume_replays_the_same_trajectory(tmp_path):
+    cfg = tiny(eval_every=3, checkpoint_every=3, log_every=1, gan_start_step=2)
+    full, parts = [], []
+    Trainer(cfg, tmp_path / "a", on_event=full.append).run(6)
+    Trainer(cfg, tmp_path / "b", on_event=parts.append).run(3)
+    Trainer(cfg, tmp_path / "b", resume=True, on_event=parts.append).run(6)
+    losses = lambda ev: [(e["step"], e["loss"], e.get("loss_d")) for e in ev if e["type"] == "step"]
+    assert losses(full) == losses(parts)
+    assert [k for k in losses(full)][-1][0] == 6
+
+
+def test_nan_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
+    from neurocodec.train.diagnostics import TrainingDiverged
+
+    cfg = tiny(eval_every=100, checkpoint_every=2, log_every=1)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run(2)
+    good = (tmp_path / "run" / "state.safetensors").read_bytes()
+    with torch.no_grad():
+        next(trainer.codec.decoder.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        trainer.run(4)
+    assert (tmp_path / "run" / "state.safetensors").read_bytes() == good
+    assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["type"] == "stopped"
+
+
+def test_ddp_two_gloo_processes(tmp_path):
+    cfg_path = tmp_path / "tiny.toml"
+    text = (ROOT / "examples" / "tiny.toml").read_text()
+    text = text.replace("[data]", f'[data]\ntrain = ["{DATA}"]\nvalid = ["{DATA}"]', 1)
+    text = text.replace("eval_every = 20", "eval_every = 2").replace("checkpoint_every = 20", "checkpoint_every = 2")
+    cfg_path.write_text(text)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "neurocodec.cli", "train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--steps", "2",
+         "--quiet", "--threads", "1"],
+        capture_output=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["world_size"] == 2
+    assert any(r["type"] == "eval" for r in log) and log[-1]["type"] == "done"
+
+
+def test_train_cli_quiet_resume_and_plot(tmp_path):
+    from typer.testing import CliRunner
+
+    from neurocodec.cli import app
+
+    cfg_path = tmp_path / "tiny.toml"
+    text = (ROOT / "examples" / "tiny.toml").read_text()
+    cfg_path.write_text(text.replace("[data]", f'[data]\ntrain = ["{DATA}"]\nvalid = ["{DATA}"]', 1))
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(cfg_path), "--run-dir", str(run), "--steps", "5", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["train", str(cfg_path), "--run-dir", str(run), "--steps", "5"])
+    assert r.exit_code != 0 and "--resume" in r.output
+    r = CliRunner().invoke(app, ["train", "--resume", "--run-dir", str(run), "--steps", "10", "--quiet"])
+    assert r.exit_code == 0, r.output
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 10
+    r = CliRunner().invoke(app, ["train", "--plot", str(run)])
+    assert r.exit_code == 0, r.output
+    assert (run / "curves.png").stat().st_size > 10_000
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nlearning_rate = 1\n")
+    r = CliRunner().invoke(app, ["train", str(bad)])
+    assert r.exit_code == 2 and "unknown key 'learning_rate'" in r.output
+
+
+@pytest.mark.slow
+def test_overfit_one_real_clip(tmp_path):
+    """Healthy training on one clip reaches SNR ≥ 10 dB with the level held (RMS ratio 0.9-1.1)."""
+    cfg = tiny(eval_every=100, checkpoint_every=10_000, log_every=50, lr=3e-3, gan_start_step=10_000)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train=(str(DATA / "librivox_0930.flac"),),
+                                                            valid=(str(DATA / "librivox_0930.flac"),)),
+                              loss=dataclasses.replace(cfg.loss, waveform_l1=1.0),
+                              model=dataclasses.replace(cfg.model, quantizer=dataclasses.replace(
+                                  cfg.model.quantizer, dropout=0.0)))
+    record = Trainer(cfg, tmp_path / "run").run(1500)
+    assert record["snr@4"] >= 10.0, record
+    assert 0.9 <= record["rms_ratio@4"] <= 1.1, record
