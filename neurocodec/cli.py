@@ -148,6 +148,25 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command("fit-entropy")
+def fit_entropy(
+    model: str = typer.Argument(..., help="Model checkpoint (or bundled name) whose codes are modelled."),
+    audio: list[str] = typer.Argument(..., help="Folders/manifests/files of training audio (not the eval set)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write: same weights, fitted tables."),
+    contexts: int = typer.Option(16, "--contexts", help="Tables per codebook (context clusters + 1)."),
+    minutes: float = typer.Option(60.0, "--minutes", help="At most this much audio (random files)."),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Fit the entropy coder's integer probability tables on real audio and store them with the model."""
+    try:
+        from .pipeline import fit_entropy_model
+
+        result = fit_entropy_model(model, audio, str(output), contexts, minutes * 60, device)
+        typer.echo(json.dumps(result))
+    except NeurocodecError as exc:
+        _fail(exc)
+
+
 @app.command("eval")
 def eval_(
     inputs: list[str] = typer.Argument(..., help="Folders, audio files, or an eval manifest.json (scripts/build_corpus.py)."),

@@ -40,6 +40,8 @@ class ChunkedEncoder:
         while self.next_frame < end_frame:
             f0 = self.next_frame
             f1 = min(f0 + self.chunk, end_frame)
+            if not final and f1 - f0 < self.chunk:
+                break  # wait for a whole chunk: small pieces would each pay 2·context frames of overhead
             right = min(f1 + self.context, available)
             if not final and right < f1 + self.context:
                 break
@@ -99,6 +101,8 @@ class ChunkedDecoder:
         while self.next_frame < end_frame:
             f0 = self.next_frame
             f1 = min(f0 + self.chunk, end_frame)
+            if not final and f1 - f0 < self.chunk:
+                break  # wait for a whole chunk: small pieces would each pay 2·context frames of overhead
             right = min(f1 + self.context, available)
             if not final and right < f1 + self.context:
                 break
