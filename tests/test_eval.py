@@ -1,0 +1,109 @@
+"""Metrics on signals with known answers, baselines, and the eval command end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from neurocodec.eval import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = str(ROOT / "formats" / "golden" / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def ref(speech) -> np.ndarray:
+    return speech[0][0].astype(np.float64)
+
+
+def test_snr_and_si_sdr_on_known_signals(ref):
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(len(ref))
+    noise *= np.sqrt(np.sum(ref**2) / np.sum(noise**2)) * 10 ** (-20 / 20)  # exactly 20 dB below the signal
+    assert metrics.snr(ref, ref + noise, aligned=False) == pytest.approx(20.0, abs=0.01)
+    assert metrics.si_sdr(ref, ref + noise, aligned=False) == pytest.approx(20.0, abs=0.2)
+    # A scaled copy: SNR punishes the level error, SI-SDR does not.
+    assert metrics.si_sdr(ref, 0.5 * ref) > 100
+    assert metrics.snr(ref, 0.5 * ref) == pytest.approx(20 * np.log10(1 / 0.5), abs=0.01)
+    assert metrics.rms_ratio(ref, 0.5 * ref) == pytest.approx(0.5)
+    # An inverted copy is as far as it gets: SNR = 10·log10(1/4).
+    assert metrics.snr(ref, -ref, aligned=False) == pytest.approx(-6.02, abs=0.01)
+
+
+def test_delay_is_aligned_before_scoring(ref):
+    delayed = np.concatenate([np.zeros(37), ref[:-37]])
+    assert metrics.align(ref, delayed)[2] == 37
+    assert metrics.snr(ref, delayed) > 40
+    assert metrics.snr(ref, delayed, aligned=False) < 10
+
+
+def test_mel_and_stft_distance_order_damage(ref):
+    rng = np.random.default_rng(1)
+    small = ref + 0.001 * rng.standard_normal(len(ref))
+    large = ref + 0.03 * rng.standard_normal(len(ref))
+    assert metrics.mel_distance(ref, ref, 16000) == 0.0
+    assert 0 < metrics.mel_distance(ref, small, 16000) < metrics.mel_distance(ref, large, 16000)
+    assert 0 < metrics.stft_distance(ref, small) < metrics.stft_distance(ref, large)
+
+
+def test_pesq_and_stoi_rank_identical_above_degraded(ref):
+    rng = np.random.default_rng(2)
+    degraded = ref + 0.05 * rng.standard_normal(len(ref))
+    assert metrics.pesq_wb(ref, ref, 16000) > 4.5 > metrics.pesq_wb(ref, degraded, 16000)
+    assert metrics.stoi(ref, ref, 16000) > 0.99 > metrics.stoi(ref, degraded, 16000)
+
+
+@pytest.mark.skipif(shutil.which("opusenc") is None, reason="opus-tools not installed")
+def test_opus_baseline_real_bitrate_and_quality(ref):
+    from neurocodec.eval import baselines
+
+    low, high = baselines.opus(ref.astype(np.float32), 16000, 6), baselines.opus(ref.astype(np.float32), 16000, 12)
+    assert len(low.audio) == len(ref)
+    assert 5 < low.kbps < 9 and 11 < high.kbps < 15
+    assert metrics.pesq_wb(ref, high.audio, 16000) > metrics.pesq_wb(ref, low.audio, 16000)
+
+
+def test_missing_tool_is_a_clear_message(monkeypatch, ref):
+    from neurocodec.errors import MissingDependencyError
+    from neurocodec.eval import baselines
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(MissingDependencyError, match="apt-get install opus-tools"):
+        baselines.opus(ref.astype(np.float32), 16000, 6)
+    with pytest.raises(MissingDependencyError, match="apt-get install codec2"):
+        baselines.codec2(ref.astype(np.float32), 16000)
+
+
+@pytest.mark.skipif(shutil.which("opusenc") is None or shutil.which("c2enc") is None, reason="baselines missing")
+def test_eval_command_writes_report(tmp_path, speech):
+    from typer.testing import CliRunner
+
+    from neurocodec.cli import app
+
+    folder = tmp_path / "set"
+    (folder / "speech").mkdir(parents=True)
+    (folder / "music").mkdir()
+    audio, sr = speech
+    sf.write(folder / "speech" / "a.flac", audio[0, : 2 * sr], sr)
+    t = np.arange(2 * sr) / sr
+    sf.write(folder / "music" / "chord.flac", 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t), sr)
+    report = tmp_path / "report"
+    r = CliRunner().invoke(app, ["eval", str(folder), "-m", MODEL, "--bitrates", "0.6,2.4", "--baseline",
+                                 "opus,codec2", "--opus-bitrates", "6", "--report", str(report)])
+    assert r.exit_code == 0, r.output
+    assert "opus" in r.output and "codec2" in r.output
+    results = json.loads((report / "results.json").read_text())
+    systems = {(row["kind"], row["system"]) for row in results["rows"]}
+    assert systems == {("speech", "neurocodec"), ("speech", "opus"), ("speech", "codec2"),
+                       ("music", "neurocodec"), ("music", "opus")}
+    speech_row = next(row for row in results["rows"] if row["kind"] == "speech" and row["system"] == "neurocodec")
+    assert {"pesq", "stoi", "si_sdr", "snr", "mel_distance", "stft_distance", "rms_ratio", "kbps"} <= set(speech_row)
+    assert (report / "results.csv").read_text().count("\n") == len(results["rows"]) + 1
+    assert "| kind |" in (report / "report.md").read_text()
+    assert (report / "pesq_vs_bitrate.png").stat().st_size > 5000
+    assert (report / "spectrogram_a.png").stat().st_size > 5000
