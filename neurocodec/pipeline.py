@@ -220,10 +220,8 @@ def read_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
     return pieces, damage
 
 
-def decode_file(input: str, output: str, model=None, device: str | None = None,
-                conceal: bool = False) -> DecodeReport:
-    """.ncd file (or "-") → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
-    from .audio import AudioWriter
+def _read_ncd(input: str) -> tuple[str, container.ParsedFile]:
+    """(name for messages, parsed file) of an .ncd file or stdin; a fatal fault names the file."""
     from .fileio import read_input_bytes
 
     where = "stdin" if input == "-" else input
@@ -232,9 +230,17 @@ def decode_file(input: str, output: str, model=None, device: str | None = None,
     except OSError as exc:
         raise FormatError(f"{where}: cannot read ({exc.strerror or exc})") from None
     try:
-        parsed = container.parse(data)
+        return where, container.parse(data)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
+
+
+def decode_file(input: str, output: str, model=None, device: str | None = None,
+                conceal: bool = False) -> DecodeReport:
+    """.ncd file (or "-") → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
+    from .audio import AudioWriter
+
+    where, parsed = _read_ncd(input)
     codec, info = _load(model if model is not None else _bundled_for(parsed.header), device)
     _check_model(parsed.header, info, where)
     pieces, damage = read_codes(parsed, info.entropy, conceal)
@@ -260,17 +266,7 @@ def _bundled_for(header: container.Header) -> str | None:
 
 def describe(input: str) -> dict:
     """What `neurocodec info` shows: header facts, chunk statistics, real bitrate, damage."""
-    from .fileio import read_input_bytes
-
-    where = "stdin" if input == "-" else input
-    try:
-        data = read_input_bytes(input)
-    except OSError as exc:
-        raise FormatError(f"{where}: cannot read ({exc.strerror or exc})") from None
-    try:
-        parsed = container.parse(data)
-    except FormatError as exc:
-        raise FormatError(f"{where}: {exc}") from None
+    where, parsed = _read_ncd(input)
     h = parsed.header
     frames = parsed.total_frames if parsed.total_frames is not None else sum(c.frame_count for c in parsed.chunks)
     duration = (parsed.length / h.sample_rate) if parsed.length is not None else frames * h.hop_length / h.model_sample_rate
@@ -292,9 +288,9 @@ def describe(input: str) -> dict:
         "chunks": len(parsed.chunks),
         "codebooks": ",".join(map(str, n_qs)) or "-",
         "nominal_kbps": round(max(n_qs, default=0) * bits * frame_rate * h.channels / 1000, 3),
-        "bitrate_kbps": round(len(data) * 8 / duration / 1000, 3) if duration > 0 else None,
+        "bitrate_kbps": round(parsed.size * 8 / duration / 1000, 3) if duration > 0 else None,
         "payload_vs_fixed": round(payload / fixed, 3) if fixed else None,
-        "size_bytes": len(data),
+        "size_bytes": parsed.size,
         "damage": parsed.damage,
     }
 
