@@ -131,6 +131,10 @@ class LossConfig:
     mel_fmax: float | None = None
     # A linear-magnitude term holds the output level (log-mel alone lets amplitude sag early in training).
     magnitude: float = 0.0
+    # Per-band level over the whole segment: L1 between log10 of the time-averaged mel *power* of reference and
+    # estimate. Frame-wise L1 terms are minimised by a median, which under uncertainty sits below the signal's
+    # energy; an average of power is not, so this term holds the level (gain handling).
+    level: float = 0.0
     waveform_l1: float = 0.0
     stft: float = 0.0  # multi-resolution STFT loss (spectral convergence + log magnitude)
     stft_windows: tuple[int, ...] = (512, 1024, 2048)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..spectral import MelSpectrogram, log_mel, stft
+
+
+class MelLosses(NamedTuple):
+    log_mel: torch.Tensor  # DAC's term
+    linear: torch.Tensor  # L1 between linear mel magnitudes
+    level: torch.Tensor  # L1 between log time-averaged band powers (see LossConfig.level)
 
 
 class MultiScaleMelLoss(nn.Module):
@@ -25,16 +33,21 @@ class MultiScaleMelLoss(nn.Module):
             MelSpectrogram(sample_rate, w, m, fmin, fmax, filterbank) for w, m in zip(windows, n_mels)
         )
 
-    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """→ (log-mel L1 summed over scales, linear-mel L1 summed over scales)."""
+    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> MelLosses:
+        """ref, est `[B, 1, T]` → the three terms, each summed over scales."""
         ref, est = ref.flatten(0, 1), est.flatten(0, 1)
         log_loss = ref.new_zeros(())
         lin_loss = ref.new_zeros(())
+        level = ref.new_zeros(())
         for mel in self.mels:
             m_ref, m_est = mel(ref), mel(est)
             log_loss = log_loss + F.l1_loss(log_mel(m_est), log_mel(m_ref))
             lin_loss = lin_loss + F.l1_loss(m_est, m_ref)
-        return log_loss, lin_loss
+            # log10 of amplitude (half the log of power), so a uniform gain g costs |log10 g| per band; the power
+            # floor 1e-10 matches the amplitude floor 1e-5 of the log-mel term.
+            p_ref, p_est = m_ref.square().mean(dim=-1), m_est.square().mean(dim=-1)
+            level = level + 0.5 * F.l1_loss(p_est.clamp_min(1e-10).log10(), p_ref.clamp_min(1e-10).log10())
+        return MelLosses(log_loss, lin_loss, level)
 
 
 class MultiResolutionSTFTLoss(nn.Module):

@@ -160,9 +160,10 @@ class Trainer:
             logs["loss_d"] = float(d_loss.detach())
 
         terms: dict[str, torch.Tensor] = {}
-        log_mel, lin_mel = self.mel_loss(audio, recon)
-        terms["mel"] = log_mel
-        terms["magnitude"] = lin_mel
+        mel = self.mel_loss(audio, recon)
+        terms["mel"] = mel.log_mel
+        terms["magnitude"] = mel.linear
+        terms["level"] = mel.level
         if lc.waveform_l1:
             terms["waveform_l1"] = waveform_l1(audio, recon)
         if lc.stft:
@@ -180,7 +181,7 @@ class Trainer:
             self.disc.requires_grad_(True)
             terms["adversarial"] = generator_adversarial_loss(fake)
             terms["feature_matching"] = feature_matching_loss(real, fake)
-        weights = {"mel": lc.mel, "magnitude": lc.magnitude, "waveform_l1": lc.waveform_l1, "stft": lc.stft,
+        weights = {"mel": lc.mel, "magnitude": lc.magnitude, "level": lc.level, "waveform_l1": lc.waveform_l1, "stft": lc.stft,
                    "complex_stft": lc.complex_stft, "commitment": lc.commitment, "codebook": lc.codebook,
                    "adversarial": lc.adversarial, "feature_matching": lc.feature_matching}
         loss = sum(weights[k] * v for k, v in terms.items() if weights[k])

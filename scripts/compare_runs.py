@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Compare training runs at their last common evaluation step, as a markdown table.
+
+    python scripts/compare_runs.py RUN_DIR [RUN_DIR ...]
+
+For each run: its recipe (non-zero loss weights), the validation metrics at the last step every run evaluated
+(mel distance, SI-SDR, SNR, RMS ratio at the full and half number of codebooks), alarms raised, and throughput
+(steps/s, seconds of audio per second) from its log.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from neurocodec.train.report import read_log  # noqa: E402
+
+
+def main(runs: list[str]) -> int:
+    logs = {r: read_log(Path(r)) for r in runs}
+    evals = {r: {e["step"]: e for e in log if e.get("type") == "eval"} for r, log in logs.items()}
+    common = set.intersection(*(set(e) for e in evals.values()))
+    if not common:
+        print("no evaluation step in common")
+        return 1
+    step = max(common)
+    print(f"Validation at step {step} (the last step every run evaluated):\n")
+    print("| run | recipe | mel distance | SI-SDR dB | SNR dB | RMS ratio | alarms | steps/s | audio s/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        cfg = json.loads((Path(r).expanduser() / "config.json").read_text())
+        recipe = ", ".join(f"{k} {v:g}" for k, v in cfg["loss"].items() if isinstance(v, float) and v > 0 and k not in ("mel_fmin",))
+        e = evals[r][step]
+        full = max(int(k.split("@")[1]) for k in e if k.startswith("snr@"))
+        rates = [x for x in logs[r] if x.get("type") == "step" and x["step"] <= step]
+        alarms = sum(len(x.get("alarms", [])) for x in evals[r].values() if x["step"] <= step)
+        print(f"| {Path(r).name} | {recipe} | {e[f'mel_distance@{full}']:.3f} | {e[f'si_sdr@{full}']:.1f} | "
+              f"{e[f'snr@{full}']:.1f} | {e[f'rms_ratio@{full}']:.2f} | {alarms} | {rates[-1]['steps_per_s']:.2f} | "
+              f"{rates[-1]['audio_s_per_s']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
