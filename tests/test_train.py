@@ -168,3 +168,17 @@ def test_overfit_one_real_clip(tmp_path):
     record = Trainer(cfg, tmp_path / "run").run(1500)
     assert record["snr@4"] >= 10.0, record
     assert 0.9 <= record["rms_ratio@4"] <= 1.1, record
+
+
+def test_resume_may_change_the_recipe_but_not_the_model(tmp_path):
+    from neurocodec.errors import CheckpointError
+
+    cfg = tiny(eval_every=100, checkpoint_every=1, log_every=1)
+    Trainer(cfg, tmp_path / "run").run(1)
+    changed = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, level=5.0))
+    trainer = Trainer(changed, tmp_path / "run", resume=True)
+    assert trainer.config_changes == ["loss.level: 0.0 -> 5.0"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"]["level"] == 5.0
+    other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, latent_dim=8))
+    with pytest.raises(CheckpointError, match="different model config"):
+        Trainer(other, tmp_path / "run", resume=True)

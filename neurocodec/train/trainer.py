@@ -34,6 +34,18 @@ from .losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
 Event = Callable[[dict], None]
 
 
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, as "key: old -> new"."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
 def load_run_config(run_dir: str | os.PathLike) -> Config:
     """The config a run started with (its `config.json`)."""
     path = Path(run_dir).expanduser() / "config.json"
@@ -115,9 +127,12 @@ class Trainer:
         self.monitor = HealthMonitor(tc, config.model.quantizer.codebook_size)
         self.step = 0
         self.best_mel = math.inf
+        self.config_changes: list[str] = []
         if resume:
             self._load_state()
-        elif self.is_main:
+        if self.is_main and (not resume or self.config_changes):
+            # A resumed run may change its recipe (loss weights, schedule), never its model; config.json and
+            # the log's start record show what changed and when.
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=1))
 
@@ -260,6 +275,7 @@ class Trainer:
             raise CheckpointError(f"{path}: cannot resume ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         if saved_cfg.model != self.cfg.model:
             raise CheckpointError(f"{path}: the run was made with a different model config")
+        self.config_changes = _diff(to_dict(saved_cfg), to_dict(self.cfg))
         self.codec.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("generator.")})
         for i, vq in enumerate(self.codec.quantizer.quantizers):
             vq.usage.copy_(tensors[f"vq.{i}.usage"])
@@ -289,6 +305,7 @@ class Trainer:
         last_eval: dict = {}
         t0, s0 = time.monotonic(), self.step
         self._emit({"type": "start", "step": self.step, "target": target, "world_size": self.world,
+                    "config_changes": self.config_changes,
                     "train_seconds_of_audio": round(self.train_data.total_seconds, 1)})
         try:
             while self.step < target:
