@@ -316,7 +316,8 @@ class Trainer:
                 if self.step % tc.log_every == 0 or self.step == target:
                     elapsed = time.monotonic() - t0
                     rate = (self.step - s0) / max(elapsed, 1e-9)
-                    self._emit({"type": "step", "step": self.step, "target": target, "steps_per_s": round(rate, 4),
+                    self._emit({"type": "step", "step": self.step, "target": target, "time": round(time.time(), 1),
+                                "steps_per_s": round(rate, 4),
                                 "audio_s_per_s": round(rate * tc.batch_size * self.world * self.cfg.data.segment_seconds, 3),
                                 **{k: round(v, 6) for k, v in logs.items()}})
                 if self.step % tc.eval_every == 0 or self.step == target:
