@@ -6,9 +6,9 @@ from neurocodec.errors import ConfigError
 from .conftest import ROOT
 
 
-@pytest.mark.parametrize("name", ["default", "dac", "tiny", "l1_vq"])
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(ROOT / "examples")) for p in (ROOT / "examples").rglob("*.toml")))
 def test_examples_load_and_round_trip(name):
-    cfg = load_config(ROOT / "examples" / f"{name}.toml")
+    cfg = load_config(ROOT / "examples" / name)
     assert from_dict(Config, to_dict(cfg)) == cfg
 
 
