@@ -149,8 +149,15 @@ def pick_eval(entries: list[dict], seed: int = 0) -> list[dict]:
             for e in rng.sample(items, min(8, len(items))):
                 if e["duration"] < 12:
                     continue
-                start = rng.uniform(0, e["duration"] - 10)
-                segments.append({"kind": "music", "pieces": [{"package": e["package"], "file": e["file"], "start": round(start, 3), "duration": 10.0}]})
+                for _ in range(10):  # a crop of a pause or fade says nothing about a codec
+                    start = rng.uniform(0, e["duration"] - 10)
+                    with sf.SoundFile(e["path"]) as f:
+                        f.seek(int(start * SR))
+                        crop = f.read(10 * SR, dtype="float32")
+                    if np.sqrt(np.mean(crop.astype(np.float64) ** 2)) > 10 ** (-40 / 20):
+                        segments.append({"kind": "music", "pieces": [{"package": e["package"], "file": e["file"],
+                                                                      "start": round(start, 3), "duration": 10.0}]})
+                        break
             continue
         n_segments = 4
         starts = rng.sample(range(len(items)), min(n_segments * 3, len(items)))
@@ -191,6 +198,17 @@ def write_eval(segments: list[dict], entries: list[dict], out: Path) -> list[dic
     return written
 
 
+def write_eval_set(entries: list[dict], out: Path, pick: bool) -> int:
+    if pick or not SEGMENTS.exists():
+        SEGMENTS.write_text(json.dumps(pick_eval(entries), indent=1) + "\n")
+    segments = json.loads(SEGMENTS.read_text())
+    shutil.rmtree(out / "eval", ignore_errors=True)
+    written = write_eval(segments, entries, out)
+    (out / "eval" / "manifest.json").write_text(json.dumps(written, indent=1) + "\n")
+    print(f"eval segments: {len(written)} ({sum(w['duration'] for w in written) / 60:.1f} min)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("~/.cache/neurocodec/corpus").expanduser())
@@ -198,6 +216,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--packages", nargs="*", default=list(PACKAGES))
     ap.add_argument("--pick-eval", action="store_true", help="re-pick the evaluation segments (changes the eval set)")
+    ap.add_argument("--eval-only", action="store_true", help="only (re)write the eval set from an existing manifest")
     args = ap.parse_args()
     for tool in ("apt-get", "dpkg-deb", "ffmpeg", "fluidsynth"):
         if shutil.which(tool) is None:
@@ -216,6 +235,9 @@ def main() -> int:
                 file_split = "eval"
             dest = out / ("train" if file_split == "train" else "eval-sources") / kind / pkg / rel.with_suffix(".flac")
             jobs.append((pkg, src, rel, kind, file_split, licence, dest))
+    if args.eval_only:
+        entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+        return write_eval_set(entries, out, args.pick_eval)
     print(f"converting {len(jobs)} files from {len(args.packages)} packages …", flush=True)
     entries = []
     with cf.ProcessPoolExecutor(args.jobs) as pool:
@@ -237,18 +259,14 @@ def main() -> int:
     with open(out / "manifest.jsonl", "w") as f:
         for e in sorted(entries, key=lambda e: e["path"]):
             f.write(json.dumps(e) + "\n")
-    if args.pick_eval or not SEGMENTS.exists():
-        SEGMENTS.write_text(json.dumps(pick_eval(entries), indent=1) + "\n")
-    segments = json.loads(SEGMENTS.read_text())
-    written = write_eval(segments, entries, out)
-    (out / "eval" / "manifest.json").write_text(json.dumps(written, indent=1) + "\n")
+    write_eval_set(entries, out, args.pick_eval)
     minutes: dict[str, float] = {}
     for e in entries:
         key = f"{e['split']}/{e['kind']}"
         minutes[key] = minutes.get(key, 0) + e["duration"] / 60
     for key, m in sorted(minutes.items()):
         print(f"{key:>16}: {m:7.1f} min")
-    print(f"eval segments: {len(written)} ({sum(w['duration'] for w in written) / 60:.1f} min); errors: {len(errors)}")
+    print(f"errors: {len(errors)}")
     for e in errors[:5]:
         print("  skipped:", e["package"], e["file"], e["error"])
     return 0

@@ -107,3 +107,7 @@ def test_eval_command_writes_report(tmp_path, speech):
     assert "| kind |" in (report / "report.md").read_text()
     assert (report / "pesq_vs_bitrate.png").stat().st_size > 5000
     assert (report / "spectrogram_a.png").stat().st_size > 5000
+
+
+def test_rms_ratio_of_silence_is_undefined_not_huge():
+    assert np.isnan(metrics.rms_ratio(np.zeros(100), np.ones(100)))

@@ -54,8 +54,14 @@ def si_sdr(ref: np.ndarray, est: np.ndarray, aligned: bool = True) -> float:
 
 
 def rms_ratio(ref: np.ndarray, est: np.ndarray) -> float:
-    """RMS of the estimate over RMS of the reference: 1 is right, < 1 is amplitude collapse."""
-    return float(np.sqrt(np.mean(est.astype(np.float64) ** 2)) / (np.sqrt(np.mean(ref.astype(np.float64) ** 2)) + EPS))
+    """RMS of the estimate over RMS of the reference: 1 is right, < 1 is amplitude collapse.
+
+    NaN for a silent reference (RMS below -100 dBFS), where a ratio means nothing.
+    """
+    ref_rms = np.sqrt(np.mean(ref.astype(np.float64) ** 2))
+    if not ref_rms > 1e-5:
+        return float("nan")
+    return float(np.sqrt(np.mean(est.astype(np.float64) ** 2)) / ref_rms)
 
 
 def mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int,
