@@ -133,6 +133,11 @@ def convert(job: tuple[str, Path, Path, str, str, str, Path]) -> dict | None:
     }
 
 
+def _rms_db(pieces: list[dict]) -> float:
+    audio = np.concatenate([sf.read(p["path"], dtype="float32")[0] for p in pieces])
+    return float(10 * np.log10(np.mean(audio.astype(np.float64) ** 2) + 1e-20))
+
+
 def pick_eval(entries: list[dict], seed: int = 0) -> list[dict]:
     """~10 s evaluation segments: consecutive short speech clips joined; 10 s crops of music tracks."""
     rng = random.Random(seed)
@@ -159,6 +164,8 @@ def pick_eval(entries: list[dict], seed: int = 0) -> list[dict]:
                                                                       "start": round(start, 3), "duration": 10.0}]})
                         break
             continue
+        if Path(items[0]["file"]).parent.name == "silence":  # asterisk's silence prompts: nothing to judge
+            continue
         n_segments = 4
         starts = rng.sample(range(len(items)), min(n_segments * 3, len(items)))
         made = 0
@@ -167,15 +174,18 @@ def pick_eval(entries: list[dict], seed: int = 0) -> list[dict]:
             for e in items[s:]:
                 if total >= 9.0:
                     break
-                pieces.append({"package": e["package"], "file": e["file"], "start": 0.0, "duration": e["duration"]})
+                pieces.append({"package": e["package"], "file": e["file"], "start": 0.0, "duration": e["duration"],
+                               "path": e["path"]})
                 total += e["duration"]
-            if total >= 5.0:
+            if total >= 5.0 and _rms_db(pieces) > -40:
                 segments.append({"kind": "speech", "pieces": pieces})
                 made += 1
             if made == n_segments:
                 break
     for i, seg in enumerate(segments):
         seg["id"] = f"{seg['kind']}-{i:03d}"
+        for piece in seg["pieces"]:
+            piece.pop("path", None)  # machine-specific; the manifest maps (package, file) to a path
     return segments
 
 
