@@ -138,6 +138,12 @@ def train(
         run_dir = run_dir or Path("~/.cache/neurocodec/runs").expanduser() / cfg.model.name
         if run_dir.joinpath("state.safetensors").exists() and not resume:
             raise typer.BadParameter(f"{run_dir} already holds a run: pass --resume, or another --run-dir")
+        import signal
+
+        def stop(signum, frame):  # kill / SIGTERM: stop like Ctrl-C, saving the state first
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
         with TrainDisplay(quiet=quiet, console=err) as display:
             trainer = Trainer(cfg, run_dir, resume=resume, on_event=display, device=device)
             trainer.run(steps, max_seconds=minutes * 60 if minutes else None)

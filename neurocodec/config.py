@@ -119,6 +119,7 @@ class DataConfig:
     valid_segment_seconds: float = 3.0
     valid_clips: int = 8
     loudness_db: float = -16.0  # items are normalised to this RMS level (dBFS) before cropping
+    gain_db: float = 4.0  # then a random gain in ±gain_db: real input is not at one level
     workers: int = 0
 
 

@@ -91,7 +91,7 @@ class CropDataset:
             audio = self.read(i, start, seconds)
             if np.sqrt(np.mean(audio**2)) > 10 ** (-45 / 20):
                 break
-        gain_db = float(rng.uniform(-4, 4))  # a little level variety around the target loudness
+        gain_db = float(rng.uniform(-self.cfg.gain_db, self.cfg.gain_db))
         return normalize(audio, self.cfg.loudness_db + gain_db).astype(np.float32)
 
     def batch(self, seed: int, step: int, rank: int, batch_size: int) -> torch.Tensor:
