@@ -182,3 +182,27 @@ def test_resume_may_change_the_recipe_but_not_the_model(tmp_path):
     other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, latent_dim=8))
     with pytest.raises(CheckpointError, match="different model config"):
         Trainer(other, tmp_path / "run", resume=True)
+
+
+def test_sigterm_saves_state_and_resume_continues(tmp_path):
+    import signal
+    import time
+
+    cfg_path = tmp_path / "tiny.toml"
+    text = (ROOT / "examples" / "tiny.toml").read_text()
+    cfg_path.write_text(text.replace("[data]", f'[data]\ntrain = ["{DATA}"]\nvalid = ["{DATA}"]', 1)
+                        .replace("checkpoint_every = 20", "checkpoint_every = 100000"))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "neurocodec.cli", "train", str(cfg_path), "--run-dir", str(run),
+                             "--steps", "100000", "--quiet", "--threads", "1"], stderr=subprocess.PIPE)
+    log = run / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and '"type": "step"' in log.read_text()):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read().decode()[-1000:]
+    stopped = json.loads(log.read_text().splitlines()[-1])
+    assert stopped["type"] == "stopped" and stopped["step"] >= 5
+    assert (run / "state.safetensors").exists()
+    resumed = Trainer(tiny(), run, resume=True)
+    assert resumed.step == stopped["step"]
