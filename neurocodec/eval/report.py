@@ -17,6 +17,7 @@ from ..errors import MissingDependencyError
 from .run import METRICS, aggregate
 
 LOWER_IS_BETTER = {"mel_distance", "stft_distance"}
+COLORS = {"neurocodec": "C0", "opus": "C1", "codec2": "C2"}  # one colour per system in every plot
 
 
 def _plt():
@@ -85,7 +86,7 @@ def plot_metrics(agg: list[dict], out: Path) -> list[Path]:
                 pts = sorted((a["kbps"], a[metric]) for a in agg
                              if a["kind"] == kind and a["system"] == system and metric in a and "kbps" in a)
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", label=system)
+                    ax.plot(*zip(*pts), marker="o", label=system, color=COLORS.get(system))
             ax.set_title(f"{kind}: {metric}" + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
             ax.set_xlabel("real kbps")
             ax.grid(alpha=0.3)
