@@ -112,6 +112,7 @@ def train(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw RUN_DIR's curves to RUN_DIR/curves.png and exit."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per process (overrides the config's train.threads)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (evaluate, checkpoint) after this much wall time."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start a new run from these generator weights (e.g. a released model)."),
 ) -> None:
     """Train a codec from folders of audio (see examples/default.toml)."""
     try:
@@ -145,7 +146,7 @@ def train(
 
         signal.signal(signal.SIGTERM, stop)
         with TrainDisplay(quiet=quiet, console=err) as display:
-            trainer = Trainer(cfg, run_dir, resume=resume, on_event=display, device=device)
+            trainer = Trainer(cfg, run_dir, resume=resume, on_event=display, device=device, init=init)
             trainer.run(steps, max_seconds=minutes * 60 if minutes else None)
     except NeurocodecError as exc:
         _fail(exc)

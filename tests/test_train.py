@@ -206,3 +206,17 @@ def test_sigterm_saves_state_and_resume_continues(tmp_path):
     assert (run / "state.safetensors").exists()
     resumed = Trainer(tiny(), run, resume=True)
     assert resumed.step == stopped["step"]
+
+
+def test_init_from_a_released_fp16_model(tmp_path):
+    from neurocodec.checkpoint import save_model
+
+    cfg = tiny(eval_every=100, checkpoint_every=100, log_every=1)
+    source = Trainer(cfg, tmp_path / "a")
+    released = tmp_path / "released.safetensors"
+    save_model(released, source.codec.state_dict(), cfg.model, dtype=torch.float16)
+    torch.manual_seed(123)  # a different init, so equality below comes from --init
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=7))
+    trainer = Trainer(other, tmp_path / "b", init=released)
+    for k, v in source.codec.state_dict().items():
+        assert torch.allclose(trainer.codec.state_dict()[k], v.half().float())

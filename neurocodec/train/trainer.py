@@ -81,7 +81,8 @@ def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: di
 
 class Trainer:
     def __init__(self, config: Config, run_dir: str | os.PathLike, resume: bool = False,
-                 on_event: Event | None = None, device: str | None = None):
+                 on_event: Event | None = None, device: str | None = None, init: str | os.PathLike | None = None):
+        """`init`: a model checkpoint (e.g. a released fp16 model) whose weights start a new run."""
         self.cfg = config
         self.run_dir = Path(run_dir).expanduser()
         self.on_event = on_event or (lambda event: None)
@@ -101,6 +102,13 @@ class Trainer:
         tc, lc = config.train, config.loss
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.codec = Codec(config.model).to(self.device)
+        if init is not None and not resume:
+            from ..checkpoint import read_model
+
+            state, info = read_model(init)
+            if info.config != config.model:
+                raise CheckpointError(f"{init}: its model config differs from the run's")
+            self.codec.load_state_dict({k: v.float() for k, v in state.items()})
         self.disc = Discriminator(config.discriminator).to(self.device) if self._gan_enabled else None
         self.mel_loss = MultiScaleMelLoss(config.model.sample_rate, lc.mel_windows, lc.mel_n_mels, lc.mel_fmin,
                                           lc.mel_fmax, lc.mel_filterbank).to(self.device)
