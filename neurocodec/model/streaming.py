@@ -17,26 +17,41 @@ import torch
 DEFAULT_CHUNK_FRAMES = 750  # 10 s at 75 Hz
 
 
-class ChunkedEncoder:
-    """Push audio `[B, n]` at the model's sample rate; receive codes `[B, n_q, k]` as frames complete."""
+class _FrameStream:
+    """The shared schedule: frames [f0, f1) are computed from buffered input frames [f0 - C, f1 + C).
 
-    def __init__(self, codec, n_q: int, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
-        codec.quantizer._check_n_q(n_q)
+    `self.buffer` holds input from frame `self.buffer_frame` on, `unit` elements per frame along its last axis
+    (hop_length samples for the encoder, one latent frame for the decoder). Subclasses say what one window
+    computes (`_run`) and what an empty result looks like (`_empty`).
+    """
+
+    def __init__(self, codec, context: int, chunk_frames: int, unit: int):
         self.codec = codec
-        self.n_q = n_q
         self.hop = codec.hop_length
-        self.context = codec.encoder.context_frames
+        self.context = context
         self.chunk = max(1, chunk_frames)
-        self.buffer: torch.Tensor | None = None  # samples from frame `self.buffer_frame` on
+        self.unit = unit
+        self.buffer: torch.Tensor | None = None
         self.buffer_frame = 0
         self.next_frame = 0  # first frame not yet emitted
-        self.samples_in = 0
 
-    def _process(self, end_frame: int, final: bool) -> list[torch.Tensor]:
+    @property
+    def buffered_end(self) -> int:
+        """One past the last whole frame in the buffer."""
+        return self.buffer_frame + (0 if self.buffer is None else self.buffer.shape[-1] // self.unit)
+
+    def _append(self, x: torch.Tensor) -> None:
+        self.buffer = x if self.buffer is None else torch.cat([self.buffer, x], dim=-1)
+
+    def _run(self, window: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _empty(self, batch: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _process(self, end_frame: int, final: bool) -> torch.Tensor:
         out = []
-        available = self.buffer_frame + (0 if self.buffer is None else self.buffer.shape[-1] // self.hop)
-        if final:
-            available = end_frame
+        available = end_frame if final else self.buffered_end
         while self.next_frame < end_frame:
             f0 = self.next_frame
             f1 = min(f0 + self.chunk, end_frame)
@@ -46,91 +61,72 @@ class ChunkedEncoder:
             if not final and right < f1 + self.context:
                 break
             left = max(0, f0 - self.context)
-            a = (left - self.buffer_frame) * self.hop
-            b = (right - self.buffer_frame) * self.hop
-            window = self.buffer[:, a:b]
-            codes = self.codec.encode_frames(window[:, None, :], self.n_q)
-            out.append(codes[..., f0 - left : f1 - left])
+            window = self.buffer[..., (left - self.buffer_frame) * self.unit: (right - self.buffer_frame) * self.unit]
+            out.append(self._run(window, f0 - left, f1 - left))
             self.next_frame = f1
             # Keep only what later chunks still need as left context.
             drop = max(0, (self.next_frame - self.context) - self.buffer_frame)
             if drop:
-                self.buffer = self.buffer[:, drop * self.hop :]
+                self.buffer = self.buffer[..., drop * self.unit:]
                 self.buffer_frame += drop
-        return out
+        if not out:
+            return self._empty(0 if self.buffer is None else self.buffer.shape[0])
+        return torch.cat(out, dim=-1)
+
+
+class ChunkedEncoder(_FrameStream):
+    """Push audio `[B, n]` at the model's sample rate; receive codes `[B, n_q, k]` as frames complete."""
+
+    def __init__(self, codec, n_q: int, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
+        codec.quantizer._check_n_q(n_q)
+        super().__init__(codec, codec.encoder.context_frames, chunk_frames, unit=codec.hop_length)
+        self.n_q = n_q
+        self.samples_in = 0
+
+    def _run(self, window: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return self.codec.encode_frames(window[:, None, :], self.n_q)[..., start:stop]
+
+    def _empty(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, self.n_q, 0, dtype=torch.long, device=self.codec.device)
 
     def push(self, audio: torch.Tensor) -> torch.Tensor:
         """audio `[B, n]` → the codes `[B, n_q, k]` that became final (k may be 0)."""
         audio = audio.to(self.codec.device, torch.float32)
         self.samples_in += audio.shape[-1]
-        self.buffer = audio if self.buffer is None else torch.cat([self.buffer, audio], dim=-1)
-        whole = self.buffer_frame + self.buffer.shape[-1] // self.hop
-        return self._cat(self._process(whole - self.context, final=False), audio.shape[0])
+        self._append(audio)
+        return self._process(self.buffered_end - self.context, final=False)
 
     def flush(self) -> torch.Tensor:
         """Zero-pad the tail to a whole frame (as the unchunked model does) and emit the remaining codes."""
         if self.buffer is None:
-            return torch.zeros(0, self.n_q, 0, dtype=torch.long)
+            return self._empty(0)
         total = -(-self.samples_in // self.hop)
         need = (total - self.buffer_frame) * self.hop - self.buffer.shape[-1]
         if need > 0:
             self.buffer = torch.nn.functional.pad(self.buffer, (0, need))
-        return self._cat(self._process(total, final=True), self.buffer.shape[0])
-
-    def _cat(self, parts: list[torch.Tensor], batch: int) -> torch.Tensor:
-        if not parts:
-            return torch.zeros(batch, self.n_q, 0, dtype=torch.long, device=self.codec.device)
-        return torch.cat(parts, dim=-1)
+        return self._process(total, final=True)
 
 
-class ChunkedDecoder:
+class ChunkedDecoder(_FrameStream):
     """Push codes `[B, n_q, k]` (n_q may change between pushes); receive audio `[B, k' * hop]` as it completes."""
 
     def __init__(self, codec, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
-        self.codec = codec
-        self.hop = codec.hop_length
-        self.context = codec.decoder.context_frames
-        self.chunk = max(1, chunk_frames)
-        self.latent: torch.Tensor | None = None  # quantised latent from frame `self.latent_frame` on
-        self.latent_frame = 0
-        self.next_frame = 0
+        super().__init__(codec, codec.decoder.context_frames, chunk_frames, unit=1)
 
-    def _process(self, end_frame: int, final: bool) -> list[torch.Tensor]:
-        out = []
-        available = self.latent_frame + (0 if self.latent is None else self.latent.shape[-1])
-        while self.next_frame < end_frame:
-            f0 = self.next_frame
-            f1 = min(f0 + self.chunk, end_frame)
-            if not final and f1 - f0 < self.chunk:
-                break  # wait for a whole chunk: small pieces would each pay 2·context frames of overhead
-            right = min(f1 + self.context, available)
-            if not final and right < f1 + self.context:
-                break
-            left = max(0, f0 - self.context)
-            window = self.latent[..., left - self.latent_frame : right - self.latent_frame]
-            audio = self.codec.decoder(window)[:, 0]
-            out.append(audio[:, (f0 - left) * self.hop : (f1 - left) * self.hop])
-            self.next_frame = f1
-            drop = max(0, (self.next_frame - self.context) - self.latent_frame)
-            if drop:
-                self.latent = self.latent[..., drop:]
-                self.latent_frame += drop
-        return out
+    def _run(self, window: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return self.codec.decoder(window)[:, 0, start * self.hop: stop * self.hop]
+
+    def _empty(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, 0, device=self.codec.device)
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """codes `[B, n_q, k]` → audio `[B, n]` that became final (n may be 0)."""
         # Codes → latent is per frame (no context), so chunks with different n_q join seamlessly here.
-        latent = self.codec.quantizer.decode(codes.to(self.codec.device))
-        self.latent = latent if self.latent is None else torch.cat([self.latent, latent], dim=-1)
-        available = self.latent_frame + self.latent.shape[-1]
-        return self._cat(self._process(available - self.context, final=False), codes.shape[0])
+        self._append(self.codec.quantizer.decode(codes.to(self.codec.device)))
+        return self._process(self.buffered_end - self.context, final=False)
 
     def flush(self) -> torch.Tensor:
-        if self.latent is None:
-            return torch.zeros(0, 0)
-        return self._cat(self._process(self.latent_frame + self.latent.shape[-1], final=True), self.latent.shape[0])
-
-    def _cat(self, parts: list[torch.Tensor], batch: int) -> torch.Tensor:
-        if not parts:
-            return torch.zeros(batch, 0, device=self.codec.device)
-        return torch.cat(parts, dim=-1)
+        """Emit everything still buffered."""
+        if self.buffer is None:
+            return self._empty(0)
+        return self._process(self.buffered_end, final=True)
