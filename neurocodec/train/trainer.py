@@ -217,7 +217,7 @@ class Trainer:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             finite = flag > 0
         if not bool(finite):
-            raise TrainingDiverged(f"step {self.step}: loss or gradient is not finite (loss {float(loss):.4g})")
+            raise TrainingDiverged(f"step {self.step}: loss or gradient is not finite (loss {float(loss.detach()):.4g})")
         self.opt_g.step()
         self.sched_g.step()
         if gan_on:
