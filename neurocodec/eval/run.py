@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..audio import read_audio
+from ..audio import read_audio, write_audio
 from ..errors import AudioError, MissingDependencyError
 from . import baselines, metrics
 
@@ -77,7 +77,7 @@ def measure(ref: np.ndarray, est: np.ndarray, sample_rate: int, kind: str) -> di
         try:
             out["pesq"] = metrics.pesq_wb(ref, est, sample_rate)
         except MissingDependencyError:
-            raise
+            raise  # a missing package is the user's to fix, not a NaN
         except Exception:  # the pesq package raises on clips it finds no speech in
             out["pesq"] = math.nan
         out["stoi"] = metrics.stoi(ref, est, sample_rate)
@@ -107,8 +107,6 @@ def evaluate(items: list[Item], model=None, bitrates: tuple[float, ...] = (1.5, 
         ref = audio.mean(axis=0).astype(np.float32)
         duration = len(ref) / sr
         if keep_audio is not None:
-            from ..audio import write_audio
-
             keep_audio.mkdir(parents=True, exist_ok=True)
             write_audio(keep_audio / f"{item.id}.original.0k.flac", ref[None], sr)
 
@@ -118,8 +116,6 @@ def evaluate(items: list[Item], model=None, bitrates: tuple[float, ...] = (1.5, 
                    **extra}
             rows.append(row)
             if keep_audio is not None:
-                from ..audio import write_audio
-
                 dest = keep_audio / f"{item.id}.{system}.{kbps_asked:g}k.flac"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 write_audio(dest, est[None], sr)
@@ -128,8 +124,6 @@ def evaluate(items: list[Item], model=None, bitrates: tuple[float, ...] = (1.5, 
 
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp, "ref.wav")
-            from ..audio import write_audio
-
             write_audio(src, ref[None], sr)
             for kbps in bitrates:
                 ncd, out = Path(tmp, "x.ncd"), Path(tmp, "out.wav")
