@@ -90,15 +90,19 @@ def stft_distance(ref: np.ndarray, est: np.ndarray, windows=(512, 1024, 2048)) -
         ]))
 
 
+def _aligned_16k(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals at 16 kHz (what PESQ-WB and STOI are defined on), delay-aligned."""
+    ref16, est16 = resample(ref[None], sample_rate, 16000)[0], resample(est[None], sample_rate, 16000)[0]
+    return align(ref16, est16)[:2]
+
+
 def pesq_wb(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     """Wide-band PESQ (MOS-LQO, 1.04–4.64) at 16 kHz, after delay alignment."""
     try:
         from pesq import pesq
     except ImportError:
         raise MissingDependencyError("PESQ needs the pesq package: pip install 'neurocodec[eval]'") from None
-    ref16, est16 = resample(ref[None], sample_rate, 16000)[0], resample(est[None], sample_rate, 16000)[0]
-    ref16, est16, _ = align(ref16, est16)
-    return float(pesq(16000, ref16, est16, "wb"))
+    return float(pesq(16000, *_aligned_16k(ref, est, sample_rate), "wb"))
 
 
 def stoi(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
@@ -107,6 +111,4 @@ def stoi(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
         from pystoi import stoi as _stoi
     except ImportError:
         raise MissingDependencyError("STOI needs the pystoi package: pip install 'neurocodec[eval]'") from None
-    ref16, est16 = resample(ref[None], sample_rate, 16000)[0], resample(est[None], sample_rate, 16000)[0]
-    ref16, est16, _ = align(ref16, est16)
-    return float(_stoi(ref16, est16, 16000, extended=False))
+    return float(_stoi(*_aligned_16k(ref, est, sample_rate), 16000, extended=False))
