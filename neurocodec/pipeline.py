@@ -241,7 +241,7 @@ def decode_file(input: str, output: str, model=None, device: str | None = None,
     from .audio import AudioWriter
 
     where, parsed = _read_ncd(input)
-    codec, info = _load(model if model is not None else _bundled_for(parsed.header), device)
+    codec, info = _load(model, device)
     _check_model(parsed.header, info, where)
     pieces, damage = read_codes(parsed, info.entropy, conceal)
     h = parsed.header
@@ -255,13 +255,6 @@ def decode_file(input: str, output: str, model=None, device: str | None = None,
             writer.write(block)
             written += block.shape[-1]
     return DecodeReport(damage, written)
-
-
-def _bundled_for(header: container.Header) -> str | None:
-    """The bundled model whose weights made this file, when it is not the default (None: the default)."""
-    from .models import bundled_models
-
-    return next((name for name in bundled_models() if name == header.model_name), None)
 
 
 def describe(input: str) -> dict:

@@ -31,6 +31,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path, dpi: int) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def write_report(rows: list[dict], out: Path, audio_dir: Path | None, title: str, command: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     agg = aggregate(rows)
@@ -91,11 +98,7 @@ def plot_metrics(agg: list[dict], out: Path) -> list[Path]:
             ax.set_xlabel("real kbps")
             ax.grid(alpha=0.3)
             ax.legend()
-        fig.tight_layout()
-        path = out / f"{metric}_vs_bitrate.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out / f"{metric}_vs_bitrate.png", dpi=90))
     return paths
 
 
@@ -133,9 +136,5 @@ def plot_spectrograms(rows: list[dict], audio_dir: Path, out: Path, n_files: int
                 ax.set_title(f"{fid}: {label}", fontsize=9)
                 ax.set_ylabel("mel band")
             axes[-1, 0].set_xlabel("seconds")
-            fig.tight_layout()
-            path = out / f"spectrogram_{fid}.png"
-            fig.savefig(path, dpi=80)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(plt, fig, out / f"spectrogram_{fid}.png", dpi=80))
     return paths
