@@ -195,6 +195,11 @@ def test_resume_may_change_the_recipe_but_not_the_model(tmp_path):
     trainer = Trainer(changed, tmp_path / "run", resume=True)
     assert trainer.config_changes == ["loss.level: 0.0 -> 5.0"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"]["level"] == 5.0
+    faster = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=3 * cfg.train.lr, lr_decay=0.99))
+    trainer = Trainer(faster, tmp_path / "run", resume=True)
+    assert all(g["lr"] == pytest.approx(3 * cfg.train.lr * 0.99) for g in trainer.opt_g.param_groups)
+    trainer.run(2)
+    assert trainer.sched_g.get_last_lr()[0] == pytest.approx(3 * cfg.train.lr * 0.99**2)
     other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, latent_dim=8))
     with pytest.raises(CheckpointError, match="different model config"):
         Trainer(other, tmp_path / "run", resume=True)

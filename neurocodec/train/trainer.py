@@ -298,6 +298,18 @@ class Trainer:
         self.step = int(meta["step"])
         self.best_mel = float(meta["best_mel"])
         self.monitor.snr_history = list(meta["snr_history"])
+        tc, old = self.cfg.train, saved_cfg.train
+        if (tc.lr, tuple(tc.betas), tc.lr_decay) != (old.lr, tuple(old.betas), old.lr_decay):
+            # The optimiser state carries the old schedule; without this a changed learning rate would be
+            # recorded in config.json yet silently ignored.
+            pairs = [(self.opt_g, self.sched_g)] + ([(self.opt_d, self.sched_d)] if self.disc is not None else [])
+            for opt, sched in pairs:
+                lr = tc.lr * tc.lr_decay ** self.step
+                for group in opt.param_groups:
+                    group.update(lr=lr, initial_lr=tc.lr, betas=tuple(tc.betas))
+                sched.base_lrs = [tc.lr] * len(opt.param_groups)
+                sched.gamma = tc.lr_decay
+                sched._last_lr = [lr] * len(opt.param_groups)
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self, steps: int | None = None, max_seconds: float | None = None) -> dict:
