@@ -136,6 +136,15 @@ def test_ddp_two_gloo_processes(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["world_size"] == 2
     assert any(r["type"] == "eval" for r in log) and log[-1]["type"] == "done"
+    # A time limit must stop both ranks at the same step (a lone rank would hang in its next all-reduce).
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+         "-m", "neurocodec.cli", "train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--resume",
+         "--steps", "100000", "--minutes", "0.05", "--quiet", "--threads", "1"],
+        capture_output=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["type"] == "done" and 2 < log[-1]["step"] < 100000
 
 
 def test_train_cli_quiet_resume_and_plot(tmp_path):

@@ -331,7 +331,13 @@ class Trainer:
             while self.step < target:
                 logs = self.train_step()
                 self.step += 1
-                if time.monotonic() > deadline:
+                out_of_time = time.monotonic() > deadline
+                if self.distributed and deadline != math.inf:
+                    # Ranks must agree on the last step, or one would wait forever in the next all-reduce.
+                    flag = torch.tensor(float(out_of_time), device=self.device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    out_of_time = bool(flag > 0)
+                if out_of_time:
                     target = self.step
                 if self.step % tc.log_every == 0 or self.step == target:
                     elapsed = time.monotonic() - t0
