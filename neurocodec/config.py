@@ -57,6 +57,11 @@ class ISTFTDecoderConfig:
     dim: int = 384
     n_blocks: int = 8
     intermediate_dim: int = 1152
+    # Add each bin's own phase advance (2π·k·hop/n_fft per frame) to the predicted phase. Without it a
+    # translation-equivariant decoder fed a steady sound repeats the same frame, and overlap-add turns that
+    # into a buzz at the frame rate (a comb at multiples of sample_rate / hop_length); with it a repeated frame
+    # is a steady tone. No parameters: weights trained either way load into the other.
+    phase_reference: bool = False
 
 
 @dataclass(frozen=True)

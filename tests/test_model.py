@@ -28,6 +28,10 @@ CONFIGS = {
     "conv-istft": ModelConfig(hop_length=20, latent_dim=8, quantizer=Q,
                               encoder=ConvEncoderConfig(channels=4, strides=(4, 5)),
                               decoder=ISTFTDecoderConfig(n_fft=80, dim=16, n_blocks=1, intermediate_dim=32)),
+    "conv-istft-ref": ModelConfig(hop_length=30, latent_dim=8, quantizer=Q,
+                                  encoder=ConvEncoderConfig(channels=4, strides=(5, 6)),
+                                  decoder=ISTFTDecoderConfig(n_fft=160, dim=16, n_blocks=1, intermediate_dim=32,
+                                                             phase_reference=True)),
 }
 
 
@@ -116,7 +120,7 @@ def test_usage_counts_and_dead_code_reseeding():
     assert int(changed.sum()) == dead and vq.usage.sum() == 0
 
 
-@pytest.mark.parametrize("name", ["conv-odd", "stft-istft", "conv-istft"])
+@pytest.mark.parametrize("name", ["conv-odd", "stft-istft", "conv-istft", "conv-istft-ref"])
 def test_chunked_equals_unchunked(name):
     codec = Codec(CONFIGS[name]).prepare_for_inference()
     hop = codec.hop_length
@@ -130,6 +134,42 @@ def test_chunked_equals_unchunked(name):
         out = codec.decode(whole_codes, chunk_frames=chunk)
         assert out.shape == whole_audio.shape
         assert torch.allclose(out, whole_audio, atol=1e-5), (chunk, (out - whole_audio).abs().max())
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_phase_reference_turns_a_repeated_frame_into_a_tone(reference):
+    """The same spectrum in every frame: a buzz at the frame rate without the reference, a steady tone with it."""
+    sr, hop, n_fft, k = 24000, 320, 1280, 53  # bin 53 = 993.75 Hz, not a multiple of the 75 Hz frame rate
+    cfg = ModelConfig(sample_rate=sr, hop_length=hop, latent_dim=8, quantizer=Q, encoder=STFTEncoderConfig(n_fft=n_fft),
+                      decoder=ISTFTDecoderConfig(n_fft=n_fft, dim=16, n_blocks=1, intermediate_dim=32,
+                                                 phase_reference=reference))
+    decoder = Codec(cfg).decoder
+    frames = 300
+    phase = torch.zeros(1, n_fft // 2 + 1, frames)
+    if reference:
+        phase = phase + decoder.reference_phase(0, frames)
+    mag = torch.zeros_like(phase)
+    mag[:, k] = 1.0
+    y = decoder._istft(torch.polar(mag, phase))[0, 0, 2 * n_fft: -2 * n_fft].double()
+    power = torch.fft.rfft(y * torch.hann_window(len(y), dtype=torch.float64)).abs().square()
+    freqs = torch.fft.rfftfreq(len(y), 1 / sr)
+    near_tone = power[(freqs - k * sr / n_fft).abs() < 5].sum() / power.sum()
+    if reference:
+        assert near_tone > 0.99
+    else:
+        assert near_tone < 0.5  # spread over multiples of 75 Hz
+        comb = power[((freqs / 75) - (freqs / 75).round()).abs() * 75 < 2].sum() / power.sum()
+        assert comb > 0.9
+
+
+def test_reference_phase_is_exact_far_into_a_file():
+    cfg = dataclasses.replace(CONFIGS["stft-istft"], decoder=ISTFTDecoderConfig(
+        n_fft=160, dim=16, n_blocks=1, intermediate_dim=32, phase_reference=True))
+    decoder = Codec(cfg).decoder
+    far = decoder.reference_phase(10**9, 4)  # ~150 days of frames at 75 Hz
+    near = decoder.reference_phase(10**9 % 4, 4)  # hop = n_fft / 4: the reference repeats every 4 frames
+    assert torch.equal(far, near)
+    assert torch.allclose(decoder.reference_phase(0, 2)[:, 1], torch.arange(81) * (torch.pi / 2) % (2 * torch.pi))
 
 
 def test_too_little_context_would_show_seams():

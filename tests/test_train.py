@@ -209,6 +209,10 @@ def test_resume_may_change_the_recipe_but_not_the_model(tmp_path):
     assert all(g["lr"] == pytest.approx(3 * cfg.train.lr * 0.99) for g in trainer.opt_g.param_groups)
     trainer.run(2)
     assert trainer.sched_g.get_last_lr()[0] == pytest.approx(3 * cfg.train.lr * 0.99**2)
+    # A parameter-free model option may change too (it is recorded); a shape change may not.
+    ref = dataclasses.replace(cfg.model, decoder=dataclasses.replace(cfg.model.decoder, phase_reference=True))
+    trainer = Trainer(dataclasses.replace(cfg, model=ref), tmp_path / "run", resume=True)
+    assert "model.decoder.phase_reference: False -> True" in trainer.config_changes
     other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, latent_dim=8))
     with pytest.raises(CheckpointError, match="different model config"):
         Trainer(other, tmp_path / "run", resume=True)

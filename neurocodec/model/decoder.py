@@ -57,7 +57,7 @@ class ConvDecoder(nn.Module):
         self.block = nn.Sequential(*layers)
         self.context_frames = math.ceil(reach) + 1
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+    def forward(self, latent: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
         return self.block(latent)
 
 
@@ -83,8 +83,22 @@ class ISTFTDecoder(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.n_fft + 2)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         self.context_frames = 3 + 3 * cfg.n_blocks + math.ceil(cfg.n_fft / hop_length) + 1
+        self.phase_reference = cfg.phase_reference
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+    def reference_phase(self, first_frame: int, frames: int) -> torch.Tensor:
+        """`[n_fft/2+1, frames]` phase advance of each bin's centre frequency since frame 0.
+
+        Computed as integers modulo n_fft so it stays exact at any frame index (float32 would drift within
+        minutes of audio), which keeps chunked decoding equal to one pass.
+        """
+        k = torch.arange(self.n_fft // 2 + 1, dtype=torch.int64)
+        t = torch.arange(first_frame, first_frame + frames, dtype=torch.int64)
+        cycles = (k[:, None] * ((t[None, :] * self.hop_length) % self.n_fft)) % self.n_fft
+        return cycles.to(torch.float32) * (2 * math.pi / self.n_fft)
+
+    def forward(self, latent: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        """latent `[B, latent_dim, F]` → audio `[B, 1, F * hop]`; `first_frame` is the index of latent frame 0 in
+        the whole signal (it matters only with `phase_reference`)."""
         h = self.embed(latent)
         h = self.norm(h.transpose(1, 2))
         for block in self.blocks:
@@ -93,6 +107,8 @@ class ISTFTDecoder(nn.Module):
         log_mag, phase = h.chunk(2, dim=1)
         # The clamp bounds exp() so an untrained or diverging model cannot produce inf.
         mag = log_mag.clamp(max=6.0).exp()
+        if self.phase_reference:
+            phase = phase + self.reference_phase(first_frame, phase.shape[-1]).to(phase.device)
         spec = torch.polar(mag, phase)
         return self._istft(spec)
 

@@ -34,6 +34,7 @@ class _FrameStream:
         self.buffer: torch.Tensor | None = None
         self.buffer_frame = 0
         self.next_frame = 0  # first frame not yet emitted
+        self.window_frame = 0  # frame index of the window `_run` is given
 
     @property
     def buffered_end(self) -> int:
@@ -62,6 +63,7 @@ class _FrameStream:
                 break
             left = max(0, f0 - self.context)
             window = self.buffer[..., (left - self.buffer_frame) * self.unit: (right - self.buffer_frame) * self.unit]
+            self.window_frame = left
             out.append(self._run(window, f0 - left, f1 - left))
             self.next_frame = f1
             # Keep only what later chunks still need as left context.
@@ -114,7 +116,7 @@ class ChunkedDecoder(_FrameStream):
         super().__init__(codec, codec.decoder.context_frames, chunk_frames, unit=1)
 
     def _run(self, window: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        return self.codec.decoder(window)[:, 0, start * self.hop: stop * self.hop]
+        return self.codec.decoder(window, self.window_frame)[:, 0, start * self.hop: stop * self.hop]
 
     def _empty(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, 0, device=self.codec.device)

@@ -46,6 +46,12 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _same_parameters(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Whether `state` has exactly `module`'s tensor names and shapes."""
+    own = module.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == v.shape for k, v in state.items())
+
+
 def load_run_config(run_dir: str | os.PathLike) -> Config:
     """The config a run started with (its `config.json`)."""
     path = Path(run_dir).expanduser() / "config.json"
@@ -106,7 +112,9 @@ class Trainer:
             from ..checkpoint import read_model
 
             state, info = read_model(init)
-            if info.config != config.model:
+            # A config that differs without changing any tensor (e.g. decoder.phase_reference) may start from
+            # these weights; anything that changes a shape may not.
+            if info.config != config.model and not _same_parameters(self.codec, state):
                 raise CheckpointError(f"{init}: its model config differs from the run's")
             self.codec.load_state_dict({k: v.float() for k, v in state.items()})
         self.disc = Discriminator(config.discriminator).to(self.device) if self._gan_enabled else None
@@ -139,7 +147,7 @@ class Trainer:
         if resume:
             self._load_state()
         if self.is_main and (not resume or self.config_changes):
-            # A resumed run may change its recipe (loss weights, schedule), never its model; config.json and
+            # A resumed run may change its recipe (loss weights, schedule), never its tensors; config.json and
             # the log's start record show what changed and when.
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=1))
@@ -281,10 +289,13 @@ class Trainer:
             saved_cfg = from_dict(Config, json.loads(metadata["config"]))
         except Exception as exc:  # any damage to the file is one message, not a traceback
             raise CheckpointError(f"{path}: cannot resume ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        if saved_cfg.model != self.cfg.model:
+        generator = {k[10:]: v for k, v in tensors.items() if k.startswith("generator.")}
+        # The model may change only where no tensor changes (a parameter-free option such as
+        # decoder.phase_reference); config_changes records it like any recipe change.
+        if saved_cfg.model != self.cfg.model and not _same_parameters(self.codec, generator):
             raise CheckpointError(f"{path}: the run was made with a different model config")
         self.config_changes = _diff(to_dict(saved_cfg), to_dict(self.cfg))
-        self.codec.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("generator.")})
+        self.codec.load_state_dict(generator)
         for i, vq in enumerate(self.codec.quantizer.quantizers):
             vq.usage.copy_(tensors[f"vq.{i}.usage"])
             if f"vq.{i}.recent" in tensors:
