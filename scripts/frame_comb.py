@@ -56,12 +56,15 @@ def main() -> int:
     if not rows:
         print(f"no original/{args.system} pairs in {args.audio_dir}", file=sys.stderr)
         return 1
-    for kind in sorted({r[0].split("-")[0] for r in rows}):
-        sel = [r for r in rows if r[0].startswith(kind)]
+    def kind(name: str) -> str:  # the evaluation set names its segments speech-NNN / music-NNN
+        return name.split("-")[0] if name.split("-")[0] in ("speech", "music") else "all"
+
+    for k in sorted({kind(r[0]) for r in rows}):
+        sel = [r for r in rows if kind(r[0]) == k]
         a = np.mean([r[1] for r in sel], axis=0)
         b = np.mean([r[2] for r in sel], axis=0)
         dev = np.mean([np.abs(r[2] - r[1]).mean() for r in sel])
-        print(f"{kind} ({len(sel)} files), dB at k x {args.frame_rate:g} Hz, k = 1..{len(a)}")
+        print(f"{k} ({len(sel)} files), dB at k x {args.frame_rate:g} Hz, k = 1..{len(a)}")
         print("  original:", " ".join(f"{v:+.1f}" for v in a))
         print(f"  {args.system}:", " ".join(f"{v:+.1f}" for v in b))
         print(f"  mean |decoded - original| = {dev:.2f} dB")
