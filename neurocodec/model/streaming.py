@@ -34,7 +34,6 @@ class _FrameStream:
         self.buffer: torch.Tensor | None = None
         self.buffer_frame = 0
         self.next_frame = 0  # first frame not yet emitted
-        self.window_frame = 0  # frame index of the window `_run` is given
 
     @property
     def buffered_end(self) -> int:
@@ -44,7 +43,8 @@ class _FrameStream:
     def _append(self, x: torch.Tensor) -> None:
         self.buffer = x if self.buffer is None else torch.cat([self.buffer, x], dim=-1)
 
-    def _run(self, window: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
+        """Frames [start, stop) of `window`, whose frame 0 is frame `first_frame` of the whole signal."""
         raise NotImplementedError
 
     def _empty(self, batch: int) -> torch.Tensor:
@@ -63,8 +63,7 @@ class _FrameStream:
                 break
             left = max(0, f0 - self.context)
             window = self.buffer[..., (left - self.buffer_frame) * self.unit: (right - self.buffer_frame) * self.unit]
-            self.window_frame = left
-            out.append(self._run(window, f0 - left, f1 - left))
+            out.append(self._run(window, left, f0 - left, f1 - left))
             self.next_frame = f1
             # Keep only what later chunks still need as left context.
             drop = max(0, (self.next_frame - self.context) - self.buffer_frame)
@@ -85,7 +84,7 @@ class ChunkedEncoder(_FrameStream):
         self.n_q = n_q
         self.samples_in = 0
 
-    def _run(self, window: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
         return self.codec.encode_frames(window[:, None, :], self.n_q)[..., start:stop]
 
     def _empty(self, batch: int) -> torch.Tensor:
@@ -115,8 +114,8 @@ class ChunkedDecoder(_FrameStream):
     def __init__(self, codec, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
         super().__init__(codec, codec.decoder.context_frames, chunk_frames, unit=1)
 
-    def _run(self, window: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        return self.codec.decoder(window, self.window_frame)[:, 0, start * self.hop: stop * self.hop]
+    def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
+        return self.codec.decoder(window, first_frame)[:, 0, start * self.hop: stop * self.hop]
 
     def _empty(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, 0, device=self.codec.device)

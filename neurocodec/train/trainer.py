@@ -114,7 +114,7 @@ class Trainer:
             state, info = read_model(init)
             # A config that differs without changing any tensor (e.g. decoder.phase_reference) may start from
             # these weights; anything that changes a shape may not.
-            if info.config != config.model and not _same_parameters(self.codec, state):
+            if not _same_parameters(self.codec, state):
                 raise CheckpointError(f"{init}: its model config differs from the run's")
             self.codec.load_state_dict({k: v.float() for k, v in state.items()})
         self.disc = Discriminator(config.discriminator).to(self.device) if self._gan_enabled else None
@@ -292,7 +292,7 @@ class Trainer:
         generator = {k[10:]: v for k, v in tensors.items() if k.startswith("generator.")}
         # The model may change only where no tensor changes (a parameter-free option such as
         # decoder.phase_reference); config_changes records it like any recipe change.
-        if saved_cfg.model != self.cfg.model and not _same_parameters(self.codec, generator):
+        if not _same_parameters(self.codec, generator):
             raise CheckpointError(f"{path}: the run was made with a different model config")
         self.config_changes = _diff(to_dict(saved_cfg), to_dict(self.cfg))
         self.codec.load_state_dict(generator)
@@ -314,8 +314,8 @@ class Trainer:
             # The optimiser state carries the old schedule; without this a changed learning rate would be
             # recorded in config.json yet silently ignored.
             pairs = [(self.opt_g, self.sched_g)] + ([(self.opt_d, self.sched_d)] if self.disc is not None else [])
+            lr = tc.lr * tc.lr_decay ** self.step
             for opt, sched in pairs:
-                lr = tc.lr * tc.lr_decay ** self.step
                 for group in opt.param_groups:
                     group.update(lr=lr, initial_lr=tc.lr, betas=tuple(tc.betas))
                 sched.base_lrs = [tc.lr] * len(opt.param_groups)
