@@ -254,3 +254,25 @@ def test_init_from_a_released_fp16_model(tmp_path):
     trainer = Trainer(other, tmp_path / "b", init=released)
     for k, v in source.codec.state_dict().items():
         assert torch.allclose(trainer.codec.state_dict()[k], v.half().float())
+
+
+def test_preloaded_crops_equal_crops_read_from_disk(tmp_path):
+    """`data.preload` changes where crops come from, not what they are (files at the model rate: bit-exact;
+    resampled files: the same audio up to the resampler's edge effects)."""
+    from neurocodec.train.data import CropDataset
+
+    audio = np.random.default_rng(0).standard_normal(24000 * 3).astype(np.float32) * 0.1
+    sf.write(tmp_path / "a.wav", audio, 24000, subtype="FLOAT")
+    sf.write(tmp_path / "b.wav", audio[:16000 * 2], 16000, subtype="FLOAT")
+    cfg = tiny().data
+    disk = CropDataset([tmp_path / "a.wav"], 24000, cfg)
+    memory = CropDataset([tmp_path / "a.wav"], 24000, dataclasses.replace(cfg, preload=True))
+    assert memory.cache is not None and disk.cache is None
+    for step in range(3):
+        assert torch.equal(disk.batch(0, step, 0, 4), memory.batch(0, step, 0, 4))
+    disk = CropDataset([tmp_path / "b.wav"], 24000, cfg)
+    memory = CropDataset([tmp_path / "b.wav"], 24000, dataclasses.replace(cfg, preload=True))
+    a, b = disk.read(0, 0.5, 1.0), memory.read(0, 0.5, 1.0)
+    assert a.shape == b.shape == (24000,)
+    inner = slice(100, -100)
+    assert np.abs(a[inner] - b[inner]).max() < 1e-3 * np.abs(a).max() + 1e-6

@@ -68,11 +68,16 @@ class VectorQuantizer(nn.Module):
         self.usage += torch.bincount(codes.reshape(-1), minlength=self.codebook_size).to(self.usage)
 
     @torch.no_grad()
-    def reseed_dead_codes(self, threshold: float, generator: torch.Generator | None = None) -> int:
+    def reseed_dead_codes(self, threshold: float, generator: torch.Generator | None = None,
+                          min_per_code: float = 16.0) -> int:
         """Replace codes used fewer than `threshold` times since the last call by recent encoder outputs.
 
-        Returns how many codes were replaced. Usage counts restart afterwards.
+        Returns how many codes were replaced; usage counts restart afterwards. Until the counts hold at least
+        `min_per_code` per code on average, nothing is judged and counting goes on: a time-limited run that stops
+        a few steps after an evaluation would otherwise call most of a trained codebook dead and overwrite it.
         """
+        if float(self.usage.sum()) < min_per_code * self.codebook_size:
+            return 0
         dead = (self.usage < threshold).nonzero().flatten()
         n = 0
         if len(dead) and self.recent is not None and len(self.recent):

@@ -69,17 +69,29 @@ class CropDataset:
         seconds = self.frames / self.rates
         self.weights = seconds / seconds.sum()
         self.total_seconds = float(seconds.sum())
+        self.cache: list[np.ndarray] | None = None
+        if cfg.preload:
+            self.cache = [self._read_file(i, 0, int(self.frames[i])) for i in range(len(self.files))]
+
+    def _read_file(self, index: int, start: int, frames: int) -> np.ndarray:
+        """Mono float32 `[T]` at the model rate, from `frames` samples at the file's rate starting at `start`."""
+        rate = int(self.rates[index])
+        with sf.SoundFile(str(self.files[index])) as f:
+            f.seek(min(start, max(0, f.frames - 1)))
+            audio = f.read(frames, dtype="float32", always_2d=True).mean(axis=1)
+        if rate != self.sample_rate:
+            audio = soxr.resample(audio, rate, self.sample_rate, quality="HQ").astype(np.float32)
+        return audio
 
     def read(self, index: int, start_seconds: float, seconds: float) -> np.ndarray:
         """Mono float32 `[T]` at the model rate, `round(seconds * sample_rate)` samples (zero-padded if short)."""
-        rate = int(self.rates[index])
-        start = int(start_seconds * rate)
-        with sf.SoundFile(str(self.files[index])) as f:
-            f.seek(min(start, max(0, f.frames - 1)))
-            audio = f.read(int(np.ceil(seconds * rate)) + 1, dtype="float32", always_2d=True).mean(axis=1)
-        if rate != self.sample_rate:
-            audio = soxr.resample(audio, rate, self.sample_rate, quality="HQ").astype(np.float32)
         n = int(round(seconds * self.sample_rate))
+        if self.cache is not None:
+            start = int(start_seconds * self.sample_rate)
+            audio = self.cache[index][start:start + n]
+        else:
+            rate = int(self.rates[index])
+            audio = self._read_file(index, int(start_seconds * rate), int(np.ceil(seconds * rate)) + 1)
         return np.pad(audio[:n], (0, max(0, n - len(audio))))
 
     def crop(self, rng: np.random.Generator, seconds: float, tries: int = 8) -> np.ndarray:
