@@ -92,3 +92,28 @@ def test_unknown_key_in_stored_config(tmp_path, tiny_config):
     save_file(load_file(str(path)), str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="unknown key 'mystery'"):
         read_model(path)
+
+
+def test_gpu_shards_split_and_merge_back_to_the_fp16_model(tmp_path, tiny_config):
+    """scripts/shards.py: what comes back from a lent GPU (fp16 halves) joins into a loadable model checkpoint."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "shards.py"
+    state = Codec(tiny_config.model).state_dict()
+    save_model(tmp_path / "g.safetensors", state, tiny_config.model, extra={"step": "1234"})
+    run = lambda *a: subprocess.run([sys.executable, str(script), *map(str, a)], capture_output=True, text=True)
+    r = run("split", tmp_path / "g.safetensors", tmp_path / "leg")
+    assert r.returncode == 0, r.stderr
+    shards = sorted(tmp_path.glob("leg-*.safetensors"))
+    assert len(shards) == 2 and all(load_file(str(s)) for s in shards)
+    assert set(load_file(str(shards[0]))).isdisjoint(load_file(str(shards[1])))
+    r = run("merge", *shards, tmp_path / "joined.safetensors")
+    assert r.returncode == 0, r.stderr
+    joined, info = read_model(tmp_path / "joined.safetensors")
+    assert info.config == tiny_config.model and joined.keys() == state.keys()
+    for k, v in state.items():
+        expected = v.half().float() if v.is_floating_point() else v
+        assert torch.equal(joined[k].to(expected.dtype), expected), k
+    assert run("merge").returncode == 2
