@@ -254,6 +254,12 @@ def test_init_from_a_released_fp16_model(tmp_path):
     trainer = Trainer(other, tmp_path / "b", init=released)
     for k, v in source.codec.state_dict().items():
         assert torch.allclose(trainer.codec.state_dict()[k], v.half().float())
+    from neurocodec.checkpoint import read_model
+
+    trainer.run(steps=1)
+    start = json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[0])
+    assert start["type"] == "start" and start["init"]["path"] == str(released)
+    assert start["init"]["weights_sha256"] == read_model(released)[1].weights_sha256
 
 
 def test_preloaded_crops_equal_crops_read_from_disk(tmp_path):

@@ -108,6 +108,7 @@ class Trainer:
         tc, lc = config.train, config.loss
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.codec = Codec(config.model).to(self.device)
+        self.init_record: dict | None = None  # where a new run's weights came from (`init`), for its log
         if init is not None and not resume:
             from ..checkpoint import read_model
 
@@ -117,6 +118,7 @@ class Trainer:
             if not _same_parameters(self.codec, state):
                 raise CheckpointError(f"{init}: its model config differs from the run's")
             self.codec.load_state_dict({k: v.float() for k, v in state.items()})
+            self.init_record = {"path": str(init), "weights_sha256": info.weights_sha256, "step": info.extra.get("step")}
         self.disc = Discriminator(config.discriminator).to(self.device) if self._gan_enabled else None
         self.mel_loss = MultiScaleMelLoss(config.model.sample_rate, lc.mel_windows, lc.mel_n_mels, lc.mel_fmin,
                                           lc.mel_fmax, lc.mel_filterbank).to(self.device)
@@ -336,7 +338,7 @@ class Trainer:
         last_eval: dict = {}
         t0, s0 = time.monotonic(), self.step
         self._emit({"type": "start", "step": self.step, "target": target, "world_size": self.world,
-                    "config_changes": self.config_changes,
+                    "config_changes": self.config_changes, "init": self.init_record,
                     "train_seconds_of_audio": round(self.train_data.total_seconds, 1)})
         try:
             while self.step < target:
