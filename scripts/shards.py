@@ -11,6 +11,7 @@ scripts/release_model.py) with the run's model config and step; its weights are 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,12 +21,12 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from neurocodec.checkpoint import model_config_from_json, read_model, save_model  # noqa: E402
+from neurocodec.config import to_dict  # noqa: E402
 
 
 def split(checkpoint: str, prefix: str, parts: int = 2) -> list[str]:
-    state, _ = read_model(checkpoint)
-    with safe_open(checkpoint, "pt") as f:
-        meta = f.metadata()
+    state, info = read_model(checkpoint)
+    meta = {"config": json.dumps(to_dict(info.config)), "step": info.extra.get("step", "?")}
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     total = sum(v.numel() * v.element_size() for v in half.values())
     groups: list[dict] = [{}]
@@ -38,7 +39,7 @@ def split(checkpoint: str, prefix: str, parts: int = 2) -> list[str]:
     paths = []
     for i, group in enumerate(groups):
         paths.append(f"{prefix}-{i}.safetensors")
-        save_file(group, paths[-1], metadata={"config": meta["config"], "step": meta.get("step", "?")})
+        save_file(group, paths[-1], metadata=meta)
     return paths
 
 

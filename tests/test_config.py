@@ -12,6 +12,16 @@ def test_examples_load_and_round_trip(name):
     assert from_dict(Config, to_dict(cfg)) == cfg
 
 
+def test_gpu_config_is_the_default_recipe_with_only_its_stated_changes():
+    """examples/default-gpu.toml continues the default model: a near-copy must not drift from default.toml."""
+    base, gpu = (to_dict(load_config(ROOT / "examples" / n)) for n in ("default.toml", "default-gpu.toml"))
+    differ = {(section, key) for section in base for key in base[section]
+              if isinstance(base[section], dict) and base[section][key] != gpu[section][key]}
+    assert {s for s in base if not isinstance(base[s], dict) and base[s] != gpu[s]} == set()
+    assert differ == {("data", "train"), ("data", "valid"), ("data", "preload"), ("train", "batch_size"),
+                      ("train", "gan_start_step"), ("train", "eval_every"), ("train", "checkpoint_every")}
+
+
 def test_default_config_bitrates():
     cfg = load_config(ROOT / "examples" / "default.toml").model
     assert (cfg.sample_rate, cfg.hop_length, cfg.quantizer.n_q, cfg.quantizer.codebook_size) == (24000, 320, 16, 1024)

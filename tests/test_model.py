@@ -116,7 +116,7 @@ def test_usage_counts_and_dead_code_reseeding():
     dead = int((vq.usage < 1).sum())
     assert dead > 0  # with this seed, random init leaves some of the 32 codes unused
     # 200 counts for 32 codes: too little evidence to call anything dead at 16 per code; counting goes on.
-    assert vq.reseed_dead_codes(threshold=1) == 0
+    assert vq.dead_codes(threshold=1) is None and vq.reseed_dead_codes(threshold=1) == 0
     assert torch.equal(vq.codebook.weight, before) and vq.usage.sum() == 4 * 50
     assert vq.reseed_dead_codes(threshold=1, min_per_code=4) == dead
     changed = (vq.codebook.weight != before).any(dim=1)

@@ -68,6 +68,7 @@ def test_health_monitor_alarms():
     assert mon.check(dict(ok)) == []
     assert any("RMS ratio 0.30" in a for a in mon.check({**ok, "rms_ratio@4": 0.3}))
     assert any("codebook 1: 40/64" in a for a in mon.check({**ok, "dead_codes": [3, 40]}))
+    assert mon.check({**ok, "dead_codes": [None, None]}) == []  # too few counts to judge: no alarm
     assert any("non-finite" in a for a in mon.check({**ok, "snr@4": float("nan")}))
     mon = HealthMonitor(cfg, codebook_size=64)
     alarms = [mon.check({**ok, "snr@4": v}) for v in (5.0, 4.0, 3.0, 2.0)]
@@ -243,7 +244,7 @@ def test_sigterm_saves_state_and_resume_continues(tmp_path):
 
 
 def test_init_from_a_released_fp16_model(tmp_path):
-    from neurocodec.checkpoint import save_model
+    from neurocodec.checkpoint import read_model, save_model
 
     cfg = tiny(eval_every=100, checkpoint_every=100, log_every=1)
     source = Trainer(cfg, tmp_path / "a")
@@ -254,8 +255,6 @@ def test_init_from_a_released_fp16_model(tmp_path):
     trainer = Trainer(other, tmp_path / "b", init=released)
     for k, v in source.codec.state_dict().items():
         assert torch.allclose(trainer.codec.state_dict()[k], v.half().float())
-    from neurocodec.checkpoint import read_model
-
     trainer.run(steps=1)
     start = json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[0])
     assert start["type"] == "start" and start["init"]["path"] == str(released)

@@ -67,18 +67,25 @@ class VectorQuantizer(nn.Module):
     def count(self, codes: torch.Tensor) -> None:
         self.usage += torch.bincount(codes.reshape(-1), minlength=self.codebook_size).to(self.usage)
 
+    def dead_codes(self, threshold: float, min_per_code: float = 16.0) -> torch.Tensor | None:
+        """Indices of codes used fewer than `threshold` times since the last re-seeding, or None while the counts
+        hold fewer than `min_per_code` per code on average: too little evidence to call any code dead (a
+        time-limited run that stops a few steps after an evaluation would otherwise call most of a trained
+        codebook dead)."""
+        if float(self.usage.sum()) < min_per_code * self.codebook_size:
+            return None
+        return (self.usage < threshold).nonzero().flatten()
+
     @torch.no_grad()
     def reseed_dead_codes(self, threshold: float, generator: torch.Generator | None = None,
                           min_per_code: float = 16.0) -> int:
-        """Replace codes used fewer than `threshold` times since the last call by recent encoder outputs.
+        """Replace the `dead_codes` by recent encoder outputs; returns how many were replaced.
 
-        Returns how many codes were replaced; usage counts restart afterwards. Until the counts hold at least
-        `min_per_code` per code on average, nothing is judged and counting goes on: a time-limited run that stops
-        a few steps after an evaluation would otherwise call most of a trained codebook dead and overwrite it.
+        Usage counts restart afterwards; while the evidence is too thin, nothing is replaced and counting goes on.
         """
-        if float(self.usage.sum()) < min_per_code * self.codebook_size:
+        dead = self.dead_codes(threshold, min_per_code)
+        if dead is None:
             return 0
-        dead = (self.usage < threshold).nonzero().flatten()
         n = 0
         if len(dead) and self.recent is not None and len(self.recent):
             pick = torch.randint(len(self.recent), (len(dead),), generator=generator, device=self.recent.device)

@@ -46,11 +46,13 @@ def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> 
 
 
 def codebook_stats(quantizer: ResidualVectorQuantizer, threshold: float) -> dict[str, list[float]]:
-    """Per codebook: perplexity and dead-code count from the usage counted since the last re-seeding."""
+    """Per codebook: perplexity and dead-code count from the usage counted since the last re-seeding (the count is
+    None while too few codes were counted to judge; see `VectorQuantizer.dead_codes`)."""
     perplexity, dead = [], []
     for vq in quantizer.quantizers:
         perplexity.append(round(ResidualVectorQuantizer.perplexity(vq.usage), 2))
-        dead.append(int((vq.usage < threshold).sum()))
+        codes = vq.dead_codes(threshold)
+        dead.append(None if codes is None else len(codes))
     return {"perplexity": perplexity, "dead_codes": dead}
 
 
@@ -78,7 +80,7 @@ class HealthMonitor:
         if len(recent) == k + 1 and all(b < a for a, b in zip(recent, recent[1:])):
             alarms.append(f"SNR fell at {k} evaluations in a row: {' → '.join(f'{v:.1f}' for v in recent)} dB")
         for i, dead in enumerate(record.get("dead_codes", [])):
-            if dead > self.cfg.alarm_dead_fraction * self.codebook_size:
+            if dead is not None and dead > self.cfg.alarm_dead_fraction * self.codebook_size:
                 alarms.append(f"codebook {i}: {dead}/{self.codebook_size} codes dead")
         bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
