@@ -33,10 +33,10 @@ def main() -> int:
 
     from neurocodec import container, entropy
     from neurocodec.eval.run import collect
-    from neurocodec.models import load_model
-    from neurocodec.pipeline import encode_file
+    from neurocodec.loader import load_model
 
-    codec, info = load_model(args.model, "cpu")
+    model = load_model(args.model, "cpu")
+    info = model.info
     items = collect(args.audio, args.limit)
     bits = math.log2(info.config.quantizer.codebook_size)
     print(f"model {info.name}, entropy tables {'uniform' if info.entropy.is_uniform else info.entropy.sha256[:12]}, "
@@ -47,11 +47,11 @@ def main() -> int:
     for kbps in (float(x) for x in args.bitrates.split(",")):
         fixed = payload = file_bits = uniform_bits = 0.0
         seconds = 0.0
-        n_q = info.config.n_q_for_bitrate(kbps)
+        n_q = info.config.n_q_for_kbps(kbps)
         for item in items:
             with tempfile.TemporaryDirectory() as tmp:
                 ncd = Path(tmp, "x.ncd")
-                encode_file(str(item.path), str(ncd), bitrate=kbps, model=(codec, info))
+                model.encode_file(str(item.path), str(ncd), kbps=kbps)
                 data = ncd.read_bytes()
             parsed = container.parse(data)
             frames = sum(c.frame_count for c in parsed.chunks)

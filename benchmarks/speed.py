@@ -4,8 +4,9 @@
     python benchmarks/speed.py [--threads 2] [--seconds 60] [--no-hour] [--model default]
 
 Prints, for `--seconds` of real speech (the bundled example, tiled) at 24 kHz:
-  * model-only encode and decode real-time factors (`Codec.encode` / `Codec.decode`, chunked, inference mode);
-  * the file path users run (`encode_file`: read → resample → model → entropy coding → .ncd; `decode_file`);
+  * model-only encode and decode real-time factors (`Codec.encode` / `Codec.decode`, windowed, inference mode);
+  * the file path users run (`LoadedModel.encode_file`: read → resample → model → entropy coding → .ncd;
+    `decode_file`);
   * `opusenc --bitrate 6` and `opusdec` wall times on the same WAV, and the ratio neurocodec ÷ Opus;
   * peak RSS of a child process that encodes and decodes a 1-hour file.
 Targets (issue "Codec core"): ≥ 20x real time each way, ratio ≤ 3, peak RSS ≤ 500 MB.
@@ -33,7 +34,7 @@ def load(model: str):
     from neurocodec.config import load_config
     from neurocodec.entropy import uniform_model
     from neurocodec.errors import CheckpointError
-    from neurocodec.models import load_model
+    from neurocodec.loader import LoadedModel, load_model
 
     try:
         return load_model(model, "cpu"), "trained"
@@ -45,7 +46,7 @@ def load(model: str):
         cfg = load_config(ROOT / "examples" / "default.toml").model
         codec = Codec(cfg).prepare_for_inference()
         info = CheckpointInfo(cfg.name, cfg, "0" * 64, {}, uniform_model(cfg.quantizer.n_q, cfg.quantizer.codebook_size))
-        return (codec, info), "untrained (no bundled model)"
+        return LoadedModel(codec, info), "untrained (no bundled model)"
 
 
 def speech(seconds: float, rate: int) -> np.ndarray:
@@ -70,11 +71,9 @@ def hour_child(model: str, threads: int) -> None:
     import soundfile as sf
     import torch
 
-    from neurocodec.pipeline import decode_file, encode_file
-
     torch.set_num_threads(threads)
     loaded, _ = load(model)
-    rate = loaded[0].sample_rate
+    rate = loaded.sample_rate
     block = speech(60, rate)
     with tempfile.TemporaryDirectory() as tmp:
         wav, ncd, out = Path(tmp, "hour.flac"), Path(tmp, "hour.ncd"), Path(tmp, "out.flac")
@@ -83,9 +82,9 @@ def hour_child(model: str, threads: int) -> None:
                 f.write(block)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
-        encode_file(str(wav), str(ncd), bitrate=6.0, model=loaded)
+        loaded.encode_file(str(wav), str(ncd), kbps=6.0)
         t1 = time.perf_counter()
-        decode_file(str(ncd), str(out), model=loaded)
+        loaded.decode_file(str(ncd), str(out))
         t2 = time.perf_counter()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": round(peak, 1), "rss_before_mb": round(base, 1),
@@ -108,14 +107,13 @@ def main() -> int:
     import soundfile as sf
     import torch
 
-    from neurocodec.pipeline import decode_file, encode_file
-
     torch.set_num_threads(args.threads)
-    (codec, info), state = load(args.model)
+    loaded, state = load(args.model)
+    codec, info = loaded.codec, loaded.info
     rate = codec.sample_rate
     audio = speech(args.seconds, rate)
     x = torch.from_numpy(audio)[None, None]
-    n_q = info.config.n_q_for_bitrate(6.0)
+    n_q = info.config.n_q_for_kbps(6.0)
     params = sum(p.numel() for p in codec.parameters())
     print(f"model {info.name} ({state}), {params / 1e6:.2f}M params, {args.threads} threads, "
           f"{args.seconds:g} s of speech at {rate} Hz, 6 kbps ({n_q} codebooks)")
@@ -127,8 +125,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wav, ncd, out = Path(tmp, "in.wav"), Path(tmp, "x.ncd"), Path(tmp, "out.wav")
         sf.write(wav, audio, rate, subtype="PCM_16")
-        t_fenc = best_of(lambda: encode_file(str(wav), str(ncd), bitrate=6.0, model=(codec, info)), args.repeats)
-        t_fdec = best_of(lambda: decode_file(str(ncd), str(out), model=(codec, info)), args.repeats)
+        t_fenc = best_of(lambda: loaded.encode_file(str(wav), str(ncd), kbps=6.0), args.repeats)
+        t_fdec = best_of(lambda: loaded.decode_file(str(ncd), str(out)), args.repeats)
         results["file_encode_x_realtime"] = args.seconds / t_fenc
         results["file_decode_x_realtime"] = args.seconds / t_fdec
         results["ncd_kbps"] = ncd.stat().st_size * 8 / args.seconds / 1000

@@ -27,8 +27,9 @@ from neurocodec.audio import read_audio, write_audio  # noqa: E402
 from neurocodec.checkpoint import save_model  # noqa: E402
 from neurocodec.config import load_config  # noqa: E402
 from neurocodec.model import Codec  # noqa: E402
-from neurocodec.models import load_model  # noqa: E402
-from neurocodec.pipeline import encode_audio, encode_file  # noqa: E402
+from neurocodec.loader import load_model  # noqa: E402
+from neurocodec.ncdfile import encode_file  # noqa: E402
+from neurocodec.stream import encode_audio  # noqa: E402
 
 OUT = ROOT / "formats" / "golden"
 
@@ -44,12 +45,13 @@ def main() -> None:
     state = Codec(cfg).state_dict()
     tmp_model = OUT / "tiny.safetensors"
     save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16)
-    codec, _ = load_model(tmp_model, "cpu")
+    codec = load_model(tmp_model, "cpu").codec
     audio, sr = read_audio(ROOT / "tests" / "data" / "librivox_0930.flac")
     codes = encode_audio(codec, audio, sr).codes
     tables = entropy.fit([c for c in codes], cfg.quantizer.n_q, cfg.quantizer.codebook_size, n_contexts=8)
     save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16, entropy=tables)
-    tables = load_model(tmp_model, "cpu")[1].entropy
+    model = load_model(tmp_model, "cpu")
+    tables = model.entropy
 
     stereo = OUT / "stereo-44k.wav"
     left = audio[0, : int(1.3 * sr)]
@@ -65,7 +67,7 @@ def main() -> None:
     expected = {}
     for name, (src, kbps) in cases.items():
         path = OUT / f"{name}.ncd"
-        encode_file(str(src), str(path), bitrate=kbps, model=str(tmp_model), device="cpu", chunk_frames=50)
+        encode_file(model, str(src), str(path), kbps=kbps, chunk_frames=50)
         parsed = container.parse(path.read_bytes())
         assert not parsed.damage, parsed.damage
         blocks = [entropy.decode_chunk(tables, c.payload, parsed.header.channels, c.n_q, c.frame_count)

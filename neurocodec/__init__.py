@@ -1,5 +1,10 @@
 """neurocodec: a DAC-style neural audio codec with an entropy-coded, checksummed container.
 
+    import neurocodec
+    model = neurocodec.load_model()                  # a LoadedModel: codec, config, entropy tables, identity
+    encoded = model.encode(audio, sample_rate)       # audio [C, T] → codes [C, n_q, T_frames]
+    model.encode_file("in.wav", "out.ncd", kbps=6)
+
 The public names are imported lazily, so that `import neurocodec.cli` (and `neurocodec --help`) does not pay for
 torch.
 """
@@ -11,12 +16,10 @@ import importlib
 __version__ = "0.1.0"
 _LAZY = {
     "Codec": ".model",
-    "load_model": ".models",
-    "EncodedAudio": ".pipeline",
-    "decode_audio": ".pipeline",
-    "encode_audio": ".pipeline",
-    "encode_file": ".pipeline",
-    "decode_file": ".pipeline",
+    "load_model": ".loader",
+    "LoadedModel": ".loader",
+    "EncodedAudio": ".stream",
+    "describe": ".ncdfile",
 }
 __all__ = [*_LAZY, "__version__"]
 

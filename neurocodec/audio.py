@@ -1,8 +1,12 @@
-"""Audio I/O (soundfile), resampling (soxr) and channel handling. Arrays are `[C, T]` float32."""
+"""Audio I/O (soundfile), resampling (soxr), channel handling and finding audio files. Arrays are `[C, T]` float32.
+
+Lengths here are in samples (per channel); "frames" in this package always means codec frames (hop_length samples).
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,13 +19,14 @@ import soxr
 from .errors import AudioError
 from .fileio import STDIO, atomic_path
 
-BLOCK_FRAMES = 1 << 16
+BLOCK_SAMPLES = 1 << 16
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
 
 class AudioReader:
     """Reads a file (or stdin for "-") block by block, so long files never sit in memory whole.
 
-    Attributes: `sample_rate`, `channels`, `frames` (length in samples per channel).
+    Attributes: `sample_rate`, `channels`, `samples` (length per channel).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -41,15 +46,15 @@ class AudioReader:
             raise AudioError(f"{self.name}: not a readable audio file ({_reason(exc)})") from None
         self.sample_rate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
-        self.frames = int(self._file.frames)
+        self.samples = int(self._file.frames)
         if self.sample_rate <= 0 or self.channels <= 0:
             raise AudioError(f"{self.name}: invalid sample rate {self.sample_rate} or channel count {self.channels}")
 
-    def blocks(self, frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-        """Yield `[C, n]` float32 blocks."""
+    def blocks(self, samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+        """Yield `[C, n]` float32 blocks of at most `samples` samples."""
         try:
             while True:
-                block = self._file.read(frames, dtype="float32", always_2d=True)
+                block = self._file.read(samples, dtype="float32", always_2d=True)
                 if not len(block):
                     return
                 yield np.ascontiguousarray(block.T)
@@ -68,6 +73,24 @@ class AudioReader:
 
 def _reason(exc: Exception) -> str:
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+
+def list_audio(sources) -> list[Path]:
+    """Audio files under folders, in manifest files (.jsonl with a "path" per line, or .txt), or given directly."""
+    files: list[Path] = []
+    for source in sources:
+        p = Path(source).expanduser()
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+        elif p.suffix == ".jsonl":
+            files += [Path(json.loads(line)["path"]).expanduser() for line in p.read_text().splitlines() if line.strip()]
+        elif p.suffix == ".txt":
+            files += [Path(line.strip()).expanduser() for line in p.read_text().splitlines() if line.strip()]
+        elif p.suffix.lower() in AUDIO_SUFFIXES and p.is_file():
+            files.append(p)
+        else:
+            raise AudioError(f"{p}: not an audio folder, manifest or file")
+    return files
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:

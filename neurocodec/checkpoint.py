@@ -1,4 +1,5 @@
-"""Model checkpoints: safetensors weights + metadata (config, model name, weights SHA-256). Never pickle.
+"""Model files: safetensors weights + metadata (config, model name, weights SHA-256), and where they are found
+(the models bundled in the package, or a path). Never pickle. Loading one for use is `loader.load_model`.
 
 The hash covers, for every tensor in sorted name order: the name, dtype, shape and raw bytes. It is the model's
 identity in `.ncd` files, so a decoder can refuse codes made by another model before decoding anything.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +25,8 @@ from .fileio import atomic_path
 
 FORMAT = "neurocodec-model"
 FORMAT_VERSION = "1"
+DEFAULT_MODEL = "default"
+_WEIGHTS_DIR = "weights"
 
 
 class CheckpointInfo(NamedTuple):
@@ -123,3 +127,27 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
     known = {"format", "format_version", "name", "config", "weights_sha256", "entropy_sha256"}
     extra = {k: v for k, v in metadata.items() if k not in known}
     return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra, entropy)
+
+
+def bundled_models() -> dict[str, Path]:
+    """Name → path of every model shipped inside the package (`neurocodec/weights/*.safetensors`)."""
+    root = resources.files("neurocodec") / _WEIGHTS_DIR
+    out = {}
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.endswith(".safetensors"):
+                out[entry.name[: -len(".safetensors")]] = Path(str(entry))
+    return out
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """A bundled model's name (None: the default), or a path to a checkpoint file."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    bundled = bundled_models()
+    if name in bundled:
+        return bundled[name]
+    path = Path(name)
+    if path.suffix == ".safetensors" or path.exists() or os.sep in name:
+        return path
+    hint = ", ".join(sorted(bundled)) or "none is installed"
+    raise CheckpointError(f"unknown model {name!r}: give a .safetensors path or a bundled model ({hint})")

@@ -46,9 +46,9 @@ def encode(
     """Encode audio into an .ncd file."""
     try:
         _threads(threads)
-        from .pipeline import encode_file
+        from .loader import load_model
 
-        encode_file(input, output, bitrate=bitrate, model=model, device=device)
+        load_model(model, device).encode_file(input, output, kbps=bitrate)
     except NeurocodecError as exc:
         _fail(exc)
 
@@ -66,9 +66,9 @@ def decode(
     """Decode an .ncd file to audio."""
     try:
         _threads(threads)
-        from .pipeline import decode_file
+        from .loader import load_model
 
-        report = decode_file(input, output, model=model, device=device, conceal=decode_through_errors)
+        report = load_model(model, device).decode_file(input, output, conceal=decode_through_errors)
         for line in report.damage:
             err.print(f"[yellow]warning:[/] {line}", markup=True, soft_wrap=True)
         if report.damage and strict:
@@ -84,7 +84,7 @@ def info(
 ) -> None:
     """Show an .ncd file's header, chunks, real bitrate and any damage found."""
     try:
-        from .pipeline import describe
+        from .ncdfile import describe
 
         desc = describe(input)
     except NeurocodecError as exc:
@@ -124,21 +124,22 @@ def train(
         if config is None and not resume:
             raise typer.BadParameter("give a CONFIG, or --resume with --run-dir")
         from .config import load_config
-        from .train.trainer import Trainer, load_run_config
+        from .train.rundir import RunDir
+        from .train.trainer import Trainer
 
         if config is None:
             if run_dir is None:
                 raise typer.BadParameter("--resume without a CONFIG needs --run-dir")
-            cfg = load_run_config(run_dir)
+            cfg = RunDir(run_dir).read_config()
         else:
             cfg = load_config(config)
         if threads > 0:
             import dataclasses
 
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
-        run_dir = run_dir or Path("~/.cache/neurocodec/runs").expanduser() / cfg.model.name
-        if run_dir.joinpath("state.safetensors").exists() and not resume:
-            raise typer.BadParameter(f"{run_dir} already holds a run: pass --resume, or another --run-dir")
+        run = RunDir(run_dir) if run_dir else RunDir.default(cfg.model.name)
+        if run.holds_run() and not resume:
+            raise typer.BadParameter(f"{run} already holds a run: pass --resume, or another --run-dir")
         import signal
 
         def stop(signum, frame):  # kill / SIGTERM: stop like Ctrl-C, saving the state first
@@ -146,7 +147,7 @@ def train(
 
         signal.signal(signal.SIGTERM, stop)
         with TrainDisplay(quiet=quiet, console=err) as display:
-            trainer = Trainer(cfg, run_dir, resume=resume, on_event=display, device=device, init=init)
+            trainer = Trainer(cfg, run, resume=resume, on_event=display, device=device, init=init)
             trainer.run(steps, max_seconds=minutes * 60 if minutes else None)
     except NeurocodecError as exc:
         _fail(exc)
@@ -166,7 +167,7 @@ def fit_entropy(
 ) -> None:
     """Fit the entropy coder's integer probability tables on real audio and store them with the model."""
     try:
-        from .pipeline import fit_entropy_model
+        from .entropy_fit import fit_entropy_model
 
         result = fit_entropy_model(model, audio, str(output), contexts, minutes * 60, device)
         typer.echo(json.dumps(result))
@@ -190,6 +191,7 @@ def eval_(
     try:
         _threads(threads)
         from .eval.run import aggregate, collect, evaluate
+        from .loader import load_model
 
         def kbps_list(text: str) -> tuple[float, ...]:
             try:
@@ -199,9 +201,10 @@ def eval_(
 
         items = collect(inputs, limit)
         audio_dir = report / "audio" if report else None
+        loaded = load_model(model, device)
         err.print(f"evaluating {len(items)} files …")
-        rows = evaluate(items, model, kbps_list(bitrates), tuple(b for b in baseline.split(",") if b),
-                        kbps_list(opus_bitrates) if opus_bitrates else None, device, audio_dir)
+        rows = evaluate(items, loaded, kbps_list(bitrates), tuple(b for b in baseline.split(",") if b),
+                        kbps_list(opus_bitrates) if opus_bitrates else None, audio_dir)
         _print_table(aggregate(rows))
         if report:
             from .eval.report import write_report
@@ -235,16 +238,19 @@ def _print_table(agg: list[dict]) -> None:
 class TrainDisplay:
     """Shows trainer events: a rich progress bar with the latest losses, or plain lines with --quiet.
 
-    Alarms always go to stderr as loud warning lines, whatever the mode.
+    The losses shown are the total, every term of the config's table (`config.LOSS_TERMS`) with a non-zero weight
+    (the weights come in the run's start record), and the discriminator's. Alarms always go to stderr as loud
+    warning lines, whatever the mode.
     """
 
-    KEYS = ("loss", "loss_mel", "loss_complex_stft", "loss_adversarial", "loss_d")
-
     def __init__(self, quiet: bool, console: Console):
+        from .config import LOSS_TERMS
+
         self.quiet = quiet
         self.console = console
         self.progress = None
         self.task = None
+        self.keys = ("loss", *(f"loss_{t}" for t in LOSS_TERMS), "loss_d")
 
     def __enter__(self) -> "TrainDisplay":
         if not self.quiet:
@@ -267,17 +273,22 @@ class TrainDisplay:
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
-        if kind == "start" and self.progress is not None:
-            self.task = self.progress.add_task("train", total=event["target"], completed=event["step"], info="")
+        if kind == "start":
+            weights = event.get("loss_weights") or {}
+            self.keys = ("loss", *(f"loss_{t}" for t, w in weights.items() if w), "loss_d")
+            if self.progress is not None:
+                self.task = self.progress.add_task("train", total=event["target"], completed=event["step"], info="")
         elif kind == "step":
             info = f"{event['steps_per_s']:.2f} step/s  " + "  ".join(
-                f"{k.removeprefix('loss_')} {event[k]:.3f}" for k in self.KEYS if k in event)
+                f"{k.removeprefix('loss_')} {event[k]:.3f}" for k in self.keys if k in event)
             if self.progress is not None and self.task is not None:
                 self.progress.update(self.task, completed=event["step"], info=info)
             else:
                 self._line(f"step {event['step']}/{event['target']}  {info}")
         elif kind == "eval":
-            metrics = "  ".join(f"{k} {v:.3f}" for k, v in event.items() if "@" in k and isinstance(v, float))
+            from .metrics import split_key
+
+            metrics = "  ".join(f"{k} {v:.3f}" for k, v in event.items() if split_key(k) and isinstance(v, float))
             self._line(f"eval @ {event['step']}: {metrics}")
             for alarm in event.get("alarms", []):
                 self.console.print(f"[bold red]ALARM[/] step {event['step']}: {alarm}", markup=True, soft_wrap=True)

@@ -102,13 +102,13 @@ class ModelConfig:
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
-    def bitrate(self, n_q: int) -> float:
-        """Fixed-width bitrate in bits per second when `n_q` codebooks are used."""
-        return n_q * math.log2(self.quantizer.codebook_size) * self.frame_rate
+    def kbps(self, n_q: int) -> float:
+        """Fixed-width bitrate in kbps when `n_q` codebooks are used."""
+        return n_q * math.log2(self.quantizer.codebook_size) * self.frame_rate / 1000
 
-    def n_q_for_bitrate(self, kbps: float) -> int:
+    def n_q_for_kbps(self, kbps: float) -> int:
         """The largest number of codebooks whose fixed-width bitrate does not exceed `kbps` (at least 1)."""
-        per_codebook = self.bitrate(1) / 1000
+        per_codebook = self.kbps(1)
         n_q = int(math.floor(kbps / per_codebook + 1e-9))
         if n_q < 1:
             raise ConfigError(f"{kbps} kbps is below one codebook ({per_codebook:g} kbps)")
@@ -128,6 +128,12 @@ class DataConfig:
     # Decode every training file once, at the model rate, into memory: a GPU step is faster than reading and
     # resampling a batch of crops from disk. Costs 4 bytes per sample (about 350 MB per hour at 24 kHz).
     preload: bool = False
+
+
+# The generator's loss terms, in one table: each is a `LossConfig` field holding its weight, and the name under which
+# the step computes it, the log records it ("loss_<name>", unweighted), the display shows it and the plots draw it.
+LOSS_TERMS = ("mel", "magnitude", "level", "waveform_l1", "stft", "complex_stft", "commitment", "codebook",
+              "adversarial", "feature_matching")
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,10 @@ class LossConfig:
     codebook: float = 1.0
     # Broken on purpose, for tests that prove the collapse alarm fires: "librosa" or "random".
     mel_filterbank: Literal["librosa", "random"] = "librosa"
+
+    def weights(self) -> dict[str, float]:
+        """Weight of every term in `LOSS_TERMS`, by name."""
+        return {name: getattr(self, name) for name in LOSS_TERMS}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from neurocodec.train.data import list_audio  # noqa: E402
+from neurocodec.audio import list_audio  # noqa: E402
 
 
 def excerpts(files: list[Path], out: Path, budget: int, seconds: float, rng: np.random.Generator) -> tuple[int, float]:

@@ -10,18 +10,18 @@ For each run: its recipe (non-zero loss weights), the validation metrics at the 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from neurocodec.train.report import read_log  # noqa: E402
+from neurocodec.metrics import at_n_q, n_q_values  # noqa: E402
+from neurocodec.train.rundir import RunDir  # noqa: E402
 
 
 def main(runs: list[str]) -> int:
-    logs = {r: read_log(Path(r)) for r in runs}
+    logs = {r: RunDir(r).read_log() for r in runs}
     evals = {r: {e["step"]: e for e in log if e.get("type") == "eval"} for r, log in logs.items()}
     common = set.intersection(*(set(e) for e in evals.values()))
     if not common:
@@ -32,14 +32,15 @@ def main(runs: list[str]) -> int:
     print("| run | recipe | mel distance | SI-SDR dB | SNR dB | RMS ratio | alarms | steps/s | audio s/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
-        cfg = json.loads((Path(r).expanduser() / "config.json").read_text())
-        recipe = ", ".join(f"{k} {v:g}" for k, v in cfg["loss"].items() if isinstance(v, float) and v > 0 and k not in ("mel_fmin",))
+        weights = RunDir(r).read_config().loss.weights()
+        recipe = ", ".join(f"{k} {v:g}" for k, v in weights.items() if v > 0)
         e = evals[r][step]
-        full = max(int(k.split("@")[1]) for k in e if k.startswith("snr@"))
+        full = n_q_values(e, "snr")[-1]
         rates = [x for x in logs[r] if x.get("type") == "step" and x["step"] <= step]
         alarms = sum(len(x.get("alarms", [])) for x in evals[r].values() if x["step"] <= step)
-        print(f"| {Path(r).name} | {recipe} | {e[f'mel_distance@{full}']:.3f} | {e[f'si_sdr@{full}']:.1f} | "
-              f"{e[f'snr@{full}']:.1f} | {e[f'rms_ratio@{full}']:.2f} | {alarms} | {rates[-1]['steps_per_s']:.2f} | "
+        m = {name: e[at_n_q(name, full)] for name in ("mel_distance", "si_sdr", "snr", "rms_ratio")}
+        print(f"| {Path(r).name} | {recipe} | {m['mel_distance']:.3f} | {m['si_sdr']:.1f} | "
+              f"{m['snr']:.1f} | {m['rms_ratio']:.2f} | {alarms} | {rates[-1]['steps_per_s']:.2f} | "
               f"{rates[-1]['audio_s_per_s']:.2f} |")
     return 0
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from neurocodec.checkpoint import read_model, save_model  # noqa: E402
-from neurocodec.pipeline import fit_entropy_model  # noqa: E402
+from neurocodec.entropy_fit import fit_entropy_model  # noqa: E402
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ import torch
 from neurocodec.audio import AudioReader, Resampler, read_audio, resample, write_audio
 from neurocodec.errors import AudioError
 from neurocodec.model import Codec
-from neurocodec.pipeline import decode_audio, encode_audio
+from neurocodec.stream import decode_audio, encode_audio
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,10 @@ def peak_hz(x, sr):
 @pytest.mark.parametrize("channels", [1, 2])
 def test_any_rate_and_channels_restored(codec, sr, channels):
     audio = tone(440, sr, 0.77, channels) + 0.01
-    enc = encode_audio(codec, audio, sr, n_q=2, chunk_frames=16)
+    enc = encode_audio(codec, audio, sr, n_q=2, window_frames=16)
     frames = -(-round(audio.shape[1] * 16000 / sr) // 160)
     assert enc.codes.shape == (channels, 2, frames)
-    out = decode_audio(codec, enc, chunk_frames=16)
+    out = decode_audio(codec, enc, window_frames=16)
     assert out.shape == audio.shape and out.dtype == np.float32
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -99,7 +100,9 @@ def test_quantized_tables_are_exact_integers():
 
 
 # ------------------------------------------------------------------------------------------- golden files
+@functools.cache
 def golden_model() -> entropy.EntropyModel:
+    """The golden checkpoint's tables, read (and hash-verified) once per session."""
     from neurocodec.checkpoint import read_model
 
     return read_model(GOLDEN / "tiny.safetensors")[1].entropy
@@ -133,7 +136,7 @@ GOLDEN_FILE = (GOLDEN / EXPECTED["speech-16k-2q"]["file"]).read_bytes()
 
 def _damaged_outcome(data: bytes):
     """Parse + entropy-decode as `decode --decode-through-errors` does; FormatError is the only allowed exception."""
-    from neurocodec.pipeline import read_codes
+    from neurocodec.ncdfile import read_codes
 
     try:
         parsed = container.parse(data)
@@ -175,7 +178,7 @@ def test_every_single_bit_flip_is_detected():
 
 
 def test_concealment_keeps_good_chunks_and_replaces_bad_ones_with_gaps():
-    from neurocodec.pipeline import read_codes
+    from neurocodec.ncdfile import read_codes
 
     parsed = container.parse(GOLDEN_FILE)
     victim = parsed.chunks[2]

@@ -14,7 +14,8 @@ def test_round_trip_gives_identical_output(tmp_path, tiny_config):
     codec = Codec(tiny_config.model)
     path = tmp_path / "m.safetensors"
     digest = save_model(path, codec.state_dict(), tiny_config.model, name="tiny-test")
-    loaded, info = load_model(path, device="cpu")
+    model = load_model(path, device="cpu")
+    loaded, info = model.codec, model.info
     assert info.name == "tiny-test" and info.weights_sha256 == digest and info.config == tiny_config.model
     audio = torch.randn(1, 1, 4000)
     codec.prepare_for_inference()

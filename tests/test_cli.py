@@ -93,8 +93,8 @@ def test_model_mismatch_is_refused_before_decoding(tmp_path):
     (["decode", SPEECH, "x.wav", "-m", MODEL], 5, "not an .ncd file"),
     (["encode", SPEECH, "x.ncd", "-m", MODEL, "-b", "0.1"], 2, "below one codebook"),
 ])
-def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, args, code, message):
-    os.chdir(tmp_path)
+def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, monkeypatch, args, code, message):
+    monkeypatch.chdir(tmp_path)
     r = cli(*args)
     assert r.exit_code == code, r.output
     assert message in r.output and "Traceback" not in r.output

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from neurocodec.config import Config, ISTFTDecoderConfig, STFTEncoderConfig, from_dict, load_config, to_dict
@@ -25,8 +27,8 @@ def test_gpu_config_is_the_default_recipe_with_only_its_stated_changes():
 def test_default_config_bitrates():
     cfg = load_config(ROOT / "examples" / "default.toml").model
     assert (cfg.sample_rate, cfg.hop_length, cfg.quantizer.n_q, cfg.quantizer.codebook_size) == (24000, 320, 16, 1024)
-    assert [cfg.bitrate(n) for n in (2, 4, 8, 16)] == [1500, 3000, 6000, 12000]
-    assert [cfg.n_q_for_bitrate(k) for k in (1.5, 3, 6, 12, 100)] == [2, 4, 8, 16, 16]
+    assert [cfg.kbps(n) for n in (2, 4, 8, 16)] == [1.5, 3, 6, 12]
+    assert [cfg.n_q_for_kbps(k) for k in (1.5, 3, 6, 12, 100)] == [2, 4, 8, 16, 16]
     assert isinstance(cfg.encoder, STFTEncoderConfig) and isinstance(cfg.decoder, ISTFTDecoderConfig)
 
 
@@ -63,5 +65,5 @@ def test_kind_selects_dataclass_and_bad_values_fail(tmp_path):
 
 
 def test_config_is_frozen(tiny_config):
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         tiny_config.model.hop_length = 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from neurocodec.eval import metrics
+from neurocodec import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "formats" / "golden" / "tiny.safetensors")
@@ -79,12 +79,8 @@ def test_missing_tool_is_a_clear_message(monkeypatch, ref):
         baselines.codec2(ref.astype(np.float32), 16000)
 
 
-@pytest.mark.skipif(shutil.which("opusenc") is None or shutil.which("c2enc") is None, reason="baselines missing")
-def test_eval_command_writes_report(tmp_path, speech):
-    from typer.testing import CliRunner
-
-    from neurocodec.cli import app
-
+def eval_folder(tmp_path: Path, speech) -> Path:
+    """A tiny eval set: 2 s of real speech in speech/, a two-tone chord in music/."""
     folder = tmp_path / "set"
     (folder / "speech").mkdir(parents=True)
     (folder / "music").mkdir()
@@ -92,6 +88,16 @@ def test_eval_command_writes_report(tmp_path, speech):
     sf.write(folder / "speech" / "a.flac", audio[0, : 2 * sr], sr)
     t = np.arange(2 * sr) / sr
     sf.write(folder / "music" / "chord.flac", 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t), sr)
+    return folder
+
+
+@pytest.mark.skipif(shutil.which("opusenc") is None or shutil.which("c2enc") is None, reason="baselines missing")
+def test_eval_command_writes_report(tmp_path, speech):
+    from typer.testing import CliRunner
+
+    from neurocodec.cli import app
+
+    folder = eval_folder(tmp_path, speech)
     report = tmp_path / "report"
     r = CliRunner().invoke(app, ["eval", str(folder), "-m", MODEL, "--bitrates", "0.6,2.4", "--baseline",
                                  "opus,codec2", "--opus-bitrates", "6", "--report", str(report)])
@@ -111,3 +117,25 @@ def test_eval_command_writes_report(tmp_path, speech):
 
 def test_rms_ratio_of_silence_is_undefined_not_huge():
     assert np.isnan(metrics.rms_ratio(np.zeros(100), np.ones(100)))
+
+
+def test_eval_command_without_baselines(tmp_path, speech):
+    """`neurocodec eval` end to end with no external tools: real .ncd round trips, every metric, the report."""
+    from typer.testing import CliRunner
+
+    from neurocodec.cli import app
+
+    folder = eval_folder(tmp_path, speech)
+    report = tmp_path / "report"
+    r = CliRunner().invoke(app, ["eval", str(folder), "-m", MODEL, "--bitrates", "0.6,2.4", "--report", str(report)])
+    assert r.exit_code == 0, r.output
+    results = json.loads((report / "results.json").read_text())
+    assert {(row["kind"], row["system"], row["bitrate"]) for row in results["rows"]} == {
+        (kind, "neurocodec", kbps) for kind in ("speech", "music") for kbps in (0.6, 2.4)}
+    speech_rows = [row for row in results["rows"] if row["kind"] == "speech"]
+    assert all({"pesq", "stoi", "mel_distance", "rms_ratio", "kbps", "decode_x_realtime"} <= set(row) for row in speech_rows)
+    low, high = sorted(speech_rows, key=lambda row: row["bitrate"])
+    assert 0 < low["kbps"] < high["kbps"]  # real bits follow the codebooks asked for
+    assert not any("pesq" in row for row in results["rows"] if row["kind"] == "music")
+    assert "| kind |" in (report / "report.md").read_text()
+    assert (report / "mel_distance_vs_bitrate.png").stat().st_size > 5000

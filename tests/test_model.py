@@ -124,19 +124,19 @@ def test_usage_counts_and_dead_code_reseeding():
 
 
 @pytest.mark.parametrize("name", ["conv-odd", "stft-istft", "conv-istft", "conv-istft-ref"])
-def test_chunked_equals_unchunked(name):
+def test_windowed_equals_one_pass(name):
     codec = Codec(CONFIGS[name]).prepare_for_inference()
     hop = codec.hop_length
     audio = torch.randn(2, 1, hop * 301 + 7) * 0.3
     with torch.inference_mode():
         whole_codes = codec.encode_frames(audio, 4)
         whole_audio = codec.decode_frames(whole_codes)
-    for chunk in (5, 33, 1000):
-        codes = codec.encode(audio, 4, chunk_frames=chunk)
-        assert torch.equal(codes, whole_codes), chunk
-        out = codec.decode(whole_codes, chunk_frames=chunk)
+    for window in (5, 33, 1000):
+        codes = codec.encode(audio, 4, window_frames=window)
+        assert torch.equal(codes, whole_codes), window
+        out = codec.decode(whole_codes, window_frames=window)
         assert out.shape == whole_audio.shape
-        assert torch.allclose(out, whole_audio, atol=1e-5), (chunk, (out - whole_audio).abs().max())
+        assert torch.allclose(out, whole_audio, atol=1e-5), (window, (out - whole_audio).abs().max())
 
 
 @pytest.mark.parametrize("reference", [False, True])
@@ -176,12 +176,12 @@ def test_reference_phase_is_exact_far_into_a_file():
 
 
 def test_too_little_context_would_show_seams():
-    """The equality above depends on the context; without it chunk edges differ (the test can fail)."""
+    """The equality above depends on the context; without it window edges differ (the test can fail)."""
     codec = Codec(CONFIGS["stft-istft"]).prepare_for_inference()
     codes = torch.randint(0, 32, (1, 4, 200))
-    whole = codec.decode(codes, chunk_frames=1000)
+    whole = codec.decode(codes, window_frames=1000)
     codec.decoder.context_frames = 1
-    assert not torch.allclose(codec.decode(codes, chunk_frames=20), whole, atol=1e-5)
+    assert not torch.allclose(codec.decode(codes, window_frames=20), whole, atol=1e-5)
 
 
 def test_weight_norm_folding_keeps_output():

@@ -207,9 +207,9 @@ def test_resume_may_change_the_recipe_but_not_the_model(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"]["level"] == 5.0
     faster = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=3 * cfg.train.lr, lr_decay=0.99))
     trainer = Trainer(faster, tmp_path / "run", resume=True)
-    assert all(g["lr"] == pytest.approx(3 * cfg.train.lr * 0.99) for g in trainer.opt_g.param_groups)
+    assert all(g["lr"] == pytest.approx(3 * cfg.train.lr * 0.99) for g in trainer.update.opt_g.param_groups)
     trainer.run(2)
-    assert trainer.sched_g.get_last_lr()[0] == pytest.approx(3 * cfg.train.lr * 0.99**2)
+    assert trainer.update.sched_g.get_last_lr()[0] == pytest.approx(3 * cfg.train.lr * 0.99**2)
     # A parameter-free model option may change too (it is recorded); a shape change may not.
     ref = dataclasses.replace(cfg.model, decoder=dataclasses.replace(cfg.model.decoder, phase_reference=True))
     trainer = Trainer(dataclasses.replace(cfg, model=ref), tmp_path / "run", resume=True)

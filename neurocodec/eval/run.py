@@ -13,13 +13,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from ..audio import read_audio, write_audio
 from ..errors import AudioError, MissingDependencyError
-from . import baselines, metrics
+from .. import metrics
+from . import baselines
+
+if TYPE_CHECKING:
+    from ..loader import LoadedModel
 
 SPEECH_METRICS = ("pesq", "stoi")
 
@@ -84,21 +88,16 @@ def measure(ref: np.ndarray, est: np.ndarray, sample_rate: int, kind: str) -> di
     return out
 
 
-def evaluate(items: list[Item], model=None, bitrates: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0),
-             baseline: tuple[str, ...] = (), opus_bitrates: tuple[float, ...] | None = None,
-             device: str | None = None, keep_audio: Path | None = None,
-             on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """One row per (file, system, bitrate): system, bitrate asked, real kbps, metrics, coding speed.
+def evaluate(items: list[Item], model: LoadedModel, kbps: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0),
+             baseline: tuple[str, ...] = (), opus_kbps: tuple[float, ...] | None = None,
+             keep_audio: Path | None = None, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """One row per (file, system, bitrate): system, bitrate asked (kbps), real kbps, metrics, coding speed.
 
-    `keep_audio`: a folder where the decoded audio of every system is written (for listening and spectrograms).
+    `model`: from `loader.load_model`. `keep_audio`: a folder where the decoded audio of every system is written
+    (for listening and spectrograms).
     """
-    from ..models import load_model
-    from ..pipeline import decode_file, encode_file
-
-    loaded = load_model(model, device)
-    codec, info = loaded
     rows: list[dict] = []
-    opus_bitrates = opus_bitrates or tuple(bitrates)
+    opus_kbps = opus_kbps or tuple(kbps)
     for name in baseline:
         if name not in ("opus", "codec2"):
             raise MissingDependencyError(f"unknown baseline {name!r}; known: opus, codec2")
@@ -125,21 +124,21 @@ def evaluate(items: list[Item], model=None, bitrates: tuple[float, ...] = (1.5, 
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp, "ref.wav")
             write_audio(src, ref[None], sr)
-            for kbps in bitrates:
+            for asked in kbps:
                 ncd, out = Path(tmp, "x.ncd"), Path(tmp, "out.wav")
                 t0 = time.perf_counter()
-                encode_file(str(src), str(ncd), bitrate=kbps, model=loaded)
+                model.encode_file(str(src), str(ncd), kbps=asked)
                 t1 = time.perf_counter()
-                decode_file(str(ncd), str(out), model=loaded)
+                model.decode_file(str(ncd), str(out))
                 t2 = time.perf_counter()
                 est, _ = read_audio(out)
                 real = ncd.stat().st_size * 8 / duration / 1000
-                add("neurocodec", kbps, real, est[0], {"encode_x_realtime": round(duration / (t1 - t0), 1),
-                                                      "decode_x_realtime": round(duration / (t2 - t1), 1)})
+                add("neurocodec", asked, real, est[0], {"encode_x_realtime": round(duration / (t1 - t0), 1),
+                                                       "decode_x_realtime": round(duration / (t2 - t1), 1)})
         if "opus" in baseline:
-            for kbps in opus_bitrates:
-                coded = baselines.opus(ref, sr, kbps)
-                add("opus", kbps, coded.kbps, coded.audio, {})
+            for asked in opus_kbps:
+                coded = baselines.opus(ref, sr, asked)
+                add("opus", asked, coded.kbps, coded.audio, {})
         if "codec2" in baseline and item.kind == "speech":
             coded = baselines.codec2(ref, sr, 3200)
             add("codec2", 3.2, coded.kbps, coded.audio, {})

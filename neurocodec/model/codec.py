@@ -12,7 +12,7 @@ from .decoder import build_decoder
 from .encoder import build_encoder
 from .layers import fold_weight_norm
 from .quantize import ResidualVectorQuantizer
-from .streaming import DEFAULT_CHUNK_FRAMES, ChunkedDecoder, ChunkedEncoder
+from .streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
 
 
 class CodecOutput(NamedTuple):
@@ -60,24 +60,24 @@ class Codec(nn.Module):
         return CodecOutput(recon, q.codes, latent, q.commitment_loss, q.codebook_loss)
 
     def encode_frames(self, audio: torch.Tensor, n_q: int) -> torch.Tensor:
-        """One unchunked pass: audio `[B, 1, T]` → codes `[B, n_q, ceil(T / hop)]`."""
+        """One pass: audio `[B, 1, T]` → codes `[B, n_q, ceil(T / hop)]`."""
         return self.quantizer.encode(self.encoder(self._pad(audio)), n_q)
 
     def decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
-        """One unchunked pass: codes `[B, n_q, F]` → audio `[B, 1, F * hop]`."""
+        """One pass: codes `[B, n_q, F]` → audio `[B, 1, F * hop]`."""
         return self.decoder(self.quantizer.decode(codes))
 
     @torch.inference_mode()
-    def encode(self, audio: torch.Tensor, n_q: int | None = None, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> torch.Tensor:
+    def encode(self, audio: torch.Tensor, n_q: int | None = None, window_frames: int = DEFAULT_WINDOW_FRAMES) -> torch.Tensor:
         """audio `[B, 1, T]` or `[B, T]` at `sample_rate` → codes `[B, n_q, ceil(T / hop)]`, in bounded memory."""
         audio = self._pad(audio)[:, 0]
-        stream = ChunkedEncoder(self, n_q or self.n_q, chunk_frames)
+        stream = WindowedEncoder(self, n_q or self.n_q, window_frames)
         return torch.cat([stream.push(audio), stream.flush()], dim=-1)
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, window_frames: int = DEFAULT_WINDOW_FRAMES) -> torch.Tensor:
         """codes `[B, n_q, F]` → audio `[B, 1, F * hop]`, in bounded memory."""
-        stream = ChunkedDecoder(self, chunk_frames)
+        stream = WindowedDecoder(self, window_frames)
         return torch.cat([stream.push(codes), stream.flush()], dim=-1)[:, None, :]
 
     def prepare_for_inference(self) -> "Codec":

@@ -1,6 +1,6 @@
 """Decoders: latent `[B, latent_dim, T_frames]` → audio `[B, 1, T_frames * hop_length]`.
 
-Like the encoders, each reports `context_frames` (one-sided receptive field in frames) for chunked inference.
+Like the encoders, each reports `context_frames` (one-sided receptive field in frames) for windowed inference.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class ISTFTDecoder(nn.Module):
         """`[n_fft/2+1, frames]` phase advance of each bin's centre frequency since frame 0.
 
         Computed as integers modulo n_fft so it stays exact at any frame index (float32 would drift within
-        minutes of audio), which keeps chunked decoding equal to one pass.
+        minutes of audio), which keeps windowed decoding equal to one pass.
         """
         k = torch.arange(self.n_fft // 2 + 1, dtype=torch.int64)
         t = torch.arange(first_frame, first_frame + frames, dtype=torch.int64)

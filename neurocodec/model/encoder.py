@@ -1,8 +1,8 @@
 """Encoders: audio `[B, 1, T]` (T a multiple of `hop_length`) → latent `[B, latent_dim, T / hop_length]`.
 
 Each encoder reports `context_frames`: how many frames of its input on either side can influence a frame of its
-output. Chunked inference pads every chunk with that much real context, which makes chunked output equal to
-unchunked output (see `neurocodec.model.streaming`).
+output. Windowed inference pads every compute window with that much real context, which makes windowed output equal to
+one-pass output (see `neurocodec.model.streaming`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Chunked inference with bounded memory and no seams.
+"""Windowed inference with bounded memory and no seams.
 
-Scheme: overlap with receptive-field context. A chunk that emits frames [f0, f1) is computed from the input
+Scheme: overlap with receptive-field context. A compute window that emits frames [f0, f1) is computed from the input
 frames [f0 - C, f1 + C), where C is the encoder's (or decoder's) one-sided receptive field in frames, clipped to
-the signal. Every output frame therefore sees exactly the input it would see in one unchunked pass, so chunked
-output equals unchunked output up to float rounding (convolutions of different lengths may sum in a different
-order). At the file ends both see the same zero padding. Memory is bounded by the chunk plus 2·C frames, whatever
-the input length; the cost is 2·C/chunk extra compute (about 3% for the default chunk of 10 s).
+the signal. Every output frame therefore sees exactly the input it would see in one pass, so windowed
+output equals one-pass output up to float rounding (convolutions of different lengths may sum in a different
+order). At the file ends both see the same zero padding. Memory is bounded by the window plus 2·C frames, whatever
+the input length; the cost is 2·C/window extra compute (about 3% for the default window of 10 s).
+
+"Window" here is the unit of computation; it is unrelated to the `.ncd` container's chunks (the unit of damage
+and seeking, `ncdfile.NCD_CHUNK_FRAMES`).
 
 Both classes are push/flush streams, so a file never has to be in memory at once.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_CHUNK_FRAMES = 750  # 10 s at 75 Hz
+DEFAULT_WINDOW_FRAMES = 750  # 10 s at 75 Hz
 
 
 class _FrameStream:
@@ -25,11 +28,11 @@ class _FrameStream:
     computes (`_run`) and what an empty result looks like (`_empty`).
     """
 
-    def __init__(self, codec, context: int, chunk_frames: int, unit: int):
+    def __init__(self, codec, context: int, window_frames: int, unit: int):
         self.codec = codec
         self.hop = codec.hop_length
         self.context = context
-        self.chunk = max(1, chunk_frames)
+        self.window = max(1, window_frames)
         self.unit = unit
         self.buffer: torch.Tensor | None = None
         self.buffer_frame = 0
@@ -55,9 +58,9 @@ class _FrameStream:
         available = end_frame if final else self.buffered_end
         while self.next_frame < end_frame:
             f0 = self.next_frame
-            f1 = min(f0 + self.chunk, end_frame)
-            if not final and f1 - f0 < self.chunk:
-                break  # wait for a whole chunk: small pieces would each pay 2·context frames of overhead
+            f1 = min(f0 + self.window, end_frame)
+            if not final and f1 - f0 < self.window:
+                break  # wait for a whole window: small pieces would each pay 2·context frames of overhead
             right = min(f1 + self.context, available)
             if not final and right < f1 + self.context:
                 break
@@ -65,7 +68,7 @@ class _FrameStream:
             window = self.buffer[..., (left - self.buffer_frame) * self.unit: (right - self.buffer_frame) * self.unit]
             out.append(self._run(window, left, f0 - left, f1 - left))
             self.next_frame = f1
-            # Keep only what later chunks still need as left context.
+            # Keep only what later windows still need as left context.
             drop = max(0, (self.next_frame - self.context) - self.buffer_frame)
             if drop:
                 self.buffer = self.buffer[..., drop * self.unit:]
@@ -75,12 +78,12 @@ class _FrameStream:
         return torch.cat(out, dim=-1)
 
 
-class ChunkedEncoder(_FrameStream):
+class WindowedEncoder(_FrameStream):
     """Push audio `[B, n]` at the model's sample rate; receive codes `[B, n_q, k]` as frames complete."""
 
-    def __init__(self, codec, n_q: int, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
+    def __init__(self, codec, n_q: int, window_frames: int = DEFAULT_WINDOW_FRAMES):
         codec.quantizer._check_n_q(n_q)
-        super().__init__(codec, codec.encoder.context_frames, chunk_frames, unit=codec.hop_length)
+        super().__init__(codec, codec.encoder.context_frames, window_frames, unit=codec.hop_length)
         self.n_q = n_q
         self.samples_in = 0
 
@@ -98,7 +101,7 @@ class ChunkedEncoder(_FrameStream):
         return self._process(self.buffered_end - self.context, final=False)
 
     def flush(self) -> torch.Tensor:
-        """Zero-pad the tail to a whole frame (as the unchunked model does) and emit the remaining codes."""
+        """Zero-pad the tail to a whole frame (as the one-pass model does) and emit the remaining codes."""
         if self.buffer is None:
             return self._empty(0)
         total = -(-self.samples_in // self.hop)
@@ -108,11 +111,11 @@ class ChunkedEncoder(_FrameStream):
         return self._process(total, final=True)
 
 
-class ChunkedDecoder(_FrameStream):
+class WindowedDecoder(_FrameStream):
     """Push codes `[B, n_q, k]` (n_q may change between pushes); receive audio `[B, k' * hop]` as it completes."""
 
-    def __init__(self, codec, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
-        super().__init__(codec, codec.decoder.context_frames, chunk_frames, unit=1)
+    def __init__(self, codec, window_frames: int = DEFAULT_WINDOW_FRAMES):
+        super().__init__(codec, codec.decoder.context_frames, window_frames, unit=1)
 
     def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
         return self.codec.decoder(window, first_frame)[:, 0, start * self.hop: stop * self.hop]
@@ -122,7 +125,7 @@ class ChunkedDecoder(_FrameStream):
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """codes `[B, n_q, k]` → audio `[B, n]` that became final (n may be 0)."""
-        # Codes → latent is per frame (no context), so chunks with different n_q join seamlessly here.
+        # Codes → latent is per frame (no context), so pushes with different n_q join seamlessly here.
         self._append(self.codec.quantizer.decode(codes.to(self.codec.device)))
         return self._process(self.buffered_end - self.context, final=False)
 

@@ -6,36 +6,14 @@ uninterrupted run would have seen, without saving any sampler state.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
 
+from ..audio import list_audio
 from ..config import DataConfig
 from ..errors import AudioError
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-
-
-def list_audio(sources) -> list[Path]:
-    """Audio files under folders, in manifest files (.jsonl with a "path" per line, or .txt), or given directly."""
-    files: list[Path] = []
-    for source in sources:
-        p = Path(source).expanduser()
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
-        elif p.suffix == ".jsonl":
-            files += [Path(json.loads(line)["path"]).expanduser() for line in p.read_text().splitlines() if line.strip()]
-        elif p.suffix == ".txt":
-            files += [Path(line.strip()).expanduser() for line in p.read_text().splitlines() if line.strip()]
-        elif p.suffix.lower() in AUDIO_SUFFIXES and p.is_file():
-            files.append(p)
-        else:
-            raise AudioError(f"{p}: not an audio folder, manifest or file")
-    return files
 
 
 def normalize(audio: np.ndarray, loudness_db: float) -> np.ndarray:
@@ -57,28 +35,28 @@ class CropDataset:
             raise AudioError(f"no audio files found in {', '.join(map(str, sources)) or '(no sources configured)'}")
         self.sample_rate = sample_rate
         self.cfg = cfg
-        infos = []
+        infos = []  # (length in samples, sample rate) of each file
         for f in self.files:
             try:
                 info = sf.info(str(f))
             except (sf.LibsndfileError, RuntimeError):
                 raise AudioError(f"{f}: not a readable audio file") from None
             infos.append((info.frames, info.samplerate))
-        self.frames = np.array([i[0] for i in infos], dtype=np.int64)
+        self.lengths = np.array([i[0] for i in infos], dtype=np.int64)
         self.rates = np.array([i[1] for i in infos], dtype=np.int64)
-        seconds = self.frames / self.rates
+        seconds = self.lengths / self.rates
         self.weights = seconds / seconds.sum()
         self.total_seconds = float(seconds.sum())
         self.cache: list[np.ndarray] | None = None
         if cfg.preload:
-            self.cache = [self._read_file(i, 0, int(self.frames[i])) for i in range(len(self.files))]
+            self.cache = [self._read_file(i, 0, int(self.lengths[i])) for i in range(len(self.files))]
 
-    def _read_file(self, index: int, start: int, frames: int) -> np.ndarray:
-        """Mono float32 `[T]` at the model rate, from `frames` samples at the file's rate starting at `start`."""
+    def _read_file(self, index: int, start: int, samples: int) -> np.ndarray:
+        """Mono float32 `[T]` at the model rate, from `samples` samples at the file's rate starting at `start`."""
         rate = int(self.rates[index])
         with sf.SoundFile(str(self.files[index])) as f:
             f.seek(min(start, max(0, f.frames - 1)))
-            audio = f.read(frames, dtype="float32", always_2d=True).mean(axis=1)
+            audio = f.read(samples, dtype="float32", always_2d=True).mean(axis=1)
         if rate != self.sample_rate:
             audio = soxr.resample(audio, rate, self.sample_rate, quality="HQ").astype(np.float32)
         return audio
@@ -98,7 +76,7 @@ class CropDataset:
         """A random crop; retries a few times to avoid near-silent crops (they teach nothing)."""
         for _ in range(tries):
             i = int(rng.choice(len(self.files), p=self.weights))
-            duration = self.frames[i] / self.rates[i]
+            duration = self.lengths[i] / self.rates[i]
             start = float(rng.uniform(0, max(0.0, duration - seconds)))
             audio = self.read(i, start, seconds)
             if np.sqrt(np.mean(audio**2)) > 10 ** (-45 / 20):
@@ -117,7 +95,7 @@ class CropDataset:
         order = np.linspace(0, len(self.files) - 1, num=min(n, len(self.files))).round().astype(int)
         clips = []
         for i in order:
-            duration = self.frames[i] / self.rates[i]
+            duration = self.lengths[i] / self.rates[i]
             audio = self.read(int(i), max(0.0, (duration - seconds) / 2), seconds)
             clips.append(normalize(audio, self.cfg.loudness_db).astype(np.float32))
         return torch.from_numpy(np.stack(clips))[:, None, :]

@@ -13,7 +13,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import NeurocodecError
-from ..eval.metrics import mel_distance, rms_ratio, si_sdr, snr
+from ..metrics import at_n_q, mel_distance, n_q_values, rms_ratio, si_sdr, snr
 from ..model import Codec
 from ..model.quantize import ResidualVectorQuantizer
 
@@ -26,7 +26,7 @@ class TrainingDiverged(NeurocodecError):
 
 @torch.no_grad()
 def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> dict[str, float]:
-    """Metrics on fixed validation clips `[N, 1, T]`, per number of codebooks: `{metric}@{n_q}`."""
+    """Metrics on fixed validation clips `[N, 1, T]`, per number of codebooks (keys from `metrics.at_n_q`)."""
     was_training = codec.training
     codec.eval()
     out: dict[str, float] = {}
@@ -39,7 +39,7 @@ def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> 
                 for r, e in zip(ref, est)
             ]
             for name, values in zip(("snr", "si_sdr", "rms_ratio", "mel_distance"), zip(*rows)):
-                out[f"{name}@{n_q}"] = float(np.mean(values))
+                out[at_n_q(name, n_q)] = float(np.mean(values))
     finally:
         codec.train(was_training)
     return out
@@ -66,14 +66,14 @@ class HealthMonitor:
 
     def check(self, record: dict) -> list[str]:
         alarms = []
-        full = max(int(k.split("@")[1]) for k in record if k.startswith("rms_ratio@"))
-        rms = record[f"rms_ratio@{full}"]
+        full = n_q_values(record, "rms_ratio")[-1]
+        rms = record[at_n_q("rms_ratio", full)]
         if not self.cfg.alarm_rms_low <= rms <= self.cfg.alarm_rms_high:
             alarms.append(
                 f"output/input RMS ratio {rms:.2f} is outside [{self.cfg.alarm_rms_low}, {self.cfg.alarm_rms_high}]: "
                 "amplitude collapse or blow-up (check the mel filterbank and loss weights)"
             )
-        value = record[f"snr@{full}"]
+        value = record[at_n_q("snr", full)]
         self.snr_history.append(value)
         k = self.cfg.alarm_snr_falls
         recent = self.snr_history[-(k + 1):]

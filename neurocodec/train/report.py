@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from ..errors import CheckpointError, MissingDependencyError
+from ..config import LOSS_TERMS
+from ..errors import MissingDependencyError
+from ..metrics import at_n_q, n_q_values
+from .rundir import RunDir
 
-LOSSES = ("loss_mel", "loss_magnitude", "loss_complex_stft", "loss_waveform_l1", "loss_adversarial",
-          "loss_feature_matching", "loss_d", "loss_commitment")
 HEALTH = ("snr", "si_sdr", "rms_ratio", "mel_distance")
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    path = Path(run_dir).expanduser() / "log.jsonl"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no training log here")
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill -9 mid-write
-    return records
 
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
@@ -34,12 +21,13 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise MissingDependencyError("plots need matplotlib: pip install 'neurocodec[train]'") from None
-    records = read_log(run_dir)
+    run = RunDir(run_dir)
+    records = run.read_log()
     steps = [r for r in records if r.get("type") == "step"]
     evals = [r for r in records if r.get("type") == "eval"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     ax = axes[0, 0]
-    for key in LOSSES:
+    for key in [f"loss_{name}" for name in LOSS_TERMS] + ["loss_d"]:
         pts = [(r["step"], r[key]) for r in steps if key in r and math.isfinite(r[key]) and r[key] > 0]
         if pts:
             ax.plot(*zip(*pts), label=key.removeprefix("loss_"), lw=0.8)
@@ -47,9 +35,9 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     ax.set_title("training losses (unweighted)")
     ax.legend(fontsize=7)
     for ax, metric in zip((axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]), HEALTH):
-        keys = sorted({k for r in evals for k in r if k.startswith(metric + "@")}, key=lambda k: int(k.split("@")[1]))
-        for key in keys:
-            ax.plot([r["step"] for r in evals], [r[key] for r in evals], marker=".", label=f"{key.split('@')[1]} codebooks")
+        for n_q in sorted({n for r in evals for n in n_q_values(r, metric)}):
+            pts = [(r["step"], r[at_n_q(metric, n_q)]) for r in evals if at_n_q(metric, n_q) in r]
+            ax.plot(*zip(*pts), marker=".", label=f"{n_q} codebooks")
         if metric == "rms_ratio":
             ax.axhspan(0.9, 1.1, color="green", alpha=0.1)
             ax.axhline(0.5, color="red", lw=0.8, ls="--")
@@ -64,9 +52,9 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         a.set_xlabel("step")
         a.grid(alpha=0.3)
     alarms = sum(len(r.get("alarms", [])) for r in evals)
-    fig.suptitle(f"{Path(run_dir).name}: {steps[-1]['step'] if steps else 0} steps, {alarms} alarms")
+    fig.suptitle(f"{run.path.name}: {steps[-1]['step'] if steps else 0} steps, {alarms} alarms")
     fig.tight_layout()
-    out = out or Path(run_dir).expanduser() / "curves.png"
+    out = out or run.curves
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out

@@ -1,4 +1,6 @@
-"""Quality metrics on numpy arrays `[T]` (mono) at a given sample rate.
+"""Quality metrics on numpy arrays `[T]` (mono) at a given sample rate, shared by training and evaluation.
+
+Training's validation records name a metric measured with n_q codebooks `"{metric}@{n_q}"` (`at_n_q`, `split_key`).
 
 SNR and SI-SDR are computed after delay alignment: a codec that delays its output by a few samples would
 otherwise score near -∞ dB while sounding perfect (this mistake hides in many codec comparisons).
@@ -9,11 +11,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..audio import resample
-from ..errors import MissingDependencyError
-from ..spectral import MelSpectrogram, log_mel, stft
+from .audio import resample
+from .errors import MissingDependencyError
+from .spectral import MelSpectrogram, log_mel, stft
 
 EPS = 1e-12
+
+
+def at_n_q(metric: str, n_q: int) -> str:
+    """The record key of `metric` measured with `n_q` codebooks: "mel_distance@8"."""
+    return f"{metric}@{n_q}"
+
+
+def split_key(key: str) -> tuple[str, int] | None:
+    """("mel_distance", 8) for "mel_distance@8"; None for a key that names no per-n_q metric."""
+    metric, sep, n_q = key.partition("@")
+    return (metric, int(n_q)) if sep and n_q.isdigit() else None
+
+
+def n_q_values(record: dict, metric: str) -> list[int]:
+    """The codebook counts at which `record` holds `metric`, ascending."""
+    return sorted(parsed[1] for parsed in map(split_key, record) if parsed and parsed[0] == metric)
 
 
 def align(ref: np.ndarray, est: np.ndarray, max_lag: int = 2000) -> tuple[np.ndarray, np.ndarray, int]:

@@ -1,0 +1,128 @@
+"""A model loaded for use: `load_model()` → `LoadedModel`, the one object the CLI, evaluation, benchmarks and Python
+users code audio with.
+
+    model = neurocodec.load_model()                      # the bundled default; or a name or .safetensors path
+    encoded = model.encode(audio, sample_rate, kbps=6)   # audio [C, T] → EncodedAudio (codes [C, n_q, T_frames])
+    audio = model.decode(encoded)                        # → [C, T] at the original rate and length
+    model.encode_file("in.wav", "out.ncd", kbps=6)       # files (or "-" for stdin/stdout)
+    model.decode_file("out.ncd", "out.wav")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import container, ncdfile
+from .checkpoint import CheckpointInfo, read_model, resolve_model
+from .entropy import EntropyModel
+from .errors import CheckpointError, FormatError
+from .model import Codec
+from .stream import EncodedAudio, decode_audio, encode_audio
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A codec with everything that travels with it: config, entropy tables and identity (name, weights hash)."""
+
+    codec: Codec
+    info: CheckpointInfo
+
+    # ------------------------------------------------------------------------------------------- identity
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def config(self):
+        return self.info.config
+
+    @property
+    def entropy(self) -> EntropyModel:
+        return self.info.entropy
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.info.weights_sha256
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    def n_q_for_kbps(self, kbps: float) -> int:
+        """Codebooks used at `kbps` per channel (the largest count whose fixed-width rate fits)."""
+        return self.config.n_q_for_kbps(kbps)
+
+    # ------------------------------------------------------------------------------------------- .ncd headers
+    def header(self, sample_rate: int, channels: int, length: int | None) -> container.Header:
+        """The `.ncd` header of a file this model codes: the audio's facts and the model's identity and geometry."""
+        cfg = self.config
+        return container.Header(
+            sample_rate=sample_rate, channels=channels, length=length, model_name=self.name,
+            model_sha256=self.weights_sha256, entropy_sha256=self.entropy.sha256, model_n_q=cfg.quantizer.n_q,
+            codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length, model_sample_rate=cfg.sample_rate)
+
+    def check_header(self, header: container.Header, where: str) -> None:
+        """Refuse, before decoding anything, codes made by another model or coded with other tables."""
+        if header.model_sha256 != self.weights_sha256:
+            raise FormatError(
+                f"{where} was made by model {header.model_name!r} (weights {header.model_sha256[:12]}…), but the "
+                f"loaded model is {self.name!r} ({self.weights_sha256[:12]}…): pass that model with --model")
+        if header.entropy_sha256 != self.entropy.sha256:
+            raise FormatError(f"{where} was coded with entropy tables {header.entropy_sha256[:12]}…, but model "
+                              f"{self.name!r} carries {self.entropy.sha256[:12]}…: pass the matching checkpoint "
+                              "with --model")
+        own = self.header(header.sample_rate, header.channels, header.length)
+        geometry = ("codebook_size", "hop_length", "model_sample_rate", "model_n_q")
+        if any(getattr(header, g) != getattr(own, g) for g in geometry):
+            raise FormatError(f"{where}: header codebook geometry does not match model {self.name!r}")
+
+    # ------------------------------------------------------------------------------------------- coding
+    def encode(self, audio: np.ndarray, sample_rate: int, kbps: float = 6.0) -> EncodedAudio:
+        """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length."""
+        return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps))
+
+    def decode(self, encoded: EncodedAudio) -> np.ndarray:
+        """codes → audio `[C, length]` float32 at the original sample rate."""
+        return decode_audio(self.codec, encoded)
+
+    def encode_file(self, input: str, output: str, kbps: float = 6.0) -> container.Header:
+        """Audio file (or "-") → `.ncd` file (or "-"), written atomically; returns the header written."""
+        return ncdfile.encode_file(self, input, output, kbps)
+
+    def decode_file(self, input: str, output: str, conceal: bool = False) -> ncdfile.DecodeReport:
+        """`.ncd` file (or "-") → audio file (WAV on "-"), written atomically; damage raises unless `conceal`."""
+        return ncdfile.decode_file(self, input, output, conceal)
+
+    # ------------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(cls, state: dict[str, torch.Tensor], info: CheckpointInfo, device: str | torch.device | None = None,
+              inference: bool = True) -> "LoadedModel":
+        """From a checkpoint's tensors (`checkpoint.read_model`). `device` None picks CUDA when present. Inference
+        mode folds weight norm and freezes the weights; `state` itself is left untouched."""
+        codec = Codec(info.config)
+        try:
+            codec.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"weights do not fit the config of model {info.name!r}: {str(exc).splitlines()[0]}") from None
+        codec = codec.float()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            codec = codec.to(device)
+        except (RuntimeError, AssertionError) as exc:
+            raise CheckpointError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from None
+        if inference:
+            codec.prepare_for_inference()
+        return cls(codec, info)
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+               inference: bool = True) -> LoadedModel:
+    """Load a bundled model by name (None: the default) or a checkpoint by path, verified by its hash."""
+    state, info = read_model(resolve_model(name_or_path))
+    return LoadedModel.build(state, info, device, inference)

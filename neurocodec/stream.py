@@ -1,0 +1,120 @@
+"""Audio at any sample rate and channel count ↔ codes, as streams.
+
+Channels are coded independently (each is one batch item of the mono model). Input is resampled with soxr to the
+model's rate on the way in; decoding resamples back and restores the original length and channel count. The model
+runs in compute windows of `window_frames` frames (`model.streaming`), so memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from .audio import Resampler
+from .model import Codec
+from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
+
+
+class EncodedAudio(NamedTuple):
+    codes: np.ndarray  # [C, n_q, T_frames] int64
+    sample_rate: int  # of the original audio
+    length: int  # original length in samples per channel
+
+
+def stream_encode(
+    codec: Codec,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    channels: int,
+    n_q: int | None = None,
+    window_frames: int = DEFAULT_WINDOW_FRAMES,
+) -> Iterator[np.ndarray]:
+    """Blocks `[C, n]` at `sample_rate` → code blocks `[C, n_q, k]` (k ≥ 1), in order."""
+    resampler = Resampler(sample_rate, codec.sample_rate, channels)
+    stream = WindowedEncoder(codec, n_q or codec.n_q, window_frames)
+    with torch.inference_mode():
+        for block in blocks:
+            codes = stream.push(torch.from_numpy(resampler(block)))
+            if codes.shape[-1]:
+                yield codes.cpu().numpy()
+        tail = resampler(np.zeros((channels, 0), np.float32), last=True)
+        if tail.shape[-1]:
+            codes = stream.push(torch.from_numpy(tail))
+            if codes.shape[-1]:
+                yield codes.cpu().numpy()
+        codes = stream.flush()
+        if codes.shape[-1]:
+            yield codes.cpu().numpy()
+
+
+def stream_decode(
+    codec: Codec,
+    code_blocks: Iterable[np.ndarray | int],
+    sample_rate: int,
+    length: int | None,
+    channels: int,
+    window_frames: int = DEFAULT_WINDOW_FRAMES,
+) -> Iterator[np.ndarray]:
+    """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`.
+
+    An `int` in place of a block is a gap of that many frames (codes lost to damage): it becomes silence of the
+    right length, and decoding restarts after it as at the start of a file. With `length` given, exactly that many
+    samples per channel come out (trimmed, or zero-padded if the codes run short).
+    """
+    resampler = Resampler(codec.sample_rate, sample_rate, channels)
+    emitted = 0
+
+    def emit(audio: np.ndarray) -> Iterator[np.ndarray]:
+        nonlocal emitted
+        if length is not None:
+            audio = audio[:, : max(0, length - emitted)]
+        emitted += audio.shape[-1]
+        if audio.shape[-1]:
+            yield audio
+
+    def model_rate() -> Iterator[np.ndarray]:
+        stream = WindowedDecoder(codec, window_frames)
+        for block in code_blocks:
+            if isinstance(block, (int, np.integer)):
+                tail = stream.flush()
+                if tail.shape[-1]:
+                    yield tail.cpu().numpy()
+                stream = WindowedDecoder(codec, window_frames)
+                yield np.zeros((channels, int(block) * codec.hop_length), np.float32)
+                continue
+            audio = stream.push(torch.from_numpy(np.ascontiguousarray(block)).long())
+            if audio.shape[-1]:
+                yield audio.cpu().numpy()
+        tail = stream.flush()
+        if tail.shape[-1]:
+            yield tail.cpu().numpy()
+
+    with torch.inference_mode():
+        for audio in model_rate():
+            yield from emit(resampler(np.clip(audio, -1.0, 1.0)))
+        yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True))
+    if length is not None and emitted < length:
+        yield np.zeros((channels, length - emitted), np.float32)
+
+
+def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
+                 window_frames: int = DEFAULT_WINDOW_FRAMES) -> EncodedAudio:
+    """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]`."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames))
+    n_q = n_q or codec.n_q
+    codes = np.concatenate(parts, axis=-1) if parts else np.zeros((audio.shape[0], n_q, 0), np.int64)
+    return EncodedAudio(codes, sample_rate, audio.shape[-1])
+
+
+def decode_audio(codec: Codec, encoded: EncodedAudio, window_frames: int = DEFAULT_WINDOW_FRAMES) -> np.ndarray:
+    """codes → audio `[C, length]` at the original sample rate."""
+    channels = encoded.codes.shape[0]
+    parts = list(stream_decode(codec, [encoded.codes], encoded.sample_rate, encoded.length, channels, window_frames))
+    if not parts:
+        return np.zeros((channels, 0), np.float32)
+    return np.clip(np.concatenate(parts, axis=-1), -1.0, 1.0)

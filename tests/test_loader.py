@@ -1,0 +1,82 @@
+"""The loaded-model object: arrays and files through one API, headers from one place, and entropy fitting."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from neurocodec import container, load_model
+from neurocodec.checkpoint import read_model, save_model
+from neurocodec.errors import FormatError
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "formats" / "golden" / "tiny.safetensors"
+SPEECH = ROOT / "tests" / "data" / "librivox_0930.flac"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(MODEL, device="cpu")
+
+
+def test_arrays_round_trip_at_any_rate(model, speech):
+    audio, sr = speech
+    stereo = np.stack([audio[0], -0.5 * audio[0]])
+    encoded = model.encode(stereo, sr, kbps=2.4)
+    assert encoded.codes.shape[:2] == (2, model.n_q_for_kbps(2.4)) and encoded.sample_rate == sr
+    out = model.decode(encoded)
+    assert out.shape == stereo.shape and out.dtype == np.float32
+    # Channels are coded independently: the second one alone gives the same codes and audio as in the pair.
+    alone = model.encode(stereo[1], sr, kbps=2.4)
+    assert np.array_equal(alone.codes[0], encoded.codes[1])
+    assert np.allclose(model.decode(alone)[0], out[1], atol=1e-5)
+
+
+def test_files_agree_with_arrays(model, tmp_path):
+    ncd, wav = tmp_path / "a.ncd", tmp_path / "a.wav"
+    header = model.encode_file(str(SPEECH), str(ncd), kbps=1.2)
+    assert header == model.header(16000, 1, sf.info(str(SPEECH)).frames)
+    parsed = container.parse(ncd.read_bytes())
+    assert parsed.header == header
+    report = model.decode_file(str(ncd), str(wav))
+    assert report.damage == [] and report.samples == sf.info(str(SPEECH)).frames
+    audio, sr = sf.read(SPEECH, dtype="float32", always_2d=True)
+    from neurocodec.ncdfile import read_codes
+
+    pieces, _ = read_codes(parsed, model.entropy, conceal=False)
+    assert np.array_equal(np.concatenate(pieces, axis=-1), model.encode(audio.T, sr, kbps=1.2).codes)
+
+
+def test_header_check_refuses_other_models_and_other_geometry(model):
+    header = model.header(16000, 1, 100)
+    model.check_header(header, "x.ncd")
+    with pytest.raises(FormatError, match="made by model"):
+        model.check_header(dataclasses.replace(header, model_sha256="00" * 32), "x.ncd")
+    with pytest.raises(FormatError, match="entropy tables"):
+        model.check_header(dataclasses.replace(header, entropy_sha256="11" * 32), "x.ncd")
+    with pytest.raises(FormatError, match="geometry"):
+        model.check_header(dataclasses.replace(header, hop_length=header.hop_length * 2), "x.ncd")
+
+
+def test_fit_entropy_keeps_the_weights_and_beats_uniform_tables(tmp_path):
+    from typer.testing import CliRunner
+
+    from neurocodec.cli import app
+
+    state, info = read_model(MODEL)
+    uniform = tmp_path / "uniform.safetensors"
+    save_model(uniform, state, info.config, name=info.name, dtype=torch.float16)
+    out = tmp_path / "fitted.safetensors"
+    r = CliRunner().invoke(app, ["fit-entropy", str(uniform), str(SPEECH.parent), "-o", str(out), "--contexts", "4"])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.output)
+    assert figures["files"] == 1 and figures["bits_per_code"] < figures["uniform_bits_per_code"]
+    _, fitted = read_model(out)
+    assert fitted.weights_sha256 == read_model(uniform)[1].weights_sha256
+    assert read_model(uniform)[1].entropy.is_uniform and not fitted.entropy.is_uniform
