@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -16,53 +16,105 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
-from .fileio import STDIO, atomic_path
+from .container import MAX_SAMPLE_RATE
+from .errors import AudioError, OutputError
+from .fileio import PIECE, STDIO, atomic_path, is_stream, open_input
 
 BLOCK_SAMPLES = 1 << 16
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+MAX_SECONDS = 24 * 3600.0  # the longest input read by default (`--max-hours` on the command line)
+PROBE_BYTES = 1 << 20  # a stream must show an audio header within this many bytes
+SPOOL_IN_MEMORY = 64 << 20  # a spooled stream moves to a temporary file beyond this
+_BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                     "FLOAT": 4, "DOUBLE": 8}  # compressed formats: at most 4 bytes a sample
 
 
 class AudioReader:
-    """Reads a file (or stdin for "-") block by block, so long files never sit in memory whole.
+    """Reads a file (or a stream: "-" for stdin, a FIFO, `<(…)`) block by block, so long files never sit in memory
+    whole. A stream is spooled (memory, then a temporary file) because libsndfile must seek in most formats; it is
+    refused as soon as it holds more than `max_seconds` of audio, or when its first MiB holds no audio header.
 
     Attributes: `sample_rate`, `channels`, `samples` (length per channel).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, max_seconds: float = MAX_SECONDS):
         self.name = "stdin" if str(path) == STDIO else str(path)
+        self.max_seconds = max_seconds
+        self._spool = None
         try:
-            if str(path) == STDIO:
-                # libsndfile needs to seek in most formats; a pipe cannot, so stdin is buffered.
-                source = io.BytesIO(sys.stdin.buffer.read())
+            if is_stream(path):
+                source = self._spool = self._read_stream(path)
             else:
                 if not Path(path).is_file():
                     raise AudioError(f"{path}: no such file")
                 source = str(path)
             self._file = sf.SoundFile(source)
         except AudioError:
+            self.close()
             raise
         except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+            self.close()
             raise AudioError(f"{self.name}: not a readable audio file ({_reason(exc)})") from None
         self.sample_rate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
         self.samples = int(self._file.frames)
-        if self.sample_rate <= 0 or self.channels <= 0:
-            raise AudioError(f"{self.name}: invalid sample rate {self.sample_rate} or channel count {self.channels}")
+        if not 0 < self.sample_rate <= MAX_SAMPLE_RATE or self.channels <= 0:
+            self.close()
+            raise AudioError(f"{self.name}: sample rate {self.sample_rate} Hz or channel count {self.channels} is "
+                             f"out of range (1 to {MAX_SAMPLE_RATE} Hz)")
+        if self.samples / self.sample_rate > max_seconds:
+            self.close()
+            raise self._too_long()
+
+    def _too_long(self) -> AudioError:
+        return AudioError(f"{self.name}: longer than the {self.max_seconds / 3600:g} h limit on input "
+                          "(--max-hours raises it)")
+
+    def _read_stream(self, path) -> tempfile.SpooledTemporaryFile:
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        with open_input(path) as src:
+            head = src.read(PROBE_BYTES)
+            spool.write(head)
+            try:
+                with sf.SoundFile(io.BytesIO(head)) as probe:
+                    per_second = probe.samplerate * probe.channels * _BYTES_PER_SAMPLE.get(probe.subtype, 4)
+            except (sf.LibsndfileError, RuntimeError, TypeError):
+                if len(head) == PROBE_BYTES:  # more is coming, and none of it can be audio we know
+                    raise AudioError(f"{self.name}: not a readable audio stream (no audio header in its first "
+                                     f"{PROBE_BYTES >> 20} MiB)") from None
+                per_second = 0  # all of it is here: let libsndfile say what is wrong
+            limit = int(self.max_seconds * per_second) + PROBE_BYTES
+            size = len(head)
+            while piece := src.read(PIECE):
+                size += len(piece)
+                if size > limit:
+                    spool.close()
+                    raise self._too_long()
+                spool.write(piece)
+        spool.seek(0)
+        return spool
 
     def blocks(self, samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
-        """Yield `[C, n]` float32 blocks of at most `samples` samples."""
+        """Yield `[C, n]` float32 blocks of at most `samples` samples. NaN or infinite samples are refused."""
+        done = 0
         try:
             while True:
                 block = self._file.read(samples, dtype="float32", always_2d=True)
                 if not len(block):
                     return
+                if not np.isfinite(block).all():
+                    bad = done + int(np.argmax(~np.isfinite(block).all(axis=1)))
+                    raise AudioError(f"{self.name}: sample {bad} ({bad / self.sample_rate:.3f} s) is NaN or infinite")
+                done += len(block)
                 yield np.ascontiguousarray(block.T)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{self.name}: read failed ({_reason(exc)})") from None
 
     def close(self) -> None:
-        self._file.close()
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+        if self._spool is not None:
+            self._spool.close()
 
     def __enter__(self) -> "AudioReader":
         return self
@@ -123,11 +175,17 @@ def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(len(out), -1).T)
 
 
+OUTPUT_FORMATS = {"flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"), "wav": ("WAV", "PCM_16")}
+
+
 def output_format(path: str | os.PathLike) -> tuple[str, str | None]:
-    """(soundfile format, subtype) chosen from the extension; WAV for stdout and unknown extensions."""
-    ext = "" if str(path) == STDIO else Path(path).suffix.lower().lstrip(".")
-    formats = {"flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"), "wav": ("WAV", "PCM_16")}
-    return formats.get(ext, ("WAV", "PCM_16"))
+    """(soundfile format, subtype) chosen from the extension: WAV for stdout, devices, FIFOs and names without
+    one; an extension we cannot write (.mp3 …) is refused rather than given WAV data under its name."""
+    ext = "" if is_stream(path) else Path(path).suffix.lower().lstrip(".")
+    if ext and ext not in OUTPUT_FORMATS:
+        raise OutputError(f"{path}: cannot write .{ext} files; use .wav, .flac or .ogg (a name without an "
+                          "extension gets WAV)")
+    return OUTPUT_FORMATS.get(ext, OUTPUT_FORMATS["wav"])
 
 
 class AudioWriter:
@@ -151,14 +209,25 @@ class AudioWriter:
 
     def write(self, block: np.ndarray) -> None:
         """block `[C, n]` float in [-1, 1] (clipped)."""
-        self._file.write(np.clip(block, -1.0, 1.0).T)
+        try:
+            self._file.write(np.clip(block, -1.0, 1.0).T)
+        except (sf.LibsndfileError, RuntimeError) as exc:  # disk full, quota …
+            raise OutputError(f"{self.path}: cannot write ({_reason(exc)})") from None
 
     def __enter__(self) -> "AudioWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._file.close()
-        self._atomic.__exit__(exc_type, exc, tb)
+        failed = None
+        try:
+            self._file.close()
+        except (sf.LibsndfileError, RuntimeError) as close_exc:  # the last buffer did not fit on the disk
+            failed = OutputError(f"{self.path}: cannot write ({_reason(close_exc)})")
+        if exc is None and failed is not None:
+            exc_type, exc, tb = OutputError, failed, None
+        self._atomic.__exit__(exc_type, exc, tb)  # removes the temporary file on any error
+        if failed is not None and exc is failed:
+            raise failed
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:

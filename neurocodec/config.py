@@ -107,12 +107,19 @@ class ModelConfig:
         return n_q * math.log2(self.quantizer.codebook_size) * self.frame_rate / 1000
 
     def n_q_for_kbps(self, kbps: float) -> int:
-        """The largest number of codebooks whose fixed-width bitrate does not exceed `kbps` (at least 1)."""
+        """The largest number of codebooks whose fixed-width bitrate does not exceed `kbps` (one channel).
+
+        Refuses what cannot be met: not a positive number, below one codebook, above all of them."""
+        if not (isinstance(kbps, (int, float)) and math.isfinite(kbps) and kbps > 0):
+            raise ConfigError(f"bitrate {kbps!r} kbps: give a positive number")
         per_codebook = self.kbps(1)
         n_q = int(math.floor(kbps / per_codebook + 1e-9))
         if n_q < 1:
-            raise ConfigError(f"{kbps} kbps is below one codebook ({per_codebook:g} kbps)")
-        return min(n_q, self.quantizer.n_q)
+            raise ConfigError(f"{kbps:g} kbps is below one codebook ({per_codebook:g} kbps)")
+        if kbps > self.kbps(self.quantizer.n_q) * (1 + 1e-9):
+            raise ConfigError(f"{kbps:g} kbps is above the {self.kbps(self.quantizer.n_q):g} kbps of all "
+                              f"{self.quantizer.n_q} codebooks")
+        return n_q
 
 
 # --------------------------------------------------------------------------------------------------- training

@@ -2,7 +2,10 @@
 
 No torch here: the container knows bytes, lengths and checksums, not models. Every length read from a file is
 checked against a fixed bound and against what is left of the file before it is used, and a chunk's payload
-length is trusted only after the chunk header's CRC-32 matched.
+length is trusted only after the chunk header's CRC-32 matched. A CRC proves that a field is as written, not that
+it is sane: frame numbers, frame counts and lengths are also checked against what the bytes present can hold
+(`ParsedFile.length` and the lost frames never exceed what the file's chunks and index justify), and
+resynchronisation after damage costs time linear in the file's size.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ TRAILER_MAGIC = b"NCD\xff"
 MAX_HEADER = 4096
 MAX_NAME = 64
 MAX_CHANNELS = 255
+MAX_SAMPLE_RATE = 768_000  # of the original audio and of the model; the highest PCM rate in common use
+MAX_HOP = 1 << 16
+MAX_MODEL_N_Q = 255  # a chunk's n_q is one byte
+MAX_CODEBOOK_SIZE = 1 << 16
 MAX_CHUNK_FRAMES = 4096
 MAX_BITS_PER_SYMBOL = 32  # a range coder with 24-bit probabilities never spends more per symbol
 
@@ -63,12 +70,28 @@ class Header:
     extensions: tuple[tuple[int, bytes], ...] = ()
     version_minor: int = VERSION_MINOR
 
-    def pack(self) -> bytes:
-        name = self.model_name.encode("utf-8")
-        if len(name) > MAX_NAME:
+    def check(self) -> None:
+        """Refuse values outside the format's limits (the reader refuses the same values)."""
+        if len(self.model_name.encode("utf-8")) > MAX_NAME:
             raise FormatError(f"model name longer than {MAX_NAME} bytes: {self.model_name!r}")
         if not 1 <= self.channels <= MAX_CHANNELS:
             raise FormatError(f"{self.channels} channels: .ncd holds 1 to {MAX_CHANNELS}")
+        for what, value in (("sample rate", self.sample_rate), ("model sample rate", self.model_sample_rate)):
+            if not 1 <= value <= MAX_SAMPLE_RATE:
+                raise FormatError(f"{what} {value} Hz: .ncd holds 1 to {MAX_SAMPLE_RATE} Hz")
+        if not 1 <= self.model_n_q <= MAX_MODEL_N_Q or not 2 <= self.codebook_size <= MAX_CODEBOOK_SIZE:
+            raise FormatError(f"model of {self.model_n_q} codebooks of {self.codebook_size} codes: .ncd holds 1 to "
+                              f"{MAX_MODEL_N_Q} codebooks of 2 to {MAX_CODEBOOK_SIZE} codes")
+        if not 1 <= self.hop_length <= MAX_HOP:
+            raise FormatError(f"hop_length {self.hop_length}: .ncd holds 1 to {MAX_HOP}")
+
+    def max_samples(self, frames: int) -> int:
+        """The most samples per channel at `sample_rate` that `frames` frames can describe (+1 for rounding)."""
+        return -(-frames * self.hop_length * self.sample_rate // self.model_sample_rate) + 1
+
+    def pack(self) -> bytes:
+        self.check()
+        name = self.model_name.encode("utf-8")
         body = FIXED.pack(
             self.sample_rate, self.channels, self.model_n_q, self.codebook_size, self.hop_length,
             self.model_sample_rate, UNKNOWN_LENGTH if self.length is None else self.length,
@@ -175,6 +198,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     (sample_rate, channels, model_n_q, codebook_size, hop, model_sr, length, model_sha, entropy_sha,
      name_len) = FIXED.unpack_from(data, PREFIX.size)
     pos = PREFIX.size + FIXED.size
+    if name_len > MAX_NAME:
+        raise FormatError(f"model name length {name_len} at byte 104 exceeds {MAX_NAME}: the header is out of spec")
     if pos + name_len > size - 4:
         raise FormatError("model name runs past the header: the header is damaged")
     try:
@@ -193,10 +218,12 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             raise FormatError(f"unknown critical extension 0x{tag:04x} at byte {pos}: needs a newer reader")
         extensions.append((tag, data[pos + 4: pos + 4 + ext_len]))  # unknown and optional: kept, not interpreted
         pos += 4 + ext_len
-    if sample_rate == 0 or channels == 0 or model_n_q == 0 or codebook_size < 2 or hop == 0 or model_sr == 0:
-        raise FormatError("header holds a zero rate, channel count, hop or codebook count")
     header = Header(sample_rate, channels, None if length == UNKNOWN_LENGTH else length, name, model_sha.hex(),
                     entropy_sha.hex(), model_n_q, codebook_size, hop, model_sr, tuple(extensions), minor)
+    try:
+        header.check()
+    except FormatError as exc:
+        raise FormatError(f"header out of spec: {exc}") from None
     return header, size
 
 
@@ -236,54 +263,110 @@ def _index_at(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
     return count, frames, length, end + 4
 
 
+class _Scanner:
+    """Finds the next place after damage where a chunk or the index verifies, in time linear in the file's size.
+
+    Sync-word searches only move forward (each byte is searched once per sync word), and the CRC work spent on
+    candidates that fail is capped at a few times the file's size: a file built of fake sync words and chunk
+    headers with valid CRCs cannot make the reader quadratic."""
+
+    def __init__(self, data: bytes, header: Header):
+        self.data, self.header = data, header
+        self.found = {CHUNK_SYNC: -1, INDEX_SYNC: -1}  # the last search result per sync word (len(data): none)
+        self.searched_from = {CHUNK_SYNC: -1, INDEX_SYNC: -1}
+        self.budget = 4 * len(data) + 65536  # bytes of CRC work on failed candidates
+        self.exhausted = False
+
+    def _next(self, sync: bytes, start: int) -> int:
+        if self.found[sync] < start or self.searched_from[sync] > start:
+            hit = self.data.find(sync, start)
+            self.found[sync] = len(self.data) if hit < 0 else hit
+            self.searched_from[sync] = start
+        return self.found[sync]
+
+    def resync(self, start: int) -> int:
+        """The first offset ≥ `start` where a chunk or the index verifies; len(data) if none (or out of budget)."""
+        data = self.data
+        pos = start
+        while pos < len(data) and not self.exhausted:
+            pos = min(self._next(CHUNK_SYNC, pos), self._next(INDEX_SYNC, pos))
+            if pos >= len(data):
+                break
+            if isinstance(_chunk_at(data, pos, self.header), Chunk) or _index_at(data, pos) is not None:
+                return pos
+            # What the failed candidate cost: a chunk header and at most its payload, or an index.
+            self.budget -= CHUNK_HEADER_SIZE + min(len(data) - pos, _candidate_span(data, pos))
+            self.exhausted = self.budget < 0
+            pos += 1
+        return len(data)
+
+
+def _candidate_span(data: bytes, pos: int) -> int:
+    """Bytes a candidate at `pos` made the reader checksum (an upper bound)."""
+    if data[pos: pos + 4] == INDEX_SYNC and pos + INDEX_HEAD.size <= len(data):
+        return INDEX_ENTRY.size * INDEX_HEAD.unpack_from(data, pos)[1]
+    if pos + CHUNK.size <= len(data):
+        return CHUNK.unpack_from(data, pos)[6]
+    return 0
+
+
 def parse(data: bytes) -> ParsedFile:
     """Read a whole .ncd file held in memory.
 
     The header must be intact (else `FormatError`). After it, damage is recorded, not raised: a bad chunk is
     skipped by scanning for the next sync word whose header CRC verifies; frame numbers show what was lost.
+    A gap in frame numbers is believed only as far as the damaged bytes before it could have held the lost
+    chunks, the index only as far as its entries can hold its frame count, and the length only as far as the
+    frames justify: a file's fields never claim more audio than its bytes can carry.
     """
     header, pos = parse_header(data)
+    scanner = _Scanner(data, header)
     chunks: list[Chunk] = []
     damage: list[str] = []
     lost: list[tuple[int, int]] = []
     expected_frame = 0
+    last_end = pos  # end of the header or of the last chunk read
     index_info = None
     while pos < len(data):
         found = _chunk_at(data, pos, header)
         if isinstance(found, Chunk):
-            if found.first_frame > expected_frame:
-                lost.append((expected_frame, found.first_frame))
-            elif found.first_frame < expected_frame:
+            size = CHUNK_HEADER_SIZE + len(found.payload)
+            gap = found.first_frame - expected_frame
+            room = -(-(pos - last_end) // CHUNK_HEADER_SIZE) * MAX_CHUNK_FRAMES  # frames the damaged bytes could hold
+            if gap < 0:
                 damage.append(f"chunk {found.index} at byte {pos} overlaps earlier frames; skipped")
-                pos += CHUNK_HEADER_SIZE + len(found.payload)
-                continue
-            chunks.append(found)
-            expected_frame = found.first_frame + found.frame_count
-            pos += CHUNK_HEADER_SIZE + len(found.payload)
+            elif gap > room:
+                damage.append(f"chunk {found.index} at byte {pos} starts at frame {found.first_frame}, but the "
+                              f"{pos - last_end} damaged bytes before it hold at most {room} lost frames; skipped")
+            else:
+                if gap:
+                    lost.append((expected_frame, found.first_frame))
+                chunks.append(found)
+                expected_frame = found.first_frame + found.frame_count
+                last_end = pos + size
+            pos += size
             continue
         index_info = _index_at(data, pos)
         if index_info is not None:
             break
         damage.append(f"byte {pos} (after chunk {chunks[-1].index if chunks else 'none'}): {found}")
-        # Resynchronise: the next place a chunk or the index verifies.
-        nxt = pos + 1
-        while True:
-            nxt = min((p for p in (data.find(CHUNK_SYNC, nxt), data.find(INDEX_SYNC, nxt)) if p >= 0), default=-1)
-            if nxt < 0 or isinstance(_chunk_at(data, nxt, header), Chunk) or _index_at(data, nxt) is not None:
-                break
-            nxt += 1
-        if nxt < 0:
+        pos = scanner.resync(pos + 1)
+        if scanner.exhausted:
+            damage.append(f"resynchronisation gave up at byte {pos}: too many false sync words")
             pos = len(data)
-            break
-        pos = nxt
     total_frames = None
-    length = header.length
+    claimed = header.length
     if index_info is None:
-        damage.append(f"truncated: no index or trailer after byte {pos if pos < len(data) else len(data)} "
-                      f"(file is {len(data)} bytes)")
+        damage.append(f"truncated: no index or trailer after byte {min(pos, len(data))} (file is {len(data)} bytes)")
+        frames = expected_frame
     else:
         count, total_frames, index_length, end = index_info
-        length = index_length
+        unread = max(0, count - len(chunks))  # chunks the index lists that were not read
+        if not expected_frame <= total_frames <= expected_frame + unread * MAX_CHUNK_FRAMES:
+            damage.append(f"index claims {total_frames} frames: {expected_frame} were read and its {count} entries "
+                          f"hold at most {expected_frame + unread * MAX_CHUNK_FRAMES}; the index is not trusted")
+            total_frames = max(expected_frame, min(total_frames, expected_frame + unread * MAX_CHUNK_FRAMES))
+        claimed = index_length
         if header.length is not None and header.length != index_length:
             damage.append(f"index length {index_length} disagrees with header length {header.length}")
         if end + TRAILER.size > len(data):
@@ -296,6 +379,12 @@ def parse(data: bytes) -> ParsedFile:
                 damage.append(f"{len(data) - end - TRAILER.size} unexpected bytes after the trailer")
         if expected_frame < total_frames:
             lost.append((expected_frame, total_frames))
+        frames = total_frames
+    length = claimed
+    if claimed is not None and claimed > header.max_samples(frames):
+        length = header.max_samples(frames)
+        damage.append(f"length {claimed} samples is more than the {frames} frames present can hold; "
+                      f"decoding stops at {length}")
     for a, b in lost:
         damage.append(f"frames {a}-{b - 1} lost")
     return ParsedFile(header, chunks, length, total_frames, len(data), damage, lost)

@@ -15,6 +15,7 @@ is bit-exact whatever the hardware. No torch here.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ from .errors import FormatError
 PRECISION = 16
 TOTAL = 1 << PRECISION
 UNIFORM_SHA256 = "0" * 64
+# A range coder's output may fall short of the codes' information content by its final flush at most: two words.
+SLACK_BITS = 64
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ class EntropyModel:
             h.update(str(a.shape).encode())
             h.update(np.ascontiguousarray(a, dtype="<i8").tobytes())
         return h.hexdigest()
+
+    @property
+    def min_bits_per_symbol(self) -> float:
+        """The fewest bits any code can cost under these tables (its most probable entry, a hair generous for
+        constriction's fixed-point rounding): what a payload must hold per code it claims."""
+        p_max = min(1.0, float(self.freqs.max()) / TOTAL * (1 + 2.0**-12))
+        return -math.log2(p_max)
 
     @property
     def is_uniform(self) -> bool:
@@ -150,17 +160,22 @@ def encode_chunk(model: EntropyModel, codes: np.ndarray) -> bytes:
 
 
 def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, frames: int) -> np.ndarray:
-    """payload → codes `[C, n_q, F]` int64. A payload that is not a whole number of words raises FormatError."""
+    """payload → codes `[C, n_q, F]` int32. Raises FormatError for a payload that is not a whole number of words,
+    that is too short for the codes it claims (so decoding work is tied to the bytes in the file), or that holds
+    data past its last code (the decoder must consume its payload)."""
     import constriction
 
     if len(payload) % 4:
         raise FormatError("payload is not a whole number of 32-bit words")
     if n_q > model.n_q:
         raise FormatError(f"{n_q} codebooks but the entropy model has {model.n_q}")
+    symbols = channels * n_q * frames
+    if len(payload) * 8 + SLACK_BITS < symbols * model.min_bits_per_symbol:
+        raise FormatError(f"payload of {len(payload)} bytes is too short for the {symbols} codes it claims")
     family = constriction.stream.model.Categorical(perfect=False)
     words = np.frombuffer(payload, "<u4").astype(np.uint32)
     dec = constriction.stream.queue.RangeDecoder(words)
-    codes = np.empty((channels, n_q, frames), np.int64)
+    codes = np.empty((channels, n_q, frames), np.int32)
     start = model.n_contexts - 1
     try:
         for c in range(channels):
@@ -178,6 +193,8 @@ def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, f
                 codes[c, q] = dec.decode(family, _probs(model, q, ctx))
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise FormatError(f"entropy decoding failed ({exc})") from None
+    if not dec.maybe_exhausted():
+        raise FormatError("payload holds data past its last code")
     return codes
 
 

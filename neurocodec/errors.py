@@ -35,3 +35,10 @@ class MissingDependencyError(NeurocodecError):
     """An optional package or external tool is needed; the message says how to install it."""
 
     exit_code = 6
+
+
+class OutputError(NeurocodecError):
+    """An output cannot be written: missing or read-only folder, a folder as the name, disk full, closed pipe, or
+    the input itself as the output."""
+
+    exit_code = 8

@@ -19,7 +19,7 @@ import torch
 from . import container, ncdfile
 from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .entropy import EntropyModel
-from .errors import CheckpointError, FormatError
+from .errors import CheckpointError, ConfigError, FormatError
 from .model import Codec
 from .stream import EncodedAudio, decode_audio, encode_audio
 
@@ -52,9 +52,15 @@ class LoadedModel:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
-    def n_q_for_kbps(self, kbps: float) -> int:
-        """Codebooks used at `kbps` per channel (the largest count whose fixed-width rate fits)."""
-        return self.config.n_q_for_kbps(kbps)
+    def n_q_for_kbps(self, kbps: float, channels: int = 1) -> int:
+        """Codebooks per channel at `kbps` for the whole signal: `channels` share it (the largest count whose
+        fixed-width rate fits). Raises `ConfigError` for a bitrate the model cannot meet."""
+        try:
+            return self.config.n_q_for_kbps(kbps / channels)
+        except ConfigError as exc:
+            if channels == 1:
+                raise
+            raise ConfigError(f"{kbps:g} kbps for {channels} channels: {exc} per channel") from None
 
     # ------------------------------------------------------------------------------------------- .ncd headers
     def header(self, sample_rate: int, channels: int, length: int | None) -> container.Header:
@@ -82,20 +88,24 @@ class LoadedModel:
 
     # ------------------------------------------------------------------------------------------- coding
     def encode(self, audio: np.ndarray, sample_rate: int, kbps: float = 6.0) -> EncodedAudio:
-        """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length."""
-        return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps))
+        """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length.
+        `kbps` is the total: the channels share it."""
+        channels = 1 if np.ndim(audio) == 1 else int(np.shape(audio)[0])
+        return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps, channels))
 
     def decode(self, encoded: EncodedAudio) -> np.ndarray:
         """codes → audio `[C, length]` float32 at the original sample rate."""
         return decode_audio(self.codec, encoded)
 
-    def encode_file(self, input: str, output: str, kbps: float = 6.0) -> container.Header:
-        """Audio file (or "-") → `.ncd` file (or "-"), written atomically; returns the header written."""
-        return ncdfile.encode_file(self, input, output, kbps)
+    def encode_file(self, input: str, output: str, kbps: float = 6.0, **options) -> ncdfile.EncodeReport:
+        """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
+        Options: `max_seconds`, `progress` (see `ncdfile.encode_file`)."""
+        return ncdfile.encode_file(self, input, output, kbps, **options)
 
-    def decode_file(self, input: str, output: str, conceal: bool = False) -> ncdfile.DecodeReport:
-        """`.ncd` file (or "-") → audio file (WAV on "-"), written atomically; damage raises unless `conceal`."""
-        return ncdfile.decode_file(self, input, output, conceal)
+    def decode_file(self, input: str, output: str, conceal: bool = False, **options) -> ncdfile.DecodeReport:
+        """`.ncd` file (or "-") → audio file (WAV on "-"), written atomically; damage raises unless `conceal`.
+        Options: `max_seconds`, `progress` (see `ncdfile.decode_file`)."""
+        return ncdfile.decode_file(self, input, output, conceal, **options)
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
@@ -109,16 +119,29 @@ class LoadedModel:
         except RuntimeError as exc:
             raise CheckpointError(
                 f"weights do not fit the config of model {info.name!r}: {str(exc).splitlines()[0]}") from None
-        codec = codec.float()
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            codec = codec.to(device)
-        except (RuntimeError, AssertionError) as exc:
-            raise CheckpointError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from None
+        codec = codec.float().to(pick_device(device))
         if inference:
             codec.prepare_for_inference()
         return cls(codec, info)
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """`device` checked: cpu, cuda[:N] that exists, or mps that exists; None picks CUDA when present."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {str(device)!r}: {str(exc).splitlines()[0]}") from None
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(),
+              "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if dev.type not in usable:
+        raise ConfigError(f"device {str(device)!r}: neurocodec runs on cpu, cuda or mps")
+    if not usable[dev.type]:
+        raise ConfigError(f"device {str(device)!r} is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+    return dev
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None,

@@ -8,14 +8,15 @@ a `loader.LoadedModel` passed in: it supplies the codec, the entropy tables, the
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+import os
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from . import container, entropy
-from .audio import AudioReader, AudioWriter
+from .audio import MAX_SECONDS, AudioReader, AudioWriter
 from .errors import AudioError, FormatError
-from .fileio import atomic_path, read_input_bytes
+from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
 from .stream import stream_decode, stream_encode
 
 if TYPE_CHECKING:  # only for annotations: the loader imports this module
@@ -24,26 +25,41 @@ if TYPE_CHECKING:  # only for annotations: the loader imports this module
 NCD_CHUNK_FRAMES = 75  # 1 s at 75 Hz: the unit of damage, seeking and bitrate change
 
 
+Progress = Callable[[int, "int | None"], None]  # (samples per channel done, total if known)
+
+
+class EncodeReport(NamedTuple):
+    header: container.Header
+    n_q: int  # codebooks per channel
+    samples: int  # per channel, read
+    bytes: int  # of the .ncd file written
+
+
 class DecodeReport(NamedTuple):
     damage: list[str]  # one line per problem concealed (empty: the file was intact)
     samples: int  # per channel, written
 
 
 def encode_file(model: LoadedModel, input: str, output: str, kbps: float = 6.0,
-                chunk_frames: int = NCD_CHUNK_FRAMES) -> container.Header:
-    """Audio file (or "-") → .ncd file (or "-"), written atomically, in chunks of `chunk_frames` codec frames.
-    Returns the header written."""
-    n_q = model.n_q_for_kbps(kbps)
-    with AudioReader(input) as reader:
+                chunk_frames: int = NCD_CHUNK_FRAMES, max_seconds: float = MAX_SECONDS,
+                progress: Progress | None = None) -> EncodeReport:
+    """Audio file (or a stream) → .ncd file (or "-"), written atomically, in chunks of `chunk_frames` codec frames.
+    `kbps` is the whole file's nominal bitrate: the channels share it."""
+    check_distinct(input, output)
+    with AudioReader(input, max_seconds) as reader:
         if reader.channels > container.MAX_CHANNELS:
             raise AudioError(f"{reader.name}: {reader.channels} channels; .ncd holds at most {container.MAX_CHANNELS}")
-        header = model.header(reader.sample_rate, reader.channels, None if input == "-" else reader.samples)
+        n_q = model.n_q_for_kbps(kbps, reader.channels)
+        known = not is_stream(input)
+        header = model.header(reader.sample_rate, reader.channels, reader.samples if known else None)
         samples = 0
 
         def blocks() -> Iterator[np.ndarray]:
             nonlocal samples
             for block in reader.blocks():
                 samples += block.shape[-1]
+                if progress is not None:
+                    progress(samples, reader.samples if known else None)
                 yield block
 
         with atomic_path(output) as tmp, open(tmp, "wb") as out:
@@ -57,69 +73,112 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float = 6.0,
             if pending.shape[-1]:
                 writer.write_chunk(entropy.encode_chunk(model.entropy, pending), pending.shape[-1], n_q)
             writer.close(samples)
-    return header
+            size = writer.pos
+    return EncodeReport(header, n_q, samples, size)
+
+
+def _refuse(damage: list[str]) -> FormatError:
+    more = f" (+{len(damage) - 1} more)" if len(damage) > 1 else ""
+    return FormatError(f"{damage[0]}{more}; nothing written (--decode-through-errors conceals damage with silence)")
+
+
+def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel, damage: list[str] | None
+               ) -> Iterator[np.ndarray | int]:
+    """Entropy-decode chunk by chunk (one chunk in memory at a time) → code blocks `[C, n_q, k]` and gaps (ints,
+    frames lost). With a `damage` list, a chunk that fails to decode becomes a gap and its reason is appended;
+    with None, it raises `FormatError`."""
+    h = parsed.header
+    frame = 0
+    for chunk in parsed.chunks:
+        if chunk.first_frame > frame:
+            yield chunk.first_frame - frame
+        try:
+            block = entropy.decode_chunk(model_entropy, chunk.payload, h.channels, chunk.n_q, chunk.frame_count)
+        except FormatError as exc:
+            problem = f"chunk {chunk.index} at byte {chunk.offset}: {exc}"
+            if damage is None:
+                raise _refuse([problem]) from None
+            damage.append(problem)
+            block = chunk.frame_count
+        yield block
+        frame = chunk.first_frame + chunk.frame_count
+    tail = max((b for a, b in parsed.lost if b > frame), default=frame)
+    if tail > frame:
+        yield tail - frame
 
 
 def read_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel, conceal: bool
                ) -> tuple[list[np.ndarray | int], list[str]]:
-    """Entropy-decode every chunk → a list of code blocks `[C, n_q, k]` and gaps (ints, frames), plus damage."""
+    """The whole file's code blocks and gaps as a list, and every problem found; damage raises unless `conceal`."""
     damage = list(parsed.damage)
-    h = parsed.header
-    pieces: list[np.ndarray | int] = []
-    frame = 0
-    lost = dict(parsed.lost)
-    for chunk in parsed.chunks:
-        if chunk.first_frame > frame:
-            pieces.append(chunk.first_frame - frame)
-        try:
-            pieces.append(entropy.decode_chunk(model_entropy, chunk.payload, h.channels, chunk.n_q, chunk.frame_count))
-        except FormatError as exc:
-            damage.append(f"chunk {chunk.index} at byte {chunk.offset}: {exc}")
-            pieces.append(chunk.frame_count)
-        frame = chunk.first_frame + chunk.frame_count
-    tail = max((b for a, b in lost.items() if b > frame), default=frame)
-    if tail > frame:
-        pieces.append(tail - frame)
+    pieces = list(iter_codes(parsed, model_entropy, damage))
     if damage and not conceal:
-        more = f" (+{len(damage) - 1} more)" if len(damage) > 1 else ""
-        raise FormatError(f"{damage[0]}{more}; nothing written (--decode-through-errors conceals damage with silence)")
+        raise _refuse(damage)
     return pieces, damage
 
 
-def read_ncd(input: str) -> tuple[str, container.ParsedFile]:
-    """(name for messages, parsed file) of an .ncd file or stdin; a fatal fault names the file."""
+def max_bytes(header: container.Header, seconds: float) -> int:
+    """The most bytes a valid file of `seconds` can take: every frame in its own chunk, every code at the coder's
+    worst 32 bits. A longer input is refused before it is read whole."""
+    per_frame = container.CHUNK_HEADER_SIZE + container.INDEX_ENTRY.size + header.channels * header.model_n_q * 4
+    frames = math.ceil(seconds * header.model_sample_rate / header.hop_length) + 1
+    return container.MAX_HEADER + frames * per_frame + container.TRAILER.size + container.INDEX_HEAD.size + 4
+
+
+def read_ncd(input: str, max_seconds: float = MAX_SECONDS) -> tuple[str, container.ParsedFile]:
+    """(name for messages, parsed file) of an .ncd file or stream; a fatal fault names the file. The header is
+    read first, so that the rest is read only as far as `max_seconds` of audio can justify."""
     where = "stdin" if input == "-" else input
     try:
-        data = read_input_bytes(input)
+        with open_input(input) as src:
+            head = src.read(container.MAX_HEADER)
+            header, _ = container.parse_header(head)
+            limit = max_bytes(header, max_seconds)
+            if not is_stream(input) and os.fstat(src.fileno()).st_size > limit:
+                data = None
+            else:
+                data = read_bounded(src, limit, head)
     except OSError as exc:
         raise FormatError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    if data is None:
+        raise FormatError(f"{where}: longer than {max_seconds / 3600:g} h of audio can be (--max-hours raises the "
+                          "limit)")
     try:
         return where, container.parse(data)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
 
 
-def decode_file(model: LoadedModel, input: str, output: str, conceal: bool = False) -> DecodeReport:
-    """.ncd file (or "-") → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
-    where, parsed = read_ncd(input)
+def decode_file(model: LoadedModel, input: str, output: str, conceal: bool = False,
+                max_seconds: float = MAX_SECONDS, progress: Progress | None = None) -> DecodeReport:
+    """.ncd file (or a stream) → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
+    check_distinct(input, output)
+    where, parsed = read_ncd(input, max_seconds)
     model.check_header(parsed.header, where)
-    pieces, damage = read_codes(parsed, model.entropy, conceal)
+    if parsed.damage and not conceal:
+        raise _refuse(parsed.damage)
+    damage = list(parsed.damage)
+    pieces = iter_codes(parsed, model.entropy, damage if conceal else None)
     h = parsed.header
     length = parsed.length
     if length is None:  # truncated stream without a header length: everything the codes describe
-        frames = sum(p if isinstance(p, int) else p.shape[-1] for p in pieces)
+        frames = max([c.first_frame + c.frame_count for c in parsed.chunks] + [b for _, b in parsed.lost], default=0)
         length = round(frames * h.hop_length * h.sample_rate / h.model_sample_rate)
     written = 0
     with AudioWriter(output, h.sample_rate, h.channels) as writer:
         for block in stream_decode(model.codec, pieces, h.sample_rate, length, h.channels):
             writer.write(block)
             written += block.shape[-1]
+            if progress is not None:
+                progress(written, length)
     return DecodeReport(damage, written)
 
 
-def describe(input: str) -> dict:
+def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
     """What `neurocodec info` shows: header facts, chunk statistics, real bitrate, damage."""
-    where, parsed = read_ncd(input)
+    where, parsed = read_ncd(input, max_seconds)
     h = parsed.header
     frames = parsed.total_frames if parsed.total_frames is not None else sum(c.frame_count for c in parsed.chunks)
     duration = (parsed.length / h.sample_rate) if parsed.length is not None else frames * h.hop_length / h.model_sample_rate

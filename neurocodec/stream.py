@@ -2,7 +2,9 @@
 
 Channels are coded independently (each is one batch item of the mono model). Input is resampled with soxr to the
 model's rate on the way in; decoding resamples back and restores the original length and channel count. The model
-runs in compute windows of `window_frames` frames (`model.streaming`), so memory does not grow with the input.
+runs in compute windows of `window_frames` frames (`model.streaming`) over at most `CHANNELS_PER_PASS` channels at
+a time, and silence (lost frames, padding) comes out in blocks of at most `SILENCE_BLOCK` samples, so memory depends
+neither on the input's length nor on its channel count.
 """
 
 from __future__ import annotations
@@ -15,6 +17,30 @@ import torch
 from .audio import Resampler
 from .model import Codec
 from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
+
+
+CHANNELS_PER_PASS = 4
+SILENCE_BLOCK = 1 << 16  # samples per channel
+
+
+class _ByChannels:
+    """One windowed stream per group of `CHANNELS_PER_PASS` channels (batch items). Every group follows the same
+    schedule, so their outputs join along the channel axis."""
+
+    def __init__(self, make, channels: int):
+        self.groups = [(slice(i, i + CHANNELS_PER_PASS), make()) for i in range(0, channels, CHANNELS_PER_PASS)]
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([stream.push(x[part]) for part, stream in self.groups], dim=0)
+
+    def flush(self) -> torch.Tensor:
+        return torch.cat([stream.flush() for _, stream in self.groups], dim=0)
+
+
+def _silence(channels: int, samples: int) -> Iterator[np.ndarray]:
+    """`samples` zeros per channel, in blocks `[C, ≤ SILENCE_BLOCK]`."""
+    for start in range(0, samples, SILENCE_BLOCK):
+        yield np.zeros((channels, min(SILENCE_BLOCK, samples - start)), np.float32)
 
 
 class EncodedAudio(NamedTuple):
@@ -33,7 +59,7 @@ def stream_encode(
 ) -> Iterator[np.ndarray]:
     """Blocks `[C, n]` at `sample_rate` → code blocks `[C, n_q, k]` (k ≥ 1), in order."""
     resampler = Resampler(sample_rate, codec.sample_rate, channels)
-    stream = WindowedEncoder(codec, n_q or codec.n_q, window_frames)
+    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q or codec.n_q, window_frames), channels)
     with torch.inference_mode():
         for block in blocks:
             codes = stream.push(torch.from_numpy(resampler(block)))
@@ -74,15 +100,18 @@ def stream_decode(
         if audio.shape[-1]:
             yield audio
 
+    def new_stream() -> _ByChannels:
+        return _ByChannels(lambda: WindowedDecoder(codec, window_frames), channels)
+
     def model_rate() -> Iterator[np.ndarray]:
-        stream = WindowedDecoder(codec, window_frames)
+        stream = new_stream()
         for block in code_blocks:
             if isinstance(block, (int, np.integer)):
                 tail = stream.flush()
                 if tail.shape[-1]:
                     yield tail.cpu().numpy()
-                stream = WindowedDecoder(codec, window_frames)
-                yield np.zeros((channels, int(block) * codec.hop_length), np.float32)
+                stream = new_stream()
+                yield from _silence(channels, int(block) * codec.hop_length)
                 continue
             audio = stream.push(torch.from_numpy(np.ascontiguousarray(block)).long())
             if audio.shape[-1]:
@@ -96,7 +125,7 @@ def stream_decode(
             yield from emit(resampler(np.clip(audio, -1.0, 1.0)))
         yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True))
     if length is not None and emitted < length:
-        yield np.zeros((channels, length - emitted), np.float32)
+        yield from _silence(channels, length - emitted)
 
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,

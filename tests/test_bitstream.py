@@ -20,19 +20,21 @@ GOLDEN = Path(__file__).resolve().parent.parent / "formats" / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
 
-def header(channels=1, n_q=4, codebook_size=64, length=1000, minor=0, extensions=()):
+def header(channels=1, n_q=4, codebook_size=64, length=None, minor=0, extensions=()):
     return container.Header(16000, channels, length, "test", "ab" * 32, entropy.UNIFORM_SHA256, n_q, codebook_size,
                             160, 16000, tuple(extensions), minor)
 
 
-def write(h: container.Header, blocks: list[np.ndarray], model: entropy.EntropyModel, length: int = 1000) -> bytes:
+def write(h: container.Header, blocks: list[np.ndarray], model: entropy.EntropyModel, length: int | None = None
+          ) -> bytes:
+    """An .ncd stream of `blocks` `[C, n_q, F]`; `length` defaults to what the frames hold (hop 160 at 16 kHz)."""
     import io
 
     buf = io.BytesIO()
     w = container.Writer(buf, h)
     for b in blocks:
         w.write_chunk(entropy.encode_chunk(model, b), b.shape[-1], b.shape[1])
-    w.close(length)
+    w.close(sum(b.shape[-1] for b in blocks) * 160 if length is None else length)
     return buf.getvalue()
 
 

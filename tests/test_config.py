@@ -28,7 +28,11 @@ def test_default_config_bitrates():
     cfg = load_config(ROOT / "examples" / "default.toml").model
     assert (cfg.sample_rate, cfg.hop_length, cfg.quantizer.n_q, cfg.quantizer.codebook_size) == (24000, 320, 16, 1024)
     assert [cfg.kbps(n) for n in (2, 4, 8, 16)] == [1.5, 3, 6, 12]
-    assert [cfg.n_q_for_kbps(k) for k in (1.5, 3, 6, 12, 100)] == [2, 4, 8, 16, 16]
+    assert [cfg.n_q_for_kbps(k) for k in (1.5, 3, 6, 7, 12)] == [2, 4, 8, 9, 16]
+    for bad, message in ((12.1, "above the 12 kbps"), (100, "above the 12 kbps"), (0.5, "below one codebook"), (float("nan"), "positive"),
+                         (float("inf"), "positive"), (-6, "positive")):
+        with pytest.raises(ConfigError, match=message):
+            cfg.n_q_for_kbps(bad)
     assert isinstance(cfg.encoder, STFTEncoderConfig) and isinstance(cfg.decoder, ISTFTDecoderConfig)
 
 

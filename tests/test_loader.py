@@ -28,20 +28,23 @@ def model():
 def test_arrays_round_trip_at_any_rate(model, speech):
     audio, sr = speech
     stereo = np.stack([audio[0], -0.5 * audio[0]])
-    encoded = model.encode(stereo, sr, kbps=2.4)
-    assert encoded.codes.shape[:2] == (2, model.n_q_for_kbps(2.4)) and encoded.sample_rate == sr
+    encoded = model.encode(stereo, sr, kbps=2.4)  # the total: 1.2 kbps, 2 codebooks, per channel
+    assert encoded.codes.shape[:2] == (2, 2) == (2, model.n_q_for_kbps(2.4, channels=2))
+    assert encoded.sample_rate == sr
     out = model.decode(encoded)
     assert out.shape == stereo.shape and out.dtype == np.float32
     # Channels are coded independently: the second one alone gives the same codes and audio as in the pair.
-    alone = model.encode(stereo[1], sr, kbps=2.4)
+    alone = model.encode(stereo[1], sr, kbps=1.2)
     assert np.array_equal(alone.codes[0], encoded.codes[1])
     assert np.allclose(model.decode(alone)[0], out[1], atol=1e-5)
 
 
 def test_files_agree_with_arrays(model, tmp_path):
     ncd, wav = tmp_path / "a.ncd", tmp_path / "a.wav"
-    header = model.encode_file(str(SPEECH), str(ncd), kbps=1.2)
+    written = model.encode_file(str(SPEECH), str(ncd), kbps=1.2)
+    header = written.header
     assert header == model.header(16000, 1, sf.info(str(SPEECH)).frames)
+    assert (written.n_q, written.samples, written.bytes) == (2, sf.info(str(SPEECH)).frames, ncd.stat().st_size)
     parsed = container.parse(ncd.read_bytes())
     assert parsed.header == header
     report = model.decode_file(str(ncd), str(wav))
