@@ -52,7 +52,10 @@ class AudioReader:
         except AudioError:
             self.close()
             raise
-        except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+        except OSError as exc:
+            self.close()
+            raise AudioError(f"{self.name}: cannot read ({exc.strerror or exc})") from None
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
             self.close()
             raise AudioError(f"{self.name}: not a readable audio file ({_reason(exc)})") from None
         self.sample_rate = int(self._file.samplerate)

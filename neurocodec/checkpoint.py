@@ -48,6 +48,14 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def integrity_sha256(metadata: dict[str, str]) -> str:
+    """The hash over everything that decides what a checkpoint computes besides its tensors: format, name, the
+    config JSON exactly as stored, the weights hash and the entropy tables' hash. An edited sample rate or hop
+    changes it; the model's identity in `.ncd` files stays `weights_sha256`, so re-saving never orphans files."""
+    fields = ("format", "format_version", "name", "config", "weights_sha256", "entropy_sha256")
+    return hashlib.sha256(json.dumps([metadata.get(k, "") for k in fields]).encode()).hexdigest()
+
+
 def save_model(
     path: str | os.PathLike,
     state: dict[str, torch.Tensor],
@@ -80,6 +88,7 @@ def save_model(
     if entropy is not None:
         tensors.update({k: torch.from_numpy(v) for k, v in entropy.tensors().items()})
         metadata["entropy_sha256"] = entropy.sha256
+    metadata["integrity_sha256"] = integrity_sha256(metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return digest
@@ -102,6 +111,10 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
         raise CheckpointError(f"{path}: not a neurocodec model (metadata format {metadata.get('format')!r})")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint version {metadata.get('format_version')!r}")
+    # Files written before the integrity hash existed have none; they load, checked by the weights hash alone.
+    if "integrity_sha256" in metadata and metadata["integrity_sha256"] != integrity_sha256(metadata):
+        raise CheckpointError(f"{path}: integrity hash mismatch: its config, name or hashes were altered after it "
+                              "was saved")
     try:
         config = model_config_from_json(metadata.get("config", ""))
     except ConfigError as exc:
@@ -124,7 +137,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
             raise CheckpointError(f"{path}: entropy tables do not fit the model's codebooks")
     else:
         entropy = uniform_model(config.quantizer.n_q, config.quantizer.codebook_size)
-    known = {"format", "format_version", "name", "config", "weights_sha256", "entropy_sha256"}
+    known = {"format", "format_version", "name", "config", "weights_sha256", "entropy_sha256", "integrity_sha256"}
     extra = {k: v for k, v in metadata.items() if k not in known}
     return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra, entropy)
 

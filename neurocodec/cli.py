@@ -6,49 +6,123 @@ the commands that need them, so `neurocodec --help` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from .errors import NeurocodecError
+from . import __version__
+from .errors import ConfigError, NeurocodecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate.")
 err = Console(stderr=True, highlight=False)
+MAX_THREADS = 1024
+PROGRESS_AFTER_S = 1.0  # a progress bar appears when a command has run this long (and stderr is a terminal)
+
+
+def _say(label: str, style: str, text: str) -> None:
+    """One line on stderr; the text is never read as markup (a message may hold brackets: 'neurocodec[eval]')."""
+    err.print(f"[{style}]{label}[/] {escape(text)}", markup=True, soft_wrap=True)
 
 
 def _fail(exc: NeurocodecError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+    _say("error:", "bold red", str(exc))
     raise typer.Exit(exc.exit_code)
 
 
 def _threads(threads: int) -> None:
+    if not 0 <= threads <= MAX_THREADS:
+        raise ConfigError(f"--threads {threads}: give 0 (torch's default) to {MAX_THREADS}")
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"neurocodec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate."""
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool, what: str) -> Iterator:
+    """A callback (samples done, total) drawing a progress bar on a terminal once the work has taken a second."""
+    if quiet or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+    start = time.monotonic()
+    bar = Progress(f"[bold]{what}", BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=err,
+                   transient=True)
+    task = None
+
+    def update(done: int, total: int | None) -> None:
+        nonlocal task
+        if task is None:
+            if time.monotonic() - start < PROGRESS_AFTER_S:
+                return
+            bar.start()
+            task = bar.add_task(what, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
+
+
+def _name(path: str, stdio: str) -> str:
+    return escape(stdio if path == "-" else path)
+
+
+MAX_HOURS = typer.Option(24.0, "--max-hours", help="Refuse inputs longer than this (streams are read at most this far).")
+QUIET = typer.Option(False, "--quiet", "-q", help="No summary line or progress bar (errors and warnings still show).")
+
+
 @app.command()
 def encode(
     input: str = typer.Argument(..., help="Audio file (wav/flac/ogg/…), or - for stdin."),
     output: str = typer.Argument(..., help="Output .ncd file, or - for stdout."),
-    bitrate: float = typer.Option(6.0, "--bitrate", "-b", help="Target bitrate in kbps (1.5, 3, 6, 12 for the default model)."),
+    bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", help="kbps for the whole file, channels sharing it: 1.5, 3, 6, 12 per channel for the default model [default: 6, or the model's maximum if lower]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or .safetensors path."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
+    max_hours: float = MAX_HOURS,
+    quiet: bool = QUIET,
 ) -> None:
-    """Encode audio into an .ncd file."""
+    """Encode audio into an .ncd file. --bitrate is for the whole file: the channels share it."""
     try:
         _threads(threads)
         from .loader import load_model
 
-        load_model(model, device).encode_file(input, output, kbps=bitrate)
+        t0 = time.perf_counter()
+        loaded = load_model(model, device)
+        with _progress(quiet, "encode") as progress:
+            report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=max_hours * 3600, progress=progress)
+        if not quiet:
+            h, seconds = report.header, report.samples / report.header.sample_rate
+            err.print(f"{_name(input, 'stdin')}: {seconds:.2f} s, {h.channels} ch, {h.sample_rate / 1000:g} kHz -> "
+                      f"{_name(output, 'stdout')}: {report.n_q} codebooks/ch, "
+                      f"{report.bytes * 8 / max(seconds, 1e-9) / 1000:.2f} kbps ({report.bytes} bytes), "
+                      f"{seconds / (time.perf_counter() - t0):.0f}x real time", soft_wrap=True)
     except NeurocodecError as exc:
         _fail(exc)
 
@@ -62,15 +136,25 @@ def decode(
     decode_through_errors: bool = typer.Option(False, "--decode-through-errors", help="Conceal damaged chunks with silence instead of stopping."),
     strict: bool = typer.Option(False, "--strict", help="With --decode-through-errors: still exit non-zero if anything was concealed."),
     threads: int = typer.Option(0, "--threads"),
+    max_hours: float = MAX_HOURS,
+    quiet: bool = QUIET,
 ) -> None:
-    """Decode an .ncd file to audio."""
+    """Decode an .ncd file to audio (WAV, FLAC or Ogg Vorbis by the output's extension)."""
     try:
         _threads(threads)
         from .loader import load_model
 
-        report = load_model(model, device).decode_file(input, output, conceal=decode_through_errors)
+        t0 = time.perf_counter()
+        loaded = load_model(model, device)
+        with _progress(quiet, "decode") as progress:
+            report = loaded.decode_file(input, output, conceal=decode_through_errors, max_seconds=max_hours * 3600,
+                                        progress=progress)
         for line in report.damage:
-            err.print(f"[yellow]warning:[/] {line}", markup=True, soft_wrap=True)
+            _say("warning:", "yellow", line)
+        if not quiet:
+            err.print(f"{_name(input, 'stdin')} -> {_name(output, 'stdout')}: {report.seconds:.2f} s, "
+                      f"{report.samples} samples/ch, {len(report.damage)} problems concealed, "
+                      f"{report.seconds / (time.perf_counter() - t0):.0f}x real time", soft_wrap=True)
         if report.damage and strict:
             raise typer.Exit(5)
     except NeurocodecError as exc:
@@ -81,12 +165,13 @@ def decode(
 def info(
     input: str = typer.Argument(..., help=".ncd file, or - for stdin."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    max_hours: float = MAX_HOURS,
 ) -> None:
     """Show an .ncd file's header, chunks, real bitrate and any damage found."""
     try:
         from .ncdfile import describe
 
-        desc = describe(input)
+        desc = describe(input, max_hours * 3600)
     except NeurocodecError as exc:
         _fail(exc)
     if as_json:
@@ -179,9 +264,9 @@ def fit_entropy(
 def eval_(
     inputs: list[str] = typer.Argument(..., help="Folders, audio files, or an eval manifest.json (scripts/build_corpus.py)."),
     model: Optional[str] = typer.Option(None, "--model", "-m"),
-    bitrates: str = typer.Option("1.5,3,6,12", "--bitrates", help="Comma-separated kbps."),
+    bitrates: str = typer.Option("1.5,3,6,12", "--bitrate", "--bitrates", "-b", help="Comma-separated kbps."),
     baseline: str = typer.Option("", "--baseline", help="Comma-separated: opus, codec2 (run in the same run)."),
-    opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrates", help="Opus kbps (default: --bitrates)."),
+    opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrate", "--opus-bitrates", help="Opus kbps (default: --bitrate)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write results.json/.csv, report.md and PNGs here."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many files of each kind."),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -291,7 +376,8 @@ class TrainDisplay:
             metrics = "  ".join(f"{k} {v:.3f}" for k, v in event.items() if split_key(k) and isinstance(v, float))
             self._line(f"eval @ {event['step']}: {metrics}")
             for alarm in event.get("alarms", []):
-                self.console.print(f"[bold red]ALARM[/] step {event['step']}: {alarm}", markup=True, soft_wrap=True)
+                self.console.print(f"[bold red]ALARM[/] step {event['step']}: {escape(alarm)}", markup=True,
+                                   soft_wrap=True)
         elif kind in ("stopped", "done"):
             self._line(f"{kind} at step {event['step']}" + (f": {event['reason']}" if "reason" in event else ""))
 
@@ -301,7 +387,15 @@ def main() -> None:
     # inference time here; keep them in the heap instead. Must happen before torch allocates anything.
     os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
     _tune_malloc()
+    # kill, a closed terminal: unwind like Ctrl-C does, so that no temporary file is left behind (`train` saves
+    # its state first: it installs its own SIGTERM handler).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
     app()
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _tune_malloc() -> None:

@@ -77,17 +77,19 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path to write; on success it becomes `path` (see the module docstring for links,
     devices, FIFOs and "-"); on any error, or an interrupt, it is deleted and `path` is left as it was."""
     stream = str(path) == STDIO or is_stream(path)
-    if stream:
-        fd, tmp = tempfile.mkstemp(prefix="neurocodec-", suffix=suffix or ".tmp")
-    else:
-        target = Path(os.path.realpath(path))  # a link's target is written; the link stays
-        folder = _writable_folder(target)
-        try:
+    if str(path) == STDIO and (sys.stdout is None or sys.stdout.closed):
+        raise OutputError("stdout: cannot write (it is closed)")  # before any work is done
+    try:
+        if stream:
+            fd, tmp = tempfile.mkstemp(prefix="neurocodec-", suffix=suffix or ".tmp")
+        else:
+            target = Path(os.path.realpath(path))  # a link's target is written; the link stays
+            folder = _writable_folder(target)
             # A short name: the target's own name may already be near the file system's limit.
             fd, tmp = tempfile.mkstemp(prefix=".neurocodec-", suffix=(suffix or target.suffix)[:16] + ".part",
                                        dir=folder)
-        except OSError as exc:
-            raise output_failure(path, exc) from None
+    except OSError as exc:
+        raise output_failure(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -129,6 +131,8 @@ def _copy_into(tmp: Path, path: str | os.PathLike) -> None:
 def open_input(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary reader of a file, or of stdin for "-". Raises OSError as open() does."""
     if str(path) == STDIO:
+        if sys.stdin is None or sys.stdin.closed:
+            raise OSError(errno.EBADF, "stdin is closed")
         yield sys.stdin.buffer
     else:
         with open(path, "rb") as f:

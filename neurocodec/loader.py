@@ -24,6 +24,9 @@ from .model import Codec
 from .stream import EncodedAudio, decode_audio, encode_audio
 
 
+DEFAULT_KBPS = 6.0  # for the whole file
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A codec with everything that travels with it: config, entropy tables and identity (name, weights hash)."""
@@ -52,9 +55,12 @@ class LoadedModel:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
-    def n_q_for_kbps(self, kbps: float, channels: int = 1) -> int:
+    def n_q_for_kbps(self, kbps: float | None, channels: int = 1) -> int:
         """Codebooks per channel at `kbps` for the whole signal: `channels` share it (the largest count whose
-        fixed-width rate fits). Raises `ConfigError` for a bitrate the model cannot meet."""
+        fixed-width rate fits). None: `DEFAULT_KBPS`, or all codebooks of a model that tops out below it. Raises
+        `ConfigError` for a bitrate the model cannot meet."""
+        if kbps is None:
+            kbps = min(DEFAULT_KBPS, self.config.kbps(self.config.quantizer.n_q) * channels)
         try:
             return self.config.n_q_for_kbps(kbps / channels)
         except ConfigError as exc:
@@ -87,7 +93,7 @@ class LoadedModel:
             raise FormatError(f"{where}: header codebook geometry does not match model {self.name!r}")
 
     # ------------------------------------------------------------------------------------------- coding
-    def encode(self, audio: np.ndarray, sample_rate: int, kbps: float = 6.0) -> EncodedAudio:
+    def encode(self, audio: np.ndarray, sample_rate: int, kbps: float | None = DEFAULT_KBPS) -> EncodedAudio:
         """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length.
         `kbps` is the total: the channels share it."""
         channels = 1 if np.ndim(audio) == 1 else int(np.shape(audio)[0])
@@ -97,7 +103,8 @@ class LoadedModel:
         """codes → audio `[C, length]` float32 at the original sample rate."""
         return decode_audio(self.codec, encoded)
 
-    def encode_file(self, input: str, output: str, kbps: float = 6.0, **options) -> ncdfile.EncodeReport:
+    def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
+                    ) -> ncdfile.EncodeReport:
         """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
         Options: `max_seconds`, `progress` (see `ncdfile.encode_file`)."""
         return ncdfile.encode_file(self, input, output, kbps, **options)

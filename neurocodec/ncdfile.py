@@ -38,13 +38,18 @@ class EncodeReport(NamedTuple):
 class DecodeReport(NamedTuple):
     damage: list[str]  # one line per problem concealed (empty: the file was intact)
     samples: int  # per channel, written
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
 
 
-def encode_file(model: LoadedModel, input: str, output: str, kbps: float = 6.0,
+def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None = 6.0,
                 chunk_frames: int = NCD_CHUNK_FRAMES, max_seconds: float = MAX_SECONDS,
                 progress: Progress | None = None) -> EncodeReport:
     """Audio file (or a stream) → .ncd file (or "-"), written atomically, in chunks of `chunk_frames` codec frames.
-    `kbps` is the whole file's nominal bitrate: the channels share it."""
+    `kbps` is the whole file's nominal bitrate: the channels share it (None: see `LoadedModel.n_q_for_kbps`)."""
     check_distinct(input, output)
     with AudioReader(input, max_seconds) as reader:
         if reader.channels > container.MAX_CHANNELS:
@@ -173,7 +178,7 @@ def decode_file(model: LoadedModel, input: str, output: str, conceal: bool = Fal
             written += block.shape[-1]
             if progress is not None:
                 progress(written, length)
-    return DecodeReport(damage, written)
+    return DecodeReport(damage, written, h.sample_rate)
 
 
 def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,6 +76,7 @@ def test_config_that_does_not_fit_the_weights(tmp_path, tiny_config):
     cfg = json.loads(meta["config"])
     cfg["latent_dim"] = 24
     meta["config"] = json.dumps(cfg)
+    del meta["integrity_sha256"]  # as in a file written before the integrity hash: the shapes still catch it
     save_file(load_file(str(path)), str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(path, device="cpu")
@@ -90,6 +92,7 @@ def test_unknown_key_in_stored_config(tmp_path, tiny_config):
     cfg = json.loads(meta["config"])
     cfg["mystery"] = 1
     meta["config"] = json.dumps(cfg)
+    del meta["integrity_sha256"]
     save_file(load_file(str(path)), str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="unknown key 'mystery'"):
         read_model(path)
@@ -118,3 +121,30 @@ def test_gpu_shards_split_and_merge_back_to_the_fp16_model(tmp_path, tiny_config
         expected = v.half().float() if v.is_floating_point() else v
         assert torch.equal(joined[k].to(expected.dtype), expected), k
     assert run("merge").returncode == 2
+
+
+def test_integrity_hash_covers_the_config_and_old_files_still_load(tmp_path, tiny_config):
+    """An edited sample rate or hop changes no tensor, so only the integrity hash can tell; a file saved before the
+    hash existed (no integrity field) still loads."""
+    from safetensors import safe_open
+
+    path = tmp_path / "m.safetensors"
+    save_model(path, Codec(tiny_config.model).state_dict(), tiny_config.model)
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    for key, value in (("sample_rate", 48000), ("hop_length", 320)):
+        cfg = json.loads(meta["config"])
+        cfg[key] = value
+        save_file(tensors, str(path), metadata={**meta, "config": json.dumps(cfg)})
+        with pytest.raises(CheckpointError, match="integrity hash mismatch"):
+            read_model(path)
+    save_file(tensors, str(path), metadata={**meta, "name": "renamed"})
+    with pytest.raises(CheckpointError, match="integrity hash mismatch"):
+        read_model(path)
+    legacy = {k: v for k, v in meta.items() if k != "integrity_sha256"}
+    save_file(tensors, str(path), metadata=legacy)
+    assert read_model(path)[1].config == tiny_config.model
+    golden = Path(__file__).resolve().parent.parent / "formats" / "golden" / "tiny.safetensors"
+    assert read_model(golden)[1].extra == {}  # the golden file predates the hash, and loads
+
