@@ -233,7 +233,10 @@ def train(
         signal.signal(signal.SIGTERM, stop)
         with TrainDisplay(quiet=quiet, console=err) as display:
             trainer = Trainer(cfg, run, resume=resume, on_event=display, device=device, init=init)
-            trainer.run(steps, max_seconds=minutes * 60 if minutes else None)
+            try:
+                trainer.run(steps, max_seconds=minutes * 60 if minutes else None)
+            finally:
+                trainer.close()
     except NeurocodecError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -41,7 +41,8 @@ class Trainer:
         self.distributed = self.world > 1
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.distributed and not dist.is_initialized():
+        self.owns_process_group = self.distributed and not dist.is_initialized()
+        if self.owns_process_group:
             dist.init_process_group("nccl" if device == "cuda" else "gloo")
         if device == "cuda" and self.distributed:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -87,6 +88,13 @@ class Trainer:
             # A resumed run may change its recipe (loss weights, schedule), never its tensors; config.json and
             # the log's start record show what changed and when.
             self.run_dir.write_config(config)
+
+    def close(self) -> None:
+        """Tear down the process group this trainer started (DDP): a rank that exits with gloo's threads still
+        running aborts ("terminate called without an active exception") and takes the launcher down with it."""
+        if self.owns_process_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_process_group = False
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
