@@ -29,7 +29,8 @@ TRAILER_MAGIC = b"NCD\xff"
 MAX_HEADER = 4096
 MAX_NAME = 64
 MAX_CHANNELS = 255
-MAX_SAMPLE_RATE = 768_000  # of the original audio and of the model; the highest PCM rate in common use
+MIN_SAMPLE_RATE = 1_000  # of the original audio and of the model: below it nothing is audio, and resampling
+MAX_SAMPLE_RATE = 768_000  # to it costs without bound; the top is the highest PCM rate in common use
 MAX_HOP = 1 << 16
 MAX_MODEL_N_Q = 255  # a chunk's n_q is one byte
 MAX_CODEBOOK_SIZE = 1 << 16
@@ -77,8 +78,8 @@ class Header:
         if not 1 <= self.channels <= MAX_CHANNELS:
             raise FormatError(f"{self.channels} channels: .ncd holds 1 to {MAX_CHANNELS}")
         for what, value in (("sample rate", self.sample_rate), ("model sample rate", self.model_sample_rate)):
-            if not 1 <= value <= MAX_SAMPLE_RATE:
-                raise FormatError(f"{what} {value} Hz: .ncd holds 1 to {MAX_SAMPLE_RATE} Hz")
+            if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+                raise FormatError(f"{what} {value} Hz: .ncd holds {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
         if not 1 <= self.model_n_q <= MAX_MODEL_N_Q or not 2 <= self.codebook_size <= MAX_CODEBOOK_SIZE:
             raise FormatError(f"model of {self.model_n_q} codebooks of {self.codebook_size} codes: .ncd holds 1 to "
                               f"{MAX_MODEL_N_Q} codebooks of 2 to {MAX_CODEBOOK_SIZE} codes")
@@ -250,6 +251,17 @@ def _chunk_at(data: bytes, pos: int, header: Header) -> Chunk | str:
     return Chunk(index, first, frames, n_q, payload, pos)
 
 
+def justified_frames(header: Header, nbytes: int, min_bits_per_symbol: float | None = None) -> int:
+    """The most frames `nbytes` bytes of chunks could hold: a chunk per `CHUNK_HEADER_SIZE` bytes of at most
+    `MAX_CHUNK_FRAMES` frames, and with the entropy model's cheapest code, a code per channel and frame at that
+    cost (plus the range coder's slack of 64 bits per chunk)."""
+    chunks = -(-nbytes // CHUNK_HEADER_SIZE)
+    frames = chunks * MAX_CHUNK_FRAMES
+    if min_bits_per_symbol:
+        frames = min(frames, int((nbytes * 8 + chunks * 64) / (header.channels * min_bits_per_symbol)))
+    return frames
+
+
 def _index_at(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
     """(chunk count, total frames, length, end offset) if a verified index starts at `pos`."""
     if pos + INDEX_HEAD.size + 4 > len(data) or data[pos: pos + 4] != INDEX_SYNC:
@@ -276,12 +288,14 @@ class _Scanner:
         self.searched_from = {CHUNK_SYNC: -1, INDEX_SYNC: -1}
         self.budget = 4 * len(data) + 65536  # bytes of CRC work on failed candidates
         self.exhausted = False
+        self.searched = 0  # bytes the sync-word searches went over (for tests: at most twice the file)
 
     def _next(self, sync: bytes, start: int) -> int:
         if self.found[sync] < start or self.searched_from[sync] > start:
             hit = self.data.find(sync, start)
             self.found[sync] = len(self.data) if hit < 0 else hit
             self.searched_from[sync] = start
+            self.searched += self.found[sync] - start
         return self.found[sync]
 
     def resync(self, start: int) -> int:
@@ -310,16 +324,22 @@ def _candidate_span(data: bytes, pos: int) -> int:
     return 0
 
 
-def parse(data: bytes) -> ParsedFile:
+def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
     """Read a whole .ncd file held in memory.
 
     The header must be intact (else `FormatError`). After it, damage is recorded, not raised: a bad chunk is
     skipped by scanning for the next sync word whose header CRC verifies; frame numbers show what was lost.
-    A gap in frame numbers is believed only as far as the damaged bytes before it could have held the lost
-    chunks, the index only as far as its entries can hold its frame count, and the length only as far as the
-    frames justify: a file's fields never claim more audio than its bytes can carry.
+    Lost frames are believed only as far as the damaged bytes where they were could have held them: a chunk per
+    `CHUNK_HEADER_SIZE` bytes of at most `MAX_CHUNK_FRAMES` frames, and, given the entropy model's
+    `min_bits_per_symbol`, a code of every channel per frame at that cost. The index is believed as far as its
+    entries allow, and the length as far as the frames justify: a file's fields never claim more audio than its
+    bytes can carry.
     """
     header, pos = parse_header(data)
+
+    def room(damaged: int) -> int:
+        return justified_frames(header, damaged, min_bits_per_symbol)
+
     scanner = _Scanner(data, header)
     chunks: list[Chunk] = []
     damage: list[str] = []
@@ -332,12 +352,12 @@ def parse(data: bytes) -> ParsedFile:
         if isinstance(found, Chunk):
             size = CHUNK_HEADER_SIZE + len(found.payload)
             gap = found.first_frame - expected_frame
-            room = -(-(pos - last_end) // CHUNK_HEADER_SIZE) * MAX_CHUNK_FRAMES  # frames the damaged bytes could hold
             if gap < 0:
                 damage.append(f"chunk {found.index} at byte {pos} overlaps earlier frames; skipped")
-            elif gap > room:
+            elif gap > room(pos - last_end):
                 damage.append(f"chunk {found.index} at byte {pos} starts at frame {found.first_frame}, but the "
-                              f"{pos - last_end} damaged bytes before it hold at most {room} lost frames; skipped")
+                              f"{pos - last_end} damaged bytes before it hold at most {room(pos - last_end)} lost "
+                              "frames; skipped")
             else:
                 if gap:
                     lost.append((expected_frame, found.first_frame))
@@ -361,11 +381,12 @@ def parse(data: bytes) -> ParsedFile:
         frames = expected_frame
     else:
         count, total_frames, index_length, end = index_info
-        unread = max(0, count - len(chunks))  # chunks the index lists that were not read
-        if not expected_frame <= total_frames <= expected_frame + unread * MAX_CHUNK_FRAMES:
-            damage.append(f"index claims {total_frames} frames: {expected_frame} were read and its {count} entries "
-                          f"hold at most {expected_frame + unread * MAX_CHUNK_FRAMES}; the index is not trusted")
-            total_frames = max(expected_frame, min(total_frames, expected_frame + unread * MAX_CHUNK_FRAMES))
+        # Chunks lost at the end lay between the last chunk read and the index; the index lists them too.
+        most = expected_frame + min(max(0, count - len(chunks)) * MAX_CHUNK_FRAMES, room(pos - last_end))
+        if not expected_frame <= total_frames <= most:
+            damage.append(f"index claims {total_frames} frames: {expected_frame} were read and at most {most} can "
+                          "be justified; the index is not trusted")
+            total_frames = max(expected_frame, min(total_frames, most))
         claimed = index_length
         if header.length is not None and header.length != index_length:
             damage.append(f"index length {index_length} disagrees with header length {header.length}")

@@ -103,8 +103,12 @@ def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
             problem = f"chunk {chunk.index} at byte {chunk.offset}: {exc}"
             if damage is None:
                 raise _refuse([problem]) from None
-            damage.append(problem)
-            block = chunk.frame_count
+            # Its verified header says how many frames; silence for them only as far as its bytes could code them.
+            nbytes = container.CHUNK_HEADER_SIZE + len(chunk.payload)
+            block = min(chunk.frame_count,
+                        container.justified_frames(h, nbytes, model_entropy.min_bits_per_symbol))
+            damage.append(problem if block == chunk.frame_count else
+                          f"{problem}; {block} of its {chunk.frame_count} frames concealed (all its bytes can hold)")
         yield block
         frame = chunk.first_frame + chunk.frame_count
     tail = max((b for a, b in parsed.lost if b > frame), default=frame)
@@ -130,9 +134,11 @@ def max_bytes(header: container.Header, seconds: float) -> int:
     return container.MAX_HEADER + frames * per_frame + container.TRAILER.size + container.INDEX_HEAD.size + 4
 
 
-def read_ncd(input: str, max_seconds: float = MAX_SECONDS) -> tuple[str, container.ParsedFile]:
+def read_ncd(input: str, max_seconds: float = MAX_SECONDS, model_entropy: entropy.EntropyModel | None = None
+             ) -> tuple[str, container.ParsedFile]:
     """(name for messages, parsed file) of an .ncd file or stream; a fatal fault names the file. The header is
-    read first, so that the rest is read only as far as `max_seconds` of audio can justify."""
+    read first, so that the rest is read only as far as `max_seconds` of audio can justify. With the entropy
+    model, lost frames are also believed only as far as the damaged bytes could have coded them."""
     where = "stdin" if input == "-" else input
     try:
         with open_input(input) as src:
@@ -151,7 +157,7 @@ def read_ncd(input: str, max_seconds: float = MAX_SECONDS) -> tuple[str, contain
         raise FormatError(f"{where}: longer than {max_seconds / 3600:g} h of audio can be (--max-hours raises the "
                           "limit)")
     try:
-        return where, container.parse(data)
+        return where, container.parse(data, model_entropy.min_bits_per_symbol if model_entropy else None)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
 
@@ -160,7 +166,7 @@ def decode_file(model: LoadedModel, input: str, output: str, conceal: bool = Fal
                 max_seconds: float = MAX_SECONDS, progress: Progress | None = None) -> DecodeReport:
     """.ncd file (or a stream) → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
     check_distinct(input, output)
-    where, parsed = read_ncd(input, max_seconds)
+    where, parsed = read_ncd(input, max_seconds, model.entropy)
     model.check_header(parsed.header, where)
     if parsed.damage and not conceal:
         raise _refuse(parsed.damage)

@@ -9,6 +9,7 @@ neither on the input's length nor on its channel count.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
@@ -21,6 +22,22 @@ from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEnc
 
 CHANNELS_PER_PASS = 4
 SILENCE_BLOCK = 1 << 16  # samples per channel
+MAX_BLOCK_ELEMENTS = 1 << 21  # samples (all channels) in one block through the resampler, counted at its output
+WINDOW_ELEMENTS = DEFAULT_WINDOW_FRAMES * 4  # channel-frames the model computes per window: many channels, a
+MIN_WINDOW_FRAMES = 96  # shorter window (never below 3 times the default decoder's context of 32 frames)
+
+
+def window_for(channels: int, window_frames: int = DEFAULT_WINDOW_FRAMES) -> int:
+    """The compute window for `channels`: the default up to 4 channels, then shorter, so that model-rate blocks
+    stay near `WINDOW_ELEMENTS` channel-frames whatever the channel count."""
+    return max(min(window_frames, MIN_WINDOW_FRAMES), min(window_frames, WINDOW_ELEMENTS // max(1, channels)))
+
+
+def _pieces(block: np.ndarray, ratio: float) -> Iterator[np.ndarray]:
+    """`block` `[C, n]` cut along time so that each piece, resampled by `ratio`, holds ≤ MAX_BLOCK_ELEMENTS."""
+    step = max(1, int(MAX_BLOCK_ELEMENTS / (block.shape[0] * max(1.0, ratio))))
+    for start in range(0, block.shape[-1], step):
+        yield block[:, start:start + step]
 
 
 class _ByChannels:
@@ -38,9 +55,10 @@ class _ByChannels:
 
 
 def _silence(channels: int, samples: int) -> Iterator[np.ndarray]:
-    """`samples` zeros per channel, in blocks `[C, ≤ SILENCE_BLOCK]`."""
-    for start in range(0, samples, SILENCE_BLOCK):
-        yield np.zeros((channels, min(SILENCE_BLOCK, samples - start)), np.float32)
+    """`samples` zeros per channel, in blocks of at most `SILENCE_BLOCK` samples and `MAX_BLOCK_ELEMENTS` in all."""
+    step = max(1, min(SILENCE_BLOCK, MAX_BLOCK_ELEMENTS // channels))
+    for start in range(0, samples, step):
+        yield np.zeros((channels, min(step, samples - start)), np.float32)
 
 
 class EncodedAudio(NamedTuple):
@@ -59,7 +77,8 @@ def stream_encode(
 ) -> Iterator[np.ndarray]:
     """Blocks `[C, n]` at `sample_rate` → code blocks `[C, n_q, k]` (k ≥ 1), in order."""
     resampler = Resampler(sample_rate, codec.sample_rate, channels)
-    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q or codec.n_q, window_frames), channels)
+    window = window_for(channels, window_frames)
+    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q or codec.n_q, window), channels)
     with torch.inference_mode():
         for block in blocks:
             codes = stream.push(torch.from_numpy(resampler(block)))
@@ -86,10 +105,13 @@ def stream_decode(
     """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`.
 
     An `int` in place of a block is a gap of that many frames (codes lost to damage): it becomes silence of the
-    right length, and decoding restarts after it as at the start of a file. With `length` given, exactly that many
-    samples per channel come out (trimmed, or zero-padded if the codes run short).
+    right length, and decoding restarts after it as at the start of a file. With `length` given, that many samples
+    per channel come out (trimmed, or zero-padded if the resampler's rounding leaves the codes a sample short),
+    but never more than the frames received describe: a length is a promise the codes must back.
     """
     resampler = Resampler(codec.sample_rate, sample_rate, channels)
+    ratio = sample_rate / codec.sample_rate
+    window = window_for(channels, window_frames)
     emitted = 0
 
     def emit(audio: np.ndarray) -> Iterator[np.ndarray]:
@@ -101,7 +123,7 @@ def stream_decode(
             yield audio
 
     def new_stream() -> _ByChannels:
-        return _ByChannels(lambda: WindowedDecoder(codec, window_frames), channels)
+        return _ByChannels(lambda: WindowedDecoder(codec, window), channels)
 
     def model_rate() -> Iterator[np.ndarray]:
         stream = new_stream()
@@ -120,12 +142,16 @@ def stream_decode(
         if tail.shape[-1]:
             yield tail.cpu().numpy()
 
+    model_samples = 0
     with torch.inference_mode():
         for audio in model_rate():
-            yield from emit(resampler(np.clip(audio, -1.0, 1.0)))
+            model_samples += audio.shape[-1]
+            for piece in _pieces(audio, ratio):
+                yield from emit(resampler(np.clip(piece, -1.0, 1.0)))
         yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True))
     if length is not None and emitted < length:
-        yield from _silence(channels, length - emitted)
+        backed = math.ceil(model_samples * ratio) + 1
+        yield from _silence(channels, max(0, min(length, backed) - emitted))
 
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from neurocodec import container, entropy
 from neurocodec.errors import FormatError
+from neurocodec.ncdfile import read_codes
 
 GOLDEN = Path(__file__).resolve().parent.parent / "formats" / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -260,3 +262,106 @@ def test_fuzz_long(data, edits):
     for pos, value in edits:
         golden[pos] = value
     _damaged_outcome(bytes(golden))
+
+
+# ------------------------------------------------------------------------------------------- hostile values
+def _reheader(data: bytes, **fields) -> bytes:
+    """The file with header fields replaced and the header CRC recomputed (a crafted, "intact" header)."""
+    h, size = container.parse_header(data)
+    new = dataclasses.replace(h, **fields)
+    from .ncd_fuzz import pack_header
+
+    return pack_header(new) + data[size:]
+
+
+def _reindex(data: bytes, **fields) -> bytes:
+    """The file with index fields (count, total, length) replaced, its CRC and the trailer kept valid."""
+    index_at = struct.unpack_from("<Q", data, len(data) - container.TRAILER.size)[0]
+    _, count, total, length = container.INDEX_HEAD.unpack_from(data, index_at)
+    values = {"count": count, "total": total, "length": length, **fields}
+    end = len(data) - container.TRAILER.size - 4
+    body = container.INDEX_HEAD.pack(container.INDEX_SYNC, values["count"], values["total"], values["length"])
+    body += data[index_at + container.INDEX_HEAD.size: end]
+    return data[:index_at] + body + struct.pack("<I", container.crc32(body)) + data[end + 4:]
+
+
+def test_out_of_spec_headers_are_refused_on_read():
+    h = container.parse_header(GOLDEN_FILE)[0]
+    from .ncd_fuzz import pack_header
+
+    for fields, message in (({"channels": 256}, "1 to 255"), ({"model_name": "x" * 65}, "exceeds 64"),
+                            ({"sample_rate": 2**31}, "768000 Hz"), ({"sample_rate": 1}, "1000 to"),
+                            ({"hop_length": 2**20}, "hop_length"), ({"codebook_size": 2**17}, "codes")):
+        data = pack_header(dataclasses.replace(h, **fields)) + GOLDEN_FILE[container.parse_header(GOLDEN_FILE)[1]:]
+        with pytest.raises(FormatError, match=message):
+            container.parse(data)
+
+
+def test_lengths_gaps_and_index_claims_are_believed_only_as_far_as_the_bytes_justify():
+    total = EXPECTED["speech-16k-2q"]["shape"][-1]
+    h = container.parse_header(GOLDEN_FILE)[0]
+    # A length of 2^60 samples with valid CRCs (the file has 329 frames): clamped, reported.
+    data = _reindex(_reheader(GOLDEN_FILE, length=2**60), length=2**60)
+    parsed = container.parse(data)
+    assert parsed.length == h.max_samples(total) and any("more than the 329 frames" in d for d in parsed.damage)
+    # An index that claims 10^12 frames after 329 were read: not trusted.
+    parsed = container.parse(_reindex(GOLDEN_FILE, total=10**12))
+    assert parsed.total_frames == total and any("index claims" in d for d in parsed.damage)
+    # A chunk that jumps 10^9 frames ahead with no damaged bytes before it: skipped, not a 10^9-frame gap.
+    first = container.parse(GOLDEN_FILE).chunks[1]
+    at = first.offset
+    head = bytearray(GOLDEN_FILE[at: at + container.CHUNK.size])
+    struct.pack_into("<Q", head, 8, 10**9)
+    data = GOLDEN_FILE[:at] + bytes(head) + struct.pack("<I", container.crc32(bytes(head))) + GOLDEN_FILE[at + 32:]
+    parsed = container.parse(data)
+    assert all(c.first_frame < 10**9 for c in parsed.chunks)
+    assert any("hold at most 0 lost frames" in d for d in parsed.damage)
+    assert sum(b - a for a, b in parsed.lost) <= total
+
+
+def test_payload_must_back_the_codes_it_claims():
+    uniform = entropy.uniform_model(16, 1024)
+    with pytest.raises(FormatError, match="too short for the 16711680 codes"):  # 255 ch x 16 q x 4096 frames
+        entropy.decode_chunk(uniform, b"", 255, 16, 4096)
+    model = golden_model()
+    codes = np.random.default_rng(0).integers(0, 64, (1, 2, 75))
+    payload = entropy.encode_chunk(model, codes)
+    assert np.array_equal(entropy.decode_chunk(model, payload, 1, 2, 75), codes)
+    with pytest.raises(FormatError, match="past its last code"):
+        entropy.decode_chunk(model, payload + b"\x00" * 8, 1, 2, 75)
+
+
+def test_a_crafted_255_channel_file_with_an_empty_payload_is_refused_cheaply():
+    """The red team's file, made with our own writer: 255 channels, one 4096-frame chunk of 4 codebooks, an
+    empty payload. The container finds nothing wrong (every CRC holds); the codes cannot be in 0 bytes."""
+    import io
+
+    h = dataclasses.replace(container.parse_header(GOLDEN_FILE)[0], channels=255, length=None)
+    buf = io.BytesIO()
+    writer = container.Writer(buf, h)
+    writer.write_chunk(b"", 4096, 4)
+    writer.close(h.max_samples(4096) - 1)
+    data = buf.getvalue()
+    parsed = container.parse(data)
+    assert len(parsed.chunks) == 1 and parsed.damage == [] and len(data) < 300
+    with pytest.raises(FormatError, match="too short"):
+        read_codes(parsed, golden_model(), conceal=False)
+    pieces, damage = read_codes(container.parse(data, golden_model().min_bits_per_symbol), golden_model(), True)
+    assert sum(p for p in pieces if isinstance(p, int)) <= container.justified_frames(h, len(data), 0.68)
+
+
+@pytest.mark.parametrize("sync", [container.CHUNK_SYNC, container.INDEX_SYNC])
+def test_resynchronisation_is_linear_in_the_file_size(monkeypatch, sync):
+    """800 KB of sync words used to take 90 s (each candidate searched the rest of the file again); the search
+    now goes over each byte a bounded number of times, and failed candidates' checksums are capped."""
+    data = GOLDEN_FILE[: container.parse_header(GOLDEN_FILE)[1]] + sync * 200_000
+    crc_bytes = []
+    real_crc = container.crc32
+    monkeypatch.setattr(container, "crc32", lambda b: crc_bytes.append(len(b)) or real_crc(b))
+    scanners = []
+    real_scanner = container._Scanner
+    monkeypatch.setattr(container, "_Scanner", lambda *a: scanners.append(real_scanner(*a)) or scanners[-1])
+    parsed = container.parse(data)
+    assert parsed.chunks == [] and parsed.damage
+    assert scanners[0].searched <= 2 * len(data)
+    assert sum(crc_bytes) <= 6 * len(data) + 65536

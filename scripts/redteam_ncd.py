@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""The red team's hostile .ncd files, rebuilt, and what `neurocodec` does with each: exit code, time, peak RSS.
+
+    python scripts/redteam_ncd.py [--python PYTHON] [--pythonpath DIR] [--out DIR]
+
+Each file has valid CRCs (the reader calls it intact or merely damaged) and values chosen to make the decoder
+spend memory or time its size does not justify. Each command runs in a child process under `ulimit -v` (8 GiB) and
+a 120 s timeout, measured with `/usr/bin/time -v` when present. `--pythonpath` points at another checkout (e.g. an
+older commit in a `git worktree`) to measure it the same way, for a before/after table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+MODEL = ROOT / "formats" / "golden" / "tiny.safetensors"
+GOLDEN = ROOT / "formats" / "golden" / "speech-16k-2q.ncd"
+
+
+def files() -> dict[str, tuple[bytes, list[str]]]:
+    """name → (file bytes, neurocodec arguments after the file)."""
+    import dataclasses
+
+    from ncd_fuzz import pack_header
+
+    from neurocodec import container
+
+    data = GOLDEN.read_bytes()
+    h, size = container.parse_header(data)
+    out = {}
+    # 1. A header length of 2^31 samples with valid CRCs: the decoder padded to it in one allocation.
+    index_at = struct.unpack_from("<Q", data, len(data) - container.TRAILER.size)[0]
+    _, count, total, _ = container.INDEX_HEAD.unpack_from(data, index_at)
+    end = len(data) - container.TRAILER.size - 4
+    body = container.INDEX_HEAD.pack(container.INDEX_SYNC, count, total, 2**31)
+    body += data[index_at + container.INDEX_HEAD.size: end]
+    long = pack_header(dataclasses.replace(h, length=2**31)) + data[size:index_at] + body
+    long += struct.pack("<I", container.crc32(body)) + data[end + 4:]
+    out["length-2^31"] = (long, ["--decode-through-errors"])
+    # 2. A chunk 10^9 frames ahead (CRC valid): a 10^9-frame gap of silence under --decode-through-errors.
+    first = container.parse(data).chunks[1].offset
+    head = bytearray(data[first: first + container.CHUNK.size])
+    struct.pack_into("<Q", head, 8, 10**9)
+    out["gap-10^9"] = (data[:first] + bytes(head) + struct.pack("<I", container.crc32(bytes(head)))
+                       + data[first + 32:], ["--decode-through-errors"])
+    # 3. Our own writer: 255 channels, one 4096-frame chunk of 4 codebooks, an empty payload.
+    buf = io.BytesIO()
+    w = container.Writer(buf, dataclasses.replace(h, channels=255, length=None))
+    w.write_chunk(b"", 4096, 4)
+    w.close(4096 * 160)
+    out["255ch-empty"] = (buf.getvalue(), [])
+    # 4. 800 KB of chunk sync words after a valid header (`info`).
+    out["800KB-sync"] = (data[:size] + container.CHUNK_SYNC * 200_000, ["info"])
+    return out
+
+
+def measure(python: str, pythonpath: str | None, path: Path, extra: list[str]) -> dict:
+    cmd = ["info", str(path)] if extra == ["info"] else ["decode", str(path), str(path.with_suffix(".wav")),
+                                                         "-m", str(MODEL), *extra]
+    env = {"PYTHONPATH": pythonpath} if pythonpath else {}
+    import os
+
+    env = {**os.environ, **env, "MALLOC_MMAP_MAX_": "0"}
+    timed = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(timed + [python, "-m", "neurocodec.cli", *cmd], capture_output=True, timeout=120, cwd="/",
+                           env=env, preexec_fn=limit)
+        code, err = r.returncode, r.stderr.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        code, err = "timeout", ""
+    seconds = time.monotonic() - t0
+    rss = next((int(line.split(":")[1]) / 1024 for line in err.splitlines() if "Maximum resident" in line), None)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("\t")]
+    last = next((line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1] if lines else "")
+    path.with_suffix(".wav").unlink(missing_ok=True)
+    return {"exit": code, "seconds": round(seconds, 1), "peak_rss_mb": rss and round(rss), "message": last[:160]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--pythonpath", default=None)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/redteam"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, (data, extra) in files().items():
+        path = args.out / f"{name}.ncd"
+        path.write_bytes(data)
+        results[name] = {"bytes": len(data), **measure(args.python, args.pythonpath, path, extra)}
+        print(name, json.dumps(results[name]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

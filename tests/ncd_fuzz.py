@@ -1,0 +1,219 @@
+"""Structure-aware fuzzing of the .ncd reader: files built field by field with valid CRCs and hostile values.
+
+`hostile_file(rng)` builds one file: a header (in or out of spec, usually matching the golden tiny model so that
+decoding runs the model), chunks (real payloads, empty or random ones, frame numbers that jump, counts at the
+bounds, junk and runs of sync words between them), an index and a trailer (right or lying), then maybe a few
+flipped bytes. `run_case(data)` decodes it the way `neurocodec decode --decode-through-errors` does and checks the
+budget: output no longer than the file's bytes can justify (`output_budget`, computed without the reader's
+code), at most `MEMORY_BUDGET` of Python/numpy memory at once, and time in proportion to the output.
+
+Used by tests/test_fuzz.py (a few hundred cases by default, 100,000 as a slow test) and scripts/fuzz_ncd.py
+(counts per outcome, the worst file found).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import struct
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from neurocodec import container, entropy
+from neurocodec.container import CHUNK, CHUNK_SYNC, INDEX_ENTRY, INDEX_HEAD, INDEX_SYNC, TRAILER, crc32
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "formats" / "golden" / "tiny.safetensors"
+MEMORY_BUDGET = 256 << 20  # bytes of Python/numpy memory a case may hold at once (the model and torch excluded)
+TIME_BUDGET = 10.0  # seconds a case may take, plus a second per 10 million samples it writes (all channels)
+SAMPLES_PER_SECOND = 10e6
+HANG = 300.0  # seconds after which a case is stopped and counted as a hang
+_LOADED = None
+
+
+def model():
+    global _LOADED
+    if _LOADED is None:
+        from neurocodec.loader import load_model
+
+        _LOADED = load_model(MODEL, device="cpu")
+    return _LOADED
+
+
+def _pick(rng: random.Random, *options):
+    """One of `options`; a callable option is called with rng."""
+    choice = rng.choice(options)
+    return choice(rng) if callable(choice) else choice
+
+
+def hostile_header(rng: random.Random, light: bool = False) -> container.Header:
+    """`light`: at most 3 channels at ordinary rates, so that a case decodes in milliseconds (the default suite)."""
+    m = model()
+    own = m.header(16000, 1, None)
+    matching = rng.random() < 0.85
+    if light:
+        channels, sample_rate = rng.choice((1, 1, 2, 3)), rng.choice((8000, 16000, 44100, 48000, 1, 2**31))
+    else:
+        channels = _pick(rng, 1, 1, 2, 255, lambda r: r.randint(1, 255), lambda r: r.randint(256, 65535))
+        sample_rate = _pick(rng, 16000, 44100, 8000, 1, container.MAX_SAMPLE_RATE,
+                            lambda r: r.randint(1, 2**32 - 1))
+    length = _pick(rng, None, lambda r: r.randint(0, 100_000), lambda r: r.randint(0, 2**64 - 2), 0)
+    name = "x" * _pick(rng, 11, 0, 64, 65, 80) if rng.random() < 0.3 else own.model_name
+    fields = dict(sample_rate=sample_rate, channels=channels, length=length, model_name=name)
+    if not matching:
+        fields.update(model_n_q=_pick(rng, 1, 4, 255, 256, 0), codebook_size=_pick(rng, 64, 2, 65536, 65537, 1),
+                      hop_length=_pick(rng, 160, 1, 65536, 65537), model_sample_rate=_pick(rng, 16000, 1, 2**31),
+                      model_sha256=_pick(rng, own.model_sha256, "ab" * 32),
+                      entropy_sha256=_pick(rng, own.entropy_sha256, entropy.UNIFORM_SHA256))
+    extensions = ((0x0042, b"abc"),) if rng.random() < 0.1 else ()
+    return container.Header(**{**own.__dict__, **fields, "extensions": extensions})
+
+
+def pack_header(h: container.Header) -> bytes:
+    """Header bytes with a valid CRC, also for values `Header.pack` refuses (out of spec is the point)."""
+    name = h.model_name.encode()
+    clamp = lambda v, bits: v % (1 << bits)  # noqa: E731 - what fits the field; the reader must judge it
+    body = container.FIXED.pack(
+        clamp(h.sample_rate, 32), clamp(h.channels, 16), clamp(h.model_n_q, 16), clamp(h.codebook_size, 32),
+        clamp(h.hop_length, 32), clamp(h.model_sample_rate, 32),
+        container.UNKNOWN_LENGTH if h.length is None else h.length,
+        bytes.fromhex(h.model_sha256), bytes.fromhex(h.entropy_sha256), len(name)) + name
+    for tag, value in h.extensions:
+        body += struct.pack("<HH", tag, len(value)) + value
+    size = container.PREFIX.size + len(body) + 4
+    head = container.PREFIX.pack(container.MAGIC, container.VERSION_MAJOR, 0, size) + body
+    return head + struct.pack("<I", crc32(head))
+
+
+def _payload(rng: random.Random, h: container.Header, frames: int, n_q: int) -> bytes:
+    kind = rng.random()
+    if kind < 0.45 and h.channels * n_q * frames <= 20_000 and n_q <= model().entropy.n_q:
+        codes = np.array([[[rng.randrange(h.codebook_size) for _ in range(frames)] for _ in range(n_q)]
+                          for _ in range(h.channels)]) % model().entropy.codebook_size
+        return entropy.encode_chunk(model().entropy, codes)
+    if kind < 0.65:
+        return b""
+    if kind < 0.8:
+        return bytes(rng.getrandbits(8) for _ in range(4 * rng.randint(1, 64)))
+    return b"\x00" * (4 * rng.randint(1, 256))
+
+
+def hostile_file(rng: random.Random, light: bool = False) -> bytes:
+    h = hostile_header(rng, light)
+    out = bytearray(pack_header(h))
+    entries = []
+    frame = 0
+    for i in range(rng.choice((0, 1, 2, 3, 5))):
+        frames = _pick(rng, 1, 75, container.MAX_CHUNK_FRAMES, lambda r: r.randint(1, 200), 0, 4097)
+        n_q = _pick(rng, 1, 2, 4, lambda r: r.randint(0, 255))
+        first = _pick(rng, frame, frame, frame, lambda r: r.randint(0, 2**64 - 1), frame + 10**9, 0)
+        payload = _payload(rng, h, max(frames, 1), max(n_q, 1))
+        size = _pick(rng, len(payload), len(payload), len(payload), 2**31, len(payload) + 4)
+        head = CHUNK.pack(CHUNK_SYNC, _pick(rng, i, lambda r: r.getrandbits(32)), first % 2**64, frames % 2**16,
+                          n_q % 256, 0, size, crc32(payload))
+        if rng.random() < 0.15:
+            out += _pick(rng, CHUNK_SYNC * rng.randint(1, 2000), INDEX_SYNC * rng.randint(1, 200),
+                         bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 100))))
+        entries.append((len(out), first % 2**64))
+        out += head + struct.pack("<I", crc32(head)) + payload
+        frame = (first + frames) % 2**64
+    if rng.random() < 0.9:
+        count = _pick(rng, len(entries), len(entries), lambda r: r.getrandbits(32))
+        total = _pick(rng, frame, frame, lambda r: r.getrandbits(64))
+        length = _pick(rng, h.length or 0, lambda r: r.getrandbits(64), frame * 160)
+        listed = entries[:count] if count <= len(entries) else entries
+        body = INDEX_HEAD.pack(INDEX_SYNC, count, total % 2**64, length % 2**64) + b"".join(INDEX_ENTRY.pack(*e) for e in listed)
+        index_at = len(out)
+        out += body + struct.pack("<I", crc32(body))
+        if rng.random() < 0.9:
+            off = struct.pack("<Q", index_at)
+            out += TRAILER.pack(index_at, crc32(off), container.TRAILER_MAGIC)
+    for _ in range(_pick(rng, 0, 0, 0, 1, 3)):
+        if out:
+            out[rng.randrange(len(out))] = rng.getrandbits(8)
+    if rng.random() < 0.05:
+        del out[rng.randrange(len(out) + 1):]
+    return bytes(out)
+
+
+def output_budget(data: bytes, header: container.Header) -> int:
+    """The most samples per channel a file of len(data) bytes may decode to, counted independently of the reader:
+    every byte a payload byte and every 32 bytes a chunk (with its coder's slack of 64 bits), each frame costing a
+    code per channel at the entropy model's cheapest, and no chunk above the largest frame count."""
+    chunks = 2 * (len(data) // container.CHUNK_HEADER_SIZE + 1)  # regions between chunks round up once each
+    bits = len(data) * 8 + chunks * entropy.SLACK_BITS
+    frames = min(chunks * container.MAX_CHUNK_FRAMES, int(bits / (header.channels * model().entropy.min_bits_per_symbol)))
+    return header.max_samples(frames)
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Hang
+
+
+def run_case(data: bytes) -> tuple[str, dict]:
+    """Decode `data` as `neurocodec decode --decode-through-errors` does. Returns (outcome, facts): outcome is
+    "refused" (a clean one-line error), "concealed", "decoded", "escape" (any other exception), "over budget"
+    (output, memory or time beyond the budget) or "hang"."""
+    from neurocodec.errors import NeurocodecError
+
+    facts: dict = {"bytes": len(data)}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "x.ncd")
+        src.write_bytes(data)
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, HANG)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        try:
+            report = model().decode_file(str(src), str(Path(tmp, "out.wav")), conceal=True)
+            outcome = "concealed" if report.damage else "decoded"
+            facts["samples"] = report.samples
+        except NeurocodecError as exc:
+            outcome = "refused"
+            facts["error"] = str(exc)
+            if "\n" in str(exc):
+                outcome = "escape"
+        except Hang:
+            outcome = "hang"
+        except Exception as exc:  # noqa: BLE001 - that is what is being counted
+            outcome = "escape"
+            facts["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            facts["seconds"] = time.perf_counter() - t0
+            facts["peak_bytes"] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    time_budget = TIME_BUDGET
+    if outcome in ("concealed", "decoded"):
+        header = container.parse_header(data)[0]
+        facts["budget"] = output_budget(data, header)
+        time_budget += facts["samples"] * header.channels / SAMPLES_PER_SECOND
+        if facts["samples"] > facts["budget"]:
+            outcome = "over budget"
+    if outcome != "hang" and (facts["seconds"] > time_budget or facts["peak_bytes"] > MEMORY_BUDGET):
+        outcome = "over budget"
+    return outcome, facts
+
+
+def parse_only(data: bytes) -> str:
+    """What `neurocodec info` does: parse and report (no model)."""
+    from neurocodec.errors import FormatError
+
+    try:
+        container.parse(data)
+    except FormatError:
+        return "refused"
+    return "parsed"
+
+
+def file_bytes(seed: int, light: bool = False) -> bytes:
+    return hostile_file(random.Random(seed), light)
