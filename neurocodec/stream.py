@@ -148,6 +148,8 @@ def stream_decode(
             model_samples += audio.shape[-1]
             for piece in _pieces(audio, ratio):
                 yield from emit(resampler(np.clip(piece, -1.0, 1.0)))
+            if length is not None and emitted >= length:
+                return  # the rest could only be trimmed away
         yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True))
     if length is not None and emitted < length:
         backed = math.ceil(model_samples * ratio) + 1

@@ -209,3 +209,21 @@ def test_messages_are_not_read_as_markup(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "evaluate", missing)
     r = CliRunner().invoke(app, ["eval", SPEECH, "-m", MODEL, "--bitrate", "1.2"])
     assert r.exit_code == 6 and "pip install 'neurocodec[eval]'" in r.output
+
+
+def test_progress_bar_on_a_terminal(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from neurocodec import cli as cli_module
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_module, "err", Console(file=screen, force_terminal=True, width=100))
+    monkeypatch.setattr(cli_module, "PROGRESS_AFTER_S", 0.0)
+    r = cli("encode", SPEECH, str(tmp_path / "a.ncd"), "-b", "1.2")
+    assert r.exit_code == 0
+    assert "encode" in screen.getvalue() and "━" in screen.getvalue() and "real time" in screen.getvalue()
+    screen.truncate(0)
+    assert cli("encode", SPEECH, str(tmp_path / "b.ncd"), "-b", "1.2", "-q").exit_code == 0
+    assert screen.getvalue() == ""
