@@ -135,6 +135,10 @@ class DataConfig:
     # Decode every training file once, at the model rate, into memory: a GPU step is faster than reading and
     # resampling a batch of crops from disk. Costs 4 bytes per sample (about 350 MB per hour at 24 kHz).
     preload: bool = False
+    # With preload: hold all of it on the training device and cut crops, normalise, apply gains and mix there
+    # (`train.data.ResidentCrops`): no host work and no copy per step. Different batches from the host path.
+    resident: bool = False
+    mix_probability: float = 0.0  # resident only: chance that a crop has a second crop added at a random level
 
 
 # The generator's loss terms, in one table: each is a `LossConfig` field holding its weight, and the name under which
@@ -203,6 +207,17 @@ class TrainConfig:
     alarm_rms_high: float = 2.0
     alarm_snr_falls: int = 3  # SNR falling at this many evaluations in a row raises an alarm
     alarm_dead_fraction: float = 0.5
+    # The fast path (a GPU's): bf16 autocast for the networks (the STFT/iSTFT, quantizer, mel, level and every
+    # loss stay fp32), torch.compile of generator and discriminators (eager if compiling fails, recorded in the
+    # log), and host synchronisation (loss values, the NaN check) only every `sync_every` steps.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    sync_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sync_every < 1 or self.log_every % self.sync_every:
+            raise ConfigError(f"train.log_every ({self.log_every}) must be a multiple of train.sync_every "
+                              f"({self.sync_every}): losses reach the host only at synchronised steps")
 
 
 @dataclass(frozen=True)
@@ -212,6 +227,10 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.resident and not self.data.preload:
+            raise ConfigError("data.resident needs data.preload = true (the audio is decoded once, then moved)")
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -54,8 +54,9 @@ class Codec(nn.Module):
     def forward(self, audio: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         """Training pass. audio `[B, 1, T]` → reconstruction `[B, 1, T]` (cropped to the input length)."""
         length = audio.shape[-1]
-        latent = self.encoder(self._pad(audio))
-        q = self.quantizer(latent, n_q)
+        latent = self.encoder(self._pad(audio)).float()
+        with torch.autocast(latent.device.type, enabled=False):  # nearest codes in float32 (bf16 training)
+            q = self.quantizer(latent, n_q)
         recon = self.decoder(q.latent)[..., :length]
         return CodecOutput(recon, q.codes, latent, q.commitment_loss, q.codebook_loss)
 

@@ -103,7 +103,8 @@ class ISTFTDecoder(nn.Module):
         h = self.norm(h.transpose(1, 2))
         for block in self.blocks:
             h = block(h.transpose(1, 2)).transpose(1, 2)
-        h = self.head(self.final_norm(h)).transpose(1, 2)  # [B, n_fft + 2, F]
+        # The spectrum and the inverse STFT run in float32 whatever the autocast around (bf16 training).
+        h = self.head(self.final_norm(h)).transpose(1, 2).float()  # [B, n_fft + 2, F]
         log_mag, phase = h.chunk(2, dim=1)
         # The clamp bounds exp() so an untrained or diverging model cannot produce inf.
         mag = log_mag.clamp(max=6.0).exp()

@@ -99,3 +99,66 @@ class CropDataset:
             audio = self.read(int(i), max(0.0, (duration - seconds) / 2), seconds)
             clips.append(normalize(audio, self.cfg.loudness_db).astype(np.float32))
         return torch.from_numpy(np.stack(clips))[:, None, :]
+
+
+class ResidentCrops:
+    """The preloaded training audio as one tensor on the training device; crops, loudness normalisation, random
+    gain and mixing are computed there (no host work, no copy per step: what a GPU step needs).
+
+    Batches are a pure function of (seed, step, rank), as on the host path, but not the same batches (the random
+    numbers come from torch on the device). Files are drawn in proportion to their length; a crop that is nearly
+    silent is replaced by the next of `tries` candidates; a file shorter than the crop is zero-padded.
+    """
+
+    def __init__(self, dataset: CropDataset, device: torch.device, tries: int = 4):
+        if dataset.cache is None:
+            raise AudioError("data.resident needs data.preload = true")
+        self.cfg = dataset.cfg
+        self.device = torch.device(device)
+        self.sample_rate = dataset.sample_rate
+        self.tries = tries
+        lengths = [len(a) for a in dataset.cache]
+        self.audio = torch.from_numpy(np.concatenate(dataset.cache)).to(self.device)
+        self.offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]), device=self.device)
+        self.lengths = torch.tensor(lengths, device=self.device)
+        self.weights = torch.tensor(dataset.weights, dtype=torch.float32, device=self.device)
+        self.total_seconds = dataset.total_seconds
+
+    def _generator(self, seed: int, step: int, rank: int) -> torch.Generator:
+        key = (seed * 1_000_003 + step) * 4099 + rank
+        return torch.Generator(device=self.device).manual_seed(key % (2**63 - 1))
+
+    def _crops(self, n: int, samples: int, g: torch.Generator) -> torch.Tensor:
+        """`[n, samples]` raw crops (zero-padded past a file's end)."""
+        files = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        room = (self.lengths[files] - samples).clamp_min(0)
+        start = (torch.rand(n, generator=g, device=self.device) * (room + 1)).long().clamp_max(room)
+        pos = start[:, None] + torch.arange(samples, device=self.device)
+        inside = pos < self.lengths[files][:, None]
+        index = (self.offsets[files][:, None] + pos).clamp_max(len(self.audio) - 1)
+        return torch.where(inside, self.audio[index], torch.zeros((), device=self.device))
+
+    def _level(self, crops: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Each row to `loudness_db` ± `gain_db` dBFS RMS, then down if it would clip (as `normalize`)."""
+        gain_db = (torch.rand(len(crops), generator=g, device=self.device) * 2 - 1) * self.cfg.gain_db
+        target = 10 ** ((self.cfg.loudness_db + gain_db) / 20)
+        rms = crops.pow(2).mean(-1).sqrt()
+        crops = torch.where(rms[:, None] > 1e-6, crops * (target / rms.clamp_min(1e-6))[:, None], crops)
+        peak = crops.abs().amax(-1)
+        return torch.where(peak[:, None] > 0.99, crops / peak.clamp_min(1e-9)[:, None] * 0.99, crops)
+
+    def batch(self, seed: int, step: int, rank: int, batch_size: int) -> torch.Tensor:
+        """Deterministic batch `[B, 1, T]` on the device for this (seed, step, rank)."""
+        g = self._generator(seed, step, rank)
+        samples = int(round(self.cfg.segment_seconds * self.sample_rate))
+        candidates = self._crops(batch_size * self.tries, samples, g).reshape(batch_size, self.tries, samples)
+        loud = candidates.pow(2).mean(-1).sqrt() > 10 ** (-45 / 20)  # [B, tries]
+        first = torch.where(loud.any(1), loud.float().argmax(1), torch.zeros_like(loud[:, 0], dtype=torch.long))
+        crops = candidates[torch.arange(batch_size, device=self.device), first]
+        if self.cfg.mix_probability > 0:  # a second crop 0 to 12 dB below the first, then both to a level
+            crops = self._level(crops, g)
+            other = self._level(self._crops(batch_size, samples, g), g)
+            mix = torch.rand(batch_size, generator=g, device=self.device) < self.cfg.mix_probability
+            crops = crops + mix[:, None] * other * 10 ** (-torch.rand(batch_size, 1, generator=g, device=self.device)
+                                                          * 12 / 20)
+        return self._level(crops, g)[:, None, :]

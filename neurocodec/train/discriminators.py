@@ -100,23 +100,23 @@ class Discriminator(nn.Module):
 
 def discriminator_loss(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
     """LSGAN: real scores → 1, fake scores → 0."""
-    loss = real[0][-1].new_zeros(())
+    loss = real[0][-1].new_zeros((), dtype=torch.float32)
     for r, f in zip(real, fake):
-        loss = loss + (1 - r[-1]).pow(2).mean() + f[-1].pow(2).mean()
+        loss = loss + (1 - r[-1].float()).pow(2).mean() + f[-1].float().pow(2).mean()
     return loss
 
 
 def generator_adversarial_loss(fake: list[list[torch.Tensor]]) -> torch.Tensor:
-    loss = fake[0][-1].new_zeros(())
+    loss = fake[0][-1].new_zeros((), dtype=torch.float32)
     for f in fake:
-        loss = loss + (1 - f[-1]).pow(2).mean()
+        loss = loss + (1 - f[-1].float()).pow(2).mean()
     return loss
 
 
 def feature_matching_loss(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
     """L1 between the discriminator's feature maps of real and generated audio (all but the score maps)."""
-    loss = real[0][-1].new_zeros(())
+    loss = real[0][-1].new_zeros((), dtype=torch.float32)
     for r, f in zip(real, fake):
         for fr, ff in zip(r[:-1], f[:-1]):
-            loss = loss + F.l1_loss(ff, fr.detach())
+            loss = loss + F.l1_loss(ff.float(), fr.detach().float())
     return loss

@@ -19,7 +19,7 @@ from ..config import Config
 from ..errors import CheckpointError
 from ..metrics import at_n_q
 from ..model import Codec
-from .data import CropDataset
+from .data import CropDataset, ResidentCrops
 from .diagnostics import HealthMonitor, TrainingDiverged, codebook_stats, validate
 from .discriminators import Discriminator
 from .rundir import RunDir
@@ -73,6 +73,8 @@ class Trainer:
                 d_model = DDP(self.disc, device_ids=ids, broadcast_buffers=False)
         self.update = TrainStep(config, self.codec, self.disc, self.device, g_model, d_model, self.distributed)
         self.train_data = CropDataset(config.data.train, config.model.sample_rate, config.data)
+        # Where batches come from: crops cut on the host, or (data.resident) on the training device.
+        self.batches = ResidentCrops(self.train_data, self.device) if config.data.resident else self.train_data
         valid_sources = config.data.valid or config.data.train
         self.valid_clips = CropDataset(valid_sources, config.model.sample_rate, config.data).validation_clips(
             config.data.valid_clips, config.data.valid_segment_seconds).to(self.device)
@@ -112,14 +114,20 @@ class Trainer:
         self.run_dir.append_log(event)
         self.on_event(event)
 
-    def train_step(self) -> dict[str, float]:
-        """One update on this step's batch; returns the logged figures."""
+    def train_step(self, sync: bool = True, profile: dict[str, float] | None = None) -> dict[str, float] | None:
+        """One update on this step's batch; returns the logged figures (None at a step that is not synchronised,
+        see `TrainStep`). `profile`: seconds per phase are added to it, data included."""
         tc = self.cfg.train
         # Per-step seeds make quantizer dropout and crops a function of the step: resume replays exactly.
         torch.manual_seed(tc.seed * 1_000_003 + self.step * 101 + self.rank)
-        audio = self.train_data.batch(tc.seed, self.step, self.rank, tc.batch_size).to(self.device)
+        t0 = time.perf_counter()
+        audio = self.batches.batch(tc.seed, self.step, self.rank, tc.batch_size).to(self.device, non_blocking=True)
+        if profile is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            profile["data"] = profile.get("data", 0.0) + time.perf_counter() - t0
         gan_on = self.disc is not None and self.step >= tc.gan_start_step
-        return self.update(audio, self.step, gan_on)
+        return self.update(audio, self.step, gan_on, sync=sync, profile=profile)
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
@@ -139,6 +147,7 @@ class Trainer:
     def _save_state(self) -> None:
         if not self.is_main:
             return
+        self.update.check_finite(collective=False)  # never save weights a NaN step has touched
         save_state(self.run_dir.state, self.update.parts, Progress(self.step, self.best_mel, self.monitor.snr_history),
                    self.cfg)
         save_model(self.run_dir.generator, self.codec.state_dict(), self.cfg.model, extra={"step": str(self.step)})
@@ -162,24 +171,31 @@ class Trainer:
                     "train_seconds_of_audio": round(self.train_data.total_seconds, 1)})
         try:
             while self.step < target:
-                logs = self.train_step()
+                logs = self.train_step(sync=(self.step + 1) % tc.sync_every == 0)
                 self.step += 1
                 out_of_time = time.monotonic() > deadline
                 if self.distributed and deadline != math.inf:
-                    # Ranks must agree on the last step, or one would wait forever in the next all-reduce.
-                    flag = torch.tensor(float(out_of_time), device=self.device)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    out_of_time = bool(flag > 0)
+                    # Ranks must agree on the last step, or one would wait forever in the next all-reduce; they
+                    # agree at synchronised steps only (the fast path copies nothing to the host in between).
+                    out_of_time = out_of_time and self.step % tc.sync_every == 0
+                    if self.step % tc.sync_every == 0:
+                        flag = torch.tensor(float(out_of_time), device=self.device)
+                        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                        out_of_time = bool(flag > 0)
                 if out_of_time:
                     target = self.step
-                if self.step % tc.log_every == 0 or self.step == target:
+                if logs is not None and (self.step % tc.log_every == 0 or self.step == target):
                     elapsed = time.monotonic() - t0
                     rate = (self.step - s0) / max(elapsed, 1e-9)
-                    self._emit({"type": "step", "step": self.step, "target": target, "time": round(time.time(), 1),
-                                "steps_per_s": round(rate, 4),
-                                "audio_s_per_s": round(rate * tc.batch_size * self.world * self.cfg.data.segment_seconds, 3),
-                                **{k: round(v, 6) for k, v in logs.items()}})
+                    record = {"type": "step", "step": self.step, "target": target, "time": round(time.time(), 1),
+                              "steps_per_s": round(rate, 4),
+                              "audio_s_per_s": round(rate * tc.batch_size * self.world * self.cfg.data.segment_seconds, 3),
+                              **{k: round(v, 6) for k, v in logs.items()}}
+                    if self.update.notes:
+                        record["notes"] = list(self.update.notes)  # e.g. torch.compile fell back to eager
+                    self._emit(record)
                 if self.step % tc.eval_every == 0 or self.step == target:
+                    self.update.check_finite()  # every rank, same step: a collective under DDP
                     if self.is_main:
                         last_eval = self.evaluate()
                         self._emit(last_eval)
