@@ -59,8 +59,11 @@ class MelSpectrogram(torch.nn.Module):
         self.register_buffer("filters", torch.from_numpy(np.ascontiguousarray(fb, dtype=np.float32)), persistent=False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        mag = stft(audio, self.window_length).abs()
-        return torch.matmul(self.filters, mag)
+        return self.from_stft(stft(audio, self.window_length))
+
+    def from_stft(self, spec: torch.Tensor) -> torch.Tensor:
+        """complex `stft(audio, window_length)` `[B, F, frames]` → mel magnitude (for a spectrum already made)."""
+        return torch.matmul(self.filters, spec.abs())
 
 
 def log_mel(mel: torch.Tensor) -> torch.Tensor:

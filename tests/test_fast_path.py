@@ -119,3 +119,19 @@ def test_compile_failure_falls_back_to_eager_and_says_so(tmp_path, monkeypatch):
     Trainer(cfg, tmp_path / "run", on_event=events.append).run(2)
     step = [e for e in events if e["type"] == "step"][-1]
     assert any("torch.compile unavailable" in n for n in step["notes"])
+
+
+def test_shared_spectra_give_the_same_losses(speech):
+    """The step computes each window's STFT once for the mel, magnitude, level and complex terms: same values as
+    each loss computing its own."""
+    from neurocodec.train.losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, Spectra
+
+    ref = torch.from_numpy(speech[0][:, :16000].copy())[None]
+    est = ref * 0.7 + 0.01 * torch.randn_like(ref)
+    windows = (32, 64, 128, 256, 512, 1024, 2048)
+    mel = MultiScaleMelLoss(16000, windows, (5, 10, 20, 40, 80, 160, 320))
+    spectra = Spectra(ref.flatten(0, 1), est.flatten(0, 1))
+    assert all(torch.equal(a, b) for a, b in zip(mel(ref, est, spectra), mel(ref, est)))
+    for loss in (ComplexSTFTLoss(), MultiResolutionSTFTLoss()):
+        assert torch.equal(loss(ref, est, spectra), loss(ref, est))
+    assert set(spectra._cache) == set(windows)  # 512, 1024, 2048 computed once for all three losses

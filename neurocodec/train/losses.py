@@ -1,4 +1,8 @@
-"""Generator losses. Each takes reference and estimate `[B, 1, T]` and returns a scalar."""
+"""Generator losses. Each takes reference and estimate `[B, 1, T]` and returns a scalar.
+
+Several losses look at the same STFTs (window w, hop w/4): `Spectra` computes each window's STFT of reference and
+estimate once per step and hands it to every loss that asks for it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spectral import MelSpectrogram, log_mel, stft
+
+
+class Spectra:
+    """Complex STFTs of reference and estimate `[B, T]`, computed once per window length on first use."""
+
+    def __init__(self, ref: torch.Tensor, est: torch.Tensor):
+        self.ref, self.est = ref, est
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if window not in self._cache:
+            self._cache[window] = (stft(self.ref, window), stft(self.est, window))
+        return self._cache[window]
+
+
+def _spectra(ref: torch.Tensor, est: torch.Tensor, spectra: Spectra | None) -> Spectra:
+    return spectra if spectra is not None else Spectra(ref.flatten(0, 1), est.flatten(0, 1))
 
 
 class MelLosses(NamedTuple):
@@ -33,14 +54,15 @@ class MultiScaleMelLoss(nn.Module):
             MelSpectrogram(sample_rate, w, m, fmin, fmax, filterbank) for w, m in zip(windows, n_mels)
         )
 
-    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> MelLosses:
+    def forward(self, ref: torch.Tensor, est: torch.Tensor, spectra: Spectra | None = None) -> MelLosses:
         """ref, est `[B, 1, T]` → the three terms, each summed over scales."""
-        ref, est = ref.flatten(0, 1), est.flatten(0, 1)
+        spectra = _spectra(ref, est, spectra)
         log_loss = ref.new_zeros(())
         lin_loss = ref.new_zeros(())
         level = ref.new_zeros(())
         for mel in self.mels:
-            m_ref, m_est = mel(ref), mel(est)
+            s_ref, s_est = spectra(mel.window_length)
+            m_ref, m_est = mel.from_stft(s_ref), mel.from_stft(s_est)
             log_loss = log_loss + F.l1_loss(log_mel(m_est), log_mel(m_ref))
             lin_loss = lin_loss + F.l1_loss(m_est, m_ref)
             # log10 of amplitude (half the log of power), so a uniform gain g costs |log10 g| per band; the power
@@ -57,11 +79,12 @@ class MultiResolutionSTFTLoss(nn.Module):
         super().__init__()
         self.windows = tuple(windows)
 
-    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-        ref, est = ref.flatten(0, 1), est.flatten(0, 1)
+    def forward(self, ref: torch.Tensor, est: torch.Tensor, spectra: Spectra | None = None) -> torch.Tensor:
+        spectra = _spectra(ref, est, spectra)
         loss = ref.new_zeros(())
         for w in self.windows:
-            m_ref, m_est = stft(ref, w).abs(), stft(est, w).abs()
+            s_ref, s_est = spectra(w)
+            m_ref, m_est = s_ref.abs(), s_est.abs()
             sc = torch.linalg.norm(m_ref - m_est) / torch.linalg.norm(m_ref).clamp_min(1e-7)
             loss = loss + sc + F.l1_loss(m_est.clamp_min(1e-5).log(), m_ref.clamp_min(1e-5).log())
         return loss
@@ -83,11 +106,12 @@ class ComplexSTFTLoss(nn.Module):
         mag = spec.abs().clamp_min(1e-7)
         return torch.view_as_real(spec * mag.pow(-0.7))
 
-    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-        ref, est = ref.flatten(0, 1), est.flatten(0, 1)
+    def forward(self, ref: torch.Tensor, est: torch.Tensor, spectra: Spectra | None = None) -> torch.Tensor:
+        spectra = _spectra(ref, est, spectra)
         loss = ref.new_zeros(())
         for w in self.windows:
-            loss = loss + F.l1_loss(self._compress(stft(est, w)), self._compress(stft(ref, w)))
+            s_ref, s_est = spectra(w)
+            loss = loss + F.l1_loss(self._compress(s_est), self._compress(s_ref))
         return loss
 
 

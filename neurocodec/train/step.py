@@ -20,7 +20,7 @@ import torch.distributed as dist
 from ..config import Config
 from .diagnostics import TrainingDiverged
 from .discriminators import discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from .losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, waveform_l1
+from .losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, Spectra, waveform_l1
 from .state import Parts
 
 
@@ -95,14 +95,15 @@ class TrainStep:
         the spectral terms in float32."""
         w, recon = self.weights, out.audio.float()
         terms: dict[str, torch.Tensor] = {}
-        mel = self.mel_loss(audio, recon)
+        spectra = Spectra(audio.flatten(0, 1), recon.flatten(0, 1))  # each window's STFTs once, for every loss
+        mel = self.mel_loss(audio, recon, spectra)
         terms["mel"], terms["magnitude"], terms["level"] = mel.log_mel, mel.linear, mel.level
         if w["waveform_l1"]:
             terms["waveform_l1"] = waveform_l1(audio, recon)
         if w["stft"]:
-            terms["stft"] = self.stft_loss(audio, recon)
+            terms["stft"] = self.stft_loss(audio, recon, spectra)
         if w["complex_stft"]:
-            terms["complex_stft"] = self.complex_loss(audio, recon)
+            terms["complex_stft"] = self.complex_loss(audio, recon, spectra)
         terms["commitment"] = out.commitment_loss
         terms["codebook"] = out.codebook_loss
         if gan_on:
