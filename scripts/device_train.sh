@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# Continue the default model on a lent GPU machine (the `device` tool), in two legs, and send back fp16 generator
-# shards after each leg (files come back at most 16 MB each) plus the run log.
+# One burst on a lent GPU machine (the `device` tool): measure, train, send the whole training state back.
 #
-#   here:    python scripts/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 25.5
+#   here:    python scripts/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 25
 #            (and Python wheels the image lacks in .whl/: librosa, soundfile, soxr, constriction and their needs)
-#   there:   bash scripts/device_train.sh MINUTES_LEG1 MINUTES_LEG2      (carry .devdata and .whl)
-#   back:    python scripts/shards.py merge OUT/leg2-0.safetensors OUT/leg2-1.safetensors RUN/generator.safetensors
+#            a previous burst's state, if any: .devstate/state-*.safetensors (scripts/shards.py pack-state RUN …)
+#   there:   MINUTES=9.5 bash scripts/device_train.sh      (carry .devdata, .whl and .devstate; timeout_s 600)
+#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: ~/.cache/neurocodec/runs/gpu)
+#            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
+#            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
 #
-# Environment: PY (python, default python3), OUT (where results go), RUN (the run directory, default /tmp/run).
+# Steps: (1) benchmarks/train_speed.py, old path against fast path on this GPU (about a minute with compiling),
+# (2) training on the fast path (examples/default-gpu.toml) until a minute and a half before MINUTES run out,
+# continuing .devstate when it is there (discriminators, optimiser moments and schedule included), else starting
+# from the released weights with fresh discriminators, (3) the state packed into 16 MiB shards under OUT with the
+# run log and the benchmark's JSON (at most 8 files come back).
+# Environment: PY (python, default python3), OUT (where results go), RUN (the run folder, default /tmp/run),
+# MINUTES (the whole command's budget, default 9.5), BENCH (0 skips the benchmark), CONFIG (default
+# examples/default-gpu.toml), INIT (weights a new run starts from, default the released model; empty: none).
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
 RUN=${RUN:-/tmp/run}
+MINUTES=${MINUTES:-9.5}
+CONFIG=${CONFIG:-examples/default-gpu.toml}
+INIT=${INIT-neurocodec/weights/default.safetensors}
+START=$(date +%s)
 mkdir -p "$OUT"
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -21,14 +34,25 @@ else
 fi
 export PYTHONUNBUFFERED=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# TF32 matmuls and convolutions (tensor cores): the released GPU-trained weights were made this way.
-TRAIN=(-c "import sys, torch; torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True; torch.backends.cudnn.benchmark = True; sys.argv[0] = 'neurocodec'; from neurocodec.cli import main; main()")
-shard() { $PY scripts/shards.py split "$RUN/generator.safetensors" "$OUT/$1"; }  # fp16 halves, < 16 MB each
+if [ "${BENCH:-1}" != 0 ]; then
+  $PY benchmarks/train_speed.py --device cuda --config "$CONFIG" --steps 20 --warmup 8 \
+    --old-batch 32 --json "$OUT/train_speed.json" 2>&1 | grep -v Warning || true
+fi
 rm -rf "$RUN"
-$PY "${TRAIN[@]}" train examples/default-gpu.toml --run-dir "$RUN" --init neurocodec/weights/default.safetensors \
-  --minutes "${1:-4}" --quiet ${DEVICE_ARGS:-}
-shard leg1
+if ls .devstate/state-*.safetensors >/dev/null 2>&1; then
+  $PY scripts/shards.py unpack-state .devstate/state-*.safetensors "$RUN"
+  FROM=(--resume)
+elif [ -n "$INIT" ]; then
+  FROM=(--init "$INIT")
+else
+  FROM=()
+fi
+# Time left for training: the budget, less what has gone, less 90 s for the last evaluation, packing and copying.
+LEFT=$($PY -c "print(max(0.5, $MINUTES - ($(date +%s) - $START) / 60 - 1.5))")
+echo "training for $LEFT minutes"
+TRAIN=(-c "import sys, torch; torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True; torch.backends.cudnn.benchmark = True; sys.argv[0] = 'neurocodec'; from neurocodec.cli import main; main()")
+$PY "${TRAIN[@]}" train "$CONFIG" --run-dir "$RUN" "${FROM[@]}" --minutes "$LEFT" --quiet \
+  ${DEVICE_ARGS:-} || echo "training stopped with status $?"
+$PY scripts/shards.py pack-state "$RUN" "$OUT/state"
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"
-$PY "${TRAIN[@]}" train examples/default-gpu.toml --run-dir "$RUN" --resume --minutes "${2:-3}" --quiet ${DEVICE_ARGS:-}
-shard leg2
-cp "$RUN/log.jsonl" "$OUT/log.jsonl"
+ls -l "$OUT"

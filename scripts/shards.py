@@ -5,6 +5,11 @@ and join such halves into one model checkpoint again.
     python scripts/shards.py split RUN/generator.safetensors OUT/leg1      # OUT/leg1-0.safetensors, OUT/leg1-1…
     python scripts/shards.py merge OUT/leg1-0.safetensors OUT/leg1-1.safetensors RUN/leg1.safetensors
 
+The whole training state (discriminators, optimiser moments, schedule) travels with `neurocodec.train.travel`:
+
+    python scripts/shards.py pack-state RUN OUT/state          # OUT/state-0.safetensors … (16 MiB each)
+    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN2   # then: neurocodec train --resume -o RUN2
+
 The joined file is an ordinary model checkpoint (`neurocodec encode --model …`, `neurocodec eval -m …`,
 scripts/release_model.py) with the run's model config and step; its weights are the fp16 values.
 """
@@ -58,11 +63,23 @@ def main() -> int:
         for path in split(args[1], args[2]):
             print(path)
         return 0
+    if len(args) == 3 and args[0] == "pack-state":
+        from neurocodec.train.travel import pack
+
+        for path in pack(args[1], args[2]):
+            print(f"{path} {path.stat().st_size}")
+        return 0
+    if len(args) >= 3 and args[0] == "unpack-state":
+        from neurocodec.train.travel import unpack
+
+        print(unpack(args[1:-1], args[-1]))
+        return 0
     if len(args) >= 3 and args[0] == "merge":
         digest = merge(args[1:-1], args[-1])
         print(f"{args[-1]}: weights sha256 {digest[:12]}")
         return 0
-    print("usage: shards.py split CHECKPOINT PREFIX | shards.py merge SHARD... OUT", file=sys.stderr)
+    print("usage: shards.py split CHECKPOINT PREFIX | merge SHARD... OUT | pack-state RUN PREFIX | "
+          "unpack-state SHARD... RUN", file=sys.stderr)
     return 2
 
 

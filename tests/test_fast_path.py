@@ -135,3 +135,40 @@ def test_shared_spectra_give_the_same_losses(speech):
     for loss in (ComplexSTFTLoss(), MultiResolutionSTFTLoss()):
         assert torch.equal(loss(ref, est, spectra), loss(ref, est))
     assert set(spectra._cache) == set(windows)  # 512, 1024, 2048 computed once for all three losses
+
+
+def test_packed_state_travels_in_small_shards_and_the_run_continues(tmp_path):
+    """A run's whole state (discriminators, AdamW moments, schedule, step) in shards of at most 1 MiB here (16 MiB
+    for a lent machine), unpacked into a new folder, resumes: same step and schedule, weights within fp16, first
+    moments within their int8 step, second moments within 5% where not tiny."""
+    from safetensors.torch import load_file
+
+    from neurocodec.train.travel import pack, unpack
+
+    cfg = tiny(eval_every=100, checkpoint_every=3, log_every=1, gan_start_step=0)
+    Trainer(cfg, tmp_path / "a").run(3)
+    shards = pack(tmp_path / "a", tmp_path / "out" / "state", shard_bytes=2 << 20)
+    assert len(shards) >= 2 and all(p.stat().st_size <= 2 << 20 for p in shards)
+    packed_size = sum(p.stat().st_size for p in shards)
+    assert packed_size < 0.5 * (tmp_path / "a" / "state.safetensors").stat().st_size
+    unpack(shards, tmp_path / "b")
+    before, after = load_file(str(tmp_path / "a" / "state.safetensors")), load_file(str(tmp_path / "b" / "state.safetensors"))
+    assert before.keys() == after.keys()
+    for name, t in before.items():
+        u = after[name]
+        assert u.dtype == t.dtype and u.shape == t.shape, name
+        if name.endswith(".exp_avg"):
+            assert float((u - t).abs().max()) <= float(t.abs().max()) / 127 + 1e-12, name
+        elif name.endswith(".exp_avg_sq"):
+            big = t > t.max() * 1e-6
+            assert torch.all((u[big] / t[big] - 1).abs() < 0.05), name
+            assert torch.equal(u == 0, t == 0), name
+        elif t.is_floating_point() and name.startswith(("generator.", "discriminator.")) and t.numel() > 1:
+            assert torch.allclose(u, t.half().float()), name
+        else:
+            assert torch.equal(u, t), name
+    resumed = Trainer(cfg, tmp_path / "b", resume=True)
+    assert resumed.step == 3 and resumed.config_changes == []
+    assert resumed.update.sched_g.get_last_lr() == Trainer(cfg, tmp_path / "a", resume=True).update.sched_g.get_last_lr()
+    record = resumed.run(4)
+    assert record["step"] == 4
