@@ -278,15 +278,16 @@ def _index_at(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
 class _Scanner:
     """Finds the next place after damage where a chunk or the index verifies, in time linear in the file's size.
 
-    Sync-word searches only move forward (each byte is searched once per sync word), and the CRC work spent on
-    candidates that fail is capped at a few times the file's size: a file built of fake sync words and chunk
-    headers with valid CRCs cannot make the reader quadratic."""
+    Sync-word searches only move forward (each byte is searched once per sync word), a candidate's fixed-size
+    header is checked once, and the checksum work spent in vain on payloads and indexes that fail is capped at a
+    few times the file's size: a file built of fake sync words and chunk headers with valid CRCs cannot make the
+    reader quadratic."""
 
     def __init__(self, data: bytes, header: Header):
         self.data, self.header = data, header
         self.found = {CHUNK_SYNC: -1, INDEX_SYNC: -1}  # the last search result per sync word (len(data): none)
         self.searched_from = {CHUNK_SYNC: -1, INDEX_SYNC: -1}
-        self.budget = 4 * len(data) + 65536  # bytes of CRC work on failed candidates
+        self.budget = 4 * len(data) + 65536  # bytes of payload/index CRC work on failed candidates
         self.exhausted = False
         self.searched = 0  # bytes the sync-word searches went over (for tests: at most twice the file)
 
@@ -306,22 +307,20 @@ class _Scanner:
             pos = min(self._next(CHUNK_SYNC, pos), self._next(INDEX_SYNC, pos))
             if pos >= len(data):
                 break
-            if isinstance(_chunk_at(data, pos, self.header), Chunk) or _index_at(data, pos) is not None:
+            found = _chunk_at(data, pos, self.header)
+            if isinstance(found, Chunk) or _index_at(data, pos) is not None:
                 return pos
-            # What the failed candidate cost: a chunk header and at most its payload, or an index.
-            self.budget -= CHUNK_HEADER_SIZE + min(len(data) - pos, _candidate_span(data, pos))
+            # A failed candidate costs a fixed-size header check, and beyond it what was checksummed in vain: a
+            # payload whose verified header gave its size, or an index's entries. That part is budgeted.
+            if found.endswith("payload CRC-32 mismatch"):
+                self.budget -= CHUNK.unpack_from(data, pos)[6]
+            elif data[pos: pos + 4] == INDEX_SYNC and pos + INDEX_HEAD.size <= len(data):
+                count = INDEX_HEAD.unpack_from(data, pos)[1]
+                if count <= (len(data) - pos - INDEX_HEAD.size) // INDEX_ENTRY.size:
+                    self.budget -= count * INDEX_ENTRY.size
             self.exhausted = self.budget < 0
             pos += 1
         return len(data)
-
-
-def _candidate_span(data: bytes, pos: int) -> int:
-    """Bytes a candidate at `pos` made the reader checksum (an upper bound)."""
-    if data[pos: pos + 4] == INDEX_SYNC and pos + INDEX_HEAD.size <= len(data):
-        return INDEX_ENTRY.size * INDEX_HEAD.unpack_from(data, pos)[1]
-    if pos + CHUNK.size <= len(data):
-        return CHUNK.unpack_from(data, pos)[6]
-    return 0
 
 
 def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
