@@ -206,6 +206,12 @@ class TrainConfig:
     alarm_rms_low: float = 0.5
     alarm_rms_high: float = 2.0
     alarm_snr_falls: int = 3  # SNR falling at this many evaluations in a row raises an alarm
+    # Validation also codes its clips scaled to each of these RMS levels (dBFS) and alarms when the output/input
+    # RMS ratio at any of them leaves [alarm_level_low, alarm_level_high]: a model that compresses dynamics (loud
+    # in soft, soft in loud) passes the plain RMS check at the one level the clips are normalised to. () disables.
+    level_sweep_db: tuple[float, ...] = (-40.0, -32.0, -24.0, -16.0, -10.0, -6.0)
+    alarm_level_low: float = 0.9
+    alarm_level_high: float = 1.1
     alarm_dead_fraction: float = 0.5
     # The fast path (a GPU's): bf16 autocast for the networks (the STFT/iSTFT, quantizer, mel, level and every
     # loss stay fp32), torch.compile of generator and discriminators (eager if compiling fails, recorded in the

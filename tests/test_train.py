@@ -281,3 +281,33 @@ def test_preloaded_crops_equal_crops_read_from_disk(tmp_path):
     assert a.shape == b.shape == (24000,)
     inner = slice(100, -100)
     assert np.abs(a[inner] - b[inner]).max() < 1e-3 * np.abs(a).max() + 1e-6
+
+
+def test_level_alarm_fires_on_a_model_that_compresses_dynamics_and_not_on_one_that_keeps_level(speech):
+    """Two stand-in codecs on real speech clips swept from -40 to -6 dBFS: one returns its input (level kept at
+    every level), one pulls every input toward -20 dBFS (the dynamics compression measured on the released
+    model). Only the second raises the level alarm; both pass the plain RMS check at one level."""
+    from types import SimpleNamespace
+
+    from neurocodec.train.diagnostics import level_sweep
+
+    class Identity(torch.nn.Module):
+        sample_rate = 16000
+
+        def forward(self, audio, n_q=None):
+            return SimpleNamespace(audio=audio)
+
+    class Compressor(Identity):
+        def forward(self, audio, n_q=None):
+            rms = audio.pow(2).mean(-1, keepdim=True).sqrt()
+            return SimpleNamespace(audio=audio * (10 ** (-20 / 20) / rms) ** 0.3)  # soft gets louder, loud softer
+
+    clips = torch.from_numpy(speech[0][:, : 4 * 8000].reshape(4, 1, 8000).copy())
+    cfg = tiny().train
+    for codec, alarmed in ((Identity(), False), (Compressor(), True)):
+        record = {"rms_ratio@4": 1.0, "snr@4": 5.0, "level_sweep": level_sweep(codec, clips, cfg.level_sweep_db)}
+        alarms = HealthMonitor(cfg, codebook_size=64).check(record)
+        assert any("output level depends on input level" in a for a in alarms) == alarmed, (record, alarms)
+        assert not any("RMS ratio" in a for a in alarms)
+    sweep = level_sweep(Compressor(), clips, cfg.level_sweep_db)
+    assert sweep["-40"] > 1.5 and sweep["-6"] < 0.7  # soft inputs come out louder, loud ones softer

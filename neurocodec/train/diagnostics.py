@@ -45,6 +45,25 @@ def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> 
     return out
 
 
+@torch.no_grad()
+def level_sweep(codec: Codec, clips: torch.Tensor, levels_db: tuple[float, ...]) -> dict[str, float]:
+    """Output RMS / input RMS, mean over clips `[N, 1, T]`, with every clip scaled to each RMS level (dBFS) and
+    coded with all codebooks: {"-40": 1.14, …}. Not clipped: what the level does to the model, not to a file."""
+    was_training = codec.training
+    codec.eval()
+    out: dict[str, float] = {}
+    rms = clips.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
+    try:
+        for level in levels_db:
+            scaled = clips / rms * 10 ** (level / 20)
+            est = codec(scaled).audio
+            ratio = est.pow(2).mean(-1).sqrt() / scaled.pow(2).mean(-1).sqrt()
+            out[f"{level:g}"] = round(float(ratio.mean()), 4)
+    finally:
+        codec.train(was_training)
+    return out
+
+
 def codebook_stats(quantizer: ResidualVectorQuantizer, threshold: float) -> dict[str, list[float]]:
     """Per codebook: perplexity and dead-code count from the usage counted since the last re-seeding (the count is
     None while too few codes were counted to judge; see `VectorQuantizer.dead_codes`)."""
@@ -79,6 +98,12 @@ class HealthMonitor:
         recent = self.snr_history[-(k + 1):]
         if len(recent) == k + 1 and all(b < a for a, b in zip(recent, recent[1:])):
             alarms.append(f"SNR fell at {k} evaluations in a row: {' → '.join(f'{v:.1f}' for v in recent)} dB")
+        sweep = record.get("level_sweep") or {}
+        off = {level: r for level, r in sweep.items() if not self.cfg.alarm_level_low <= r <= self.cfg.alarm_level_high}
+        if off:
+            alarms.append("output level depends on input level: output/input " + ", ".join(
+                f"{r:.2f} at {level} dBFS" for level, r in off.items()) +
+                f" (outside [{self.cfg.alarm_level_low}, {self.cfg.alarm_level_high}])")
         for i, dead in enumerate(record.get("dead_codes", [])):
             if dead is not None and dead > self.cfg.alarm_dead_fraction * self.codebook_size:
                 alarms.append(f"codebook {i}: {dead}/{self.codebook_size} codes dead")

@@ -20,7 +20,7 @@ from ..errors import CheckpointError
 from ..metrics import at_n_q
 from ..model import Codec
 from .data import CropDataset, ResidentCrops
-from .diagnostics import HealthMonitor, TrainingDiverged, codebook_stats, validate
+from .diagnostics import HealthMonitor, TrainingDiverged, codebook_stats, level_sweep, validate
 from .discriminators import Discriminator
 from .rundir import RunDir
 from .state import Progress, load_state, same_parameters, save_state
@@ -135,6 +135,8 @@ class Trainer:
         n_q = self.cfg.model.quantizer.n_q
         record = {"type": "eval", "step": self.step}
         record.update(validate(self.codec, self.valid_clips, tuple(sorted({max(1, n_q // 2), n_q}))))
+        if tc.level_sweep_db:
+            record["level_sweep"] = level_sweep(self.codec, self.valid_clips, tc.level_sweep_db)
         record.update(codebook_stats(self.codec.quantizer, tc.dead_code_threshold))
         generator = torch.Generator(device=self.device).manual_seed(tc.seed + self.step)
         record["reseeded_codes"] = [vq.reseed_dead_codes(tc.dead_code_threshold, generator) for vq in self.codec.quantizer.quantizers]
