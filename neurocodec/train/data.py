@@ -6,6 +6,9 @@ uninterrupted run would have seen, without saving any sampler state.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
 import numpy as np
 import soundfile as sf
 import soxr
@@ -49,7 +52,10 @@ class CropDataset:
         self.total_seconds = float(seconds.sum())
         self.cache: list[np.ndarray] | None = None
         if cfg.preload:
-            self.cache = [self._read_file(i, 0, int(self.lengths[i])) for i in range(len(self.files))]
+            # Decoding (FLAC, Ogg Opus) and resampling release the GIL: every core decodes its share.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                self.cache = list(pool.map(lambda i: self._read_file(i, 0, int(self.lengths[i])),
+                                           range(len(self.files))))
 
     def _read_file(self, index: int, start: int, samples: int) -> np.ndarray:
         """Mono float32 `[T]` at the model rate, from `samples` samples at the file's rate starting at `start`."""
