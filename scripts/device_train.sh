@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # One burst on a lent GPU machine (the `device` tool): measure, train, send the whole training state back.
 #
-#   here:    python scripts/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 25
+#   here:    python scripts/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 28 --codec opus \
+#              --opus-level 0.85 --slice N       (about 80 min of Ogg Opus at 46 kbps; burst N gets slice N)
 #            (and Python wheels the image lacks in .whl/: librosa, soundfile, soxr, constriction and their needs)
 #            a previous burst's state, if any: .devstate/state-*.safetensors (scripts/shards.py pack-state RUN …)
 #   there:   MINUTES=9.5 bash scripts/device_train.sh      (carry .devdata, .whl and .devstate; timeout_s 600)
+#            A call carries the repository (35 MB) and at most 29 MB more: the state (54 MB) and the data go in
+#            separate calls first (e.g. `mkdir -p /tmp/keep && cp -r .devstate /tmp/keep/`), and this script's
+#            call finds them where those left them (a warm machine keeps its files between calls).
 #   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: ~/.cache/neurocodec/runs/gpu)
 #            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
 #            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
