@@ -6,9 +6,9 @@
 #            (and Python wheels the image lacks in .whl/: librosa, soundfile, soxr, constriction and their needs)
 #            a previous burst's state, if any: .devstate/state-*.safetensors (scripts/shards.py pack-state RUN …)
 #   there:   MINUTES=9.5 bash scripts/device_train.sh      (carry .devdata, .whl and .devstate; timeout_s 600)
-#            A call carries the repository (35 MB) and at most 29 MB more: the state (54 MB) and the data go in
-#            separate calls first (e.g. `mkdir -p /tmp/keep && cp -r .devstate /tmp/keep/`), and this script's
-#            call finds them where those left them (a warm machine keeps its files between calls).
+#            A call carries the repository (35 MB) and at most 29 MB more: the state (54 MB, 4 shards) goes in
+#            two calls before, each `mkdir -p /tmp/keep && cp .devstate/* /tmp/keep/` with half the shards in
+#            .devstate, and this call runs with STATE=/tmp/keep (a warm machine keeps its files between calls).
 #   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: ~/.cache/neurocodec/runs/gpu)
 #            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
 #            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
@@ -20,7 +20,8 @@
 # run log and the benchmark's JSON (at most 8 files come back).
 # Environment: PY (python, default python3), OUT (where results go), RUN (the run folder, default /tmp/run),
 # MINUTES (the whole command's budget, default 9.5), BENCH (0 skips the benchmark), CONFIG (default
-# examples/default-gpu.toml), INIT (weights a new run starts from, default the released model; empty: none).
+# examples/default-gpu.toml), INIT (weights a new run starts from, default the released model; empty: none),
+# STATE (the folder of a previous burst's packed state, default .devstate).
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
@@ -28,6 +29,7 @@ RUN=${RUN:-/tmp/run}
 MINUTES=${MINUTES:-9.5}
 CONFIG=${CONFIG:-examples/default-gpu.toml}
 INIT=${INIT-neurocodec/weights/default.safetensors}
+STATE=${STATE:-.devstate}
 START=$(date +%s)
 mkdir -p "$OUT"
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
@@ -43,8 +45,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     --old-batch 32 --json "$OUT/train_speed.json" 2>&1 | grep -v Warning || true
 fi
 rm -rf "$RUN"
-if ls .devstate/state-*.safetensors >/dev/null 2>&1; then
-  $PY scripts/shards.py unpack-state .devstate/state-*.safetensors "$RUN"
+if ls "$STATE"/state-*.safetensors >/dev/null 2>&1; then
+  $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"
   FROM=(--resume)
 elif [ -n "$INIT" ]; then
   FROM=(--init "$INIT")
