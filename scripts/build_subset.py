@@ -12,9 +12,8 @@ health checks). Excerpts rather than whole files: more speakers and pieces per m
 mono, 0.85 about 46 kbps): about 6 times the audio per megabyte of FLAC, and its own distortion is far below the
 model's (the transport's log-mel distance is printed, measured on the excerpts themselves; on 9 min of training
 excerpts 0.046 at 0.8 and 0.081 at 0.85, where the model at 6 kbps is at 0.23 speech / 0.26 music on the
-evaluation set). `--slice K` draws burst K's
-excerpts with its own seed, so that every burst sees other audio; the GPU machine decodes them once at start
-(data.preload).
+evaluation set). `--slice K` draws burst K's excerpts with its own seed, so that every burst sees other audio;
+the GPU machine decodes them once at start (data.preload).
 """
 
 from __future__ import annotations
