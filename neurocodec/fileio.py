@@ -76,7 +76,7 @@ def check_distinct(input: str | os.PathLike, output: str | os.PathLike) -> None:
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path to write; on success it becomes `path` (see the module docstring for links,
     devices, FIFOs and "-"); on any error, or an interrupt, it is deleted and `path` is left as it was."""
-    stream = str(path) == STDIO or is_stream(path)
+    stream = is_stream(path)  # "-" too
     if str(path) == STDIO and (sys.stdout is None or sys.stdout.closed):
         raise OutputError("stdout: cannot write (it is closed)")  # before any work is done
     try:

@@ -31,8 +31,6 @@ def test_fuzz_info_never_fails_on_full_strength_files(rng):
 
 @pytest.mark.slow
 def test_fuzz_100k_cases_full_strength():
-    outcomes = {}
     for seed in range(100_000):
         outcome, facts = run_case(hostile_file(random.Random(seed)))
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
         assert outcome in CLEAN, (seed, facts)

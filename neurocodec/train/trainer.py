@@ -179,8 +179,9 @@ class Trainer:
                 if self.distributed and deadline != math.inf:
                     # Ranks must agree on the last step, or one would wait forever in the next all-reduce; they
                     # agree at synchronised steps only (the fast path copies nothing to the host in between).
-                    out_of_time = out_of_time and self.step % tc.sync_every == 0
-                    if self.step % tc.sync_every == 0:
+                    if self.step % tc.sync_every:
+                        out_of_time = False
+                    else:
                         flag = torch.tensor(float(out_of_time), device=self.device)
                         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                         out_of_time = bool(flag > 0)
