@@ -19,7 +19,7 @@ from .errors import FormatError
 
 MAGIC = b"\x89NCD\r\n\x1a\n"  # high bit catches 7-bit channels; CR LF / LF / ^Z catch text-mode damage
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # 1.1 adds the level envelope (extension EXT_LEVEL); a file without one is written as 1.0
 UNKNOWN_LENGTH = 0xFFFF_FFFF_FFFF_FFFF
 
 CHUNK_SYNC = b"\xffNCK"
@@ -48,10 +48,44 @@ INDEX_ENTRY = struct.Struct("<QQ")  # byte offset, first frame
 TRAILER = struct.Struct("<QI4s")  # index offset, CRC of the index offset, end magic
 
 EXT_CRITICAL = 0x8000
+EXT_LEVEL = 0x8001  # critical: every chunk's payload starts with the level envelope's points
+LEVEL = struct.Struct("<HhhHh")  # spacing frames, target (0.01 dB), floor (0.01 dB), levels, step (0.01 dB)
+MAX_LEVEL_POINTS = 256
 
 
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFF_FFFF
+
+
+@dataclass(frozen=True)
+class LevelExtension:
+    """The level envelope's parameters (extension `EXT_LEVEL`): a point every `spacing_frames` frames, point `i`
+    meaning `floor_db + i * step_db` dBFS, `0 ≤ i < levels`; the model saw the audio scaled to `target_db`."""
+
+    spacing_frames: int
+    target_db: float
+    floor_db: float
+    step_db: float
+    levels: int
+
+    def pack(self) -> bytes:
+        return LEVEL.pack(self.spacing_frames, round(self.target_db * 100), round(self.floor_db * 100),
+                          self.levels, round(self.step_db * 100))
+
+    @classmethod
+    def unpack(cls, value: bytes) -> "LevelExtension":
+        """Out-of-spec values are refused: they decide gains."""
+        if len(value) != LEVEL.size:
+            raise FormatError(f"level extension of {len(value)} bytes, expected {LEVEL.size}")
+        spacing, target, floor, levels, step = LEVEL.unpack(value)
+        if not (1 <= spacing <= MAX_CHUNK_FRAMES and 2 <= levels <= MAX_LEVEL_POINTS and 1 <= step <= 600
+                and -9000 <= floor <= 0 and -6000 <= target <= 0 and floor + (levels - 1) * step <= 2400):
+            raise FormatError("level extension out of spec (spacing, levels, step, floor or target)")
+        return cls(spacing, target / 100, floor / 100, step / 100, levels)
+
+    def points(self, frames: int) -> int:
+        """Points in a chunk of `frames` frames (one at each multiple of `spacing_frames` from its start)."""
+        return -(-frames // self.spacing_frames)
 
 
 @dataclass(frozen=True)
@@ -68,8 +102,9 @@ class Header:
     codebook_size: int
     hop_length: int
     model_sample_rate: int
-    extensions: tuple[tuple[int, bytes], ...] = ()
-    version_minor: int = VERSION_MINOR
+    extensions: tuple[tuple[int, bytes], ...] = ()  # (tag, value) of the optional fields
+    version_minor: int = 0  # as read; a writer writes 1 with a level envelope
+    level: LevelExtension | None = None  # the level envelope, if the file carries one (version 1.1)
 
     def check(self) -> None:
         """Refuse values outside the format's limits (the reader refuses the same values)."""
@@ -98,12 +133,14 @@ class Header:
             self.model_sample_rate, UNKNOWN_LENGTH if self.length is None else self.length,
             bytes.fromhex(self.model_sha256), bytes.fromhex(self.entropy_sha256), len(name),
         ) + name
-        for tag, value in self.extensions:
+        fields = list(self.extensions) + ([(EXT_LEVEL, self.level.pack())] if self.level else [])
+        for tag, value in fields:
             body += struct.pack("<HH", tag, len(value)) + value
         size = PREFIX.size + len(body) + 4
         if size > MAX_HEADER:
             raise FormatError(f"header of {size} bytes exceeds {MAX_HEADER}")
-        head = PREFIX.pack(MAGIC, VERSION_MAJOR, self.version_minor, size) + body
+        minor = max(self.version_minor, VERSION_MINOR if self.level else 0)
+        head = PREFIX.pack(MAGIC, VERSION_MAJOR, minor, size) + body
         return head + struct.pack("<I", crc32(head))
 
 
@@ -132,9 +169,10 @@ class ParsedFile:
     lost: list[tuple[int, int]] = field(default_factory=list)  # [first frame, end frame) not recoverable
 
 
-def max_payload(channels: int, n_q: int, frames: int) -> int:
+def max_payload(channels: int, n_q: int, frames: int, level: LevelExtension | None = None) -> int:
     """The largest payload a valid chunk can have: bounds every allocation before the data is decoded."""
-    return 4 * (-(-(channels * n_q * frames * MAX_BITS_PER_SYMBOL) // 32)) + 16
+    symbols = n_q * frames + (level.points(frames) if level else 0)
+    return 4 * (-(-(channels * symbols * MAX_BITS_PER_SYMBOL) // 32)) + 16
 
 
 class Writer:
@@ -157,7 +195,11 @@ class Writer:
             raise FormatError(f"chunk of {frame_count} frames: must be 1 to {MAX_CHUNK_FRAMES}")
         if not 1 <= n_q <= self.header.model_n_q:
             raise FormatError(f"chunk with {n_q} codebooks: the model has {self.header.model_n_q}")
-        if len(payload) > max_payload(self.header.channels, n_q, frame_count):
+        level = self.header.level
+        if level is not None and self.next_frame % level.spacing_frames:
+            raise FormatError(f"chunk at frame {self.next_frame}: with a level envelope, chunks start at multiples "
+                              f"of {level.spacing_frames} frames")
+        if len(payload) > max_payload(self.header.channels, n_q, frame_count, level):
             raise FormatError("chunk payload exceeds the format's bound")  # pragma: no cover - a coder bug
         head = CHUNK.pack(CHUNK_SYNC, len(self.entries), self.next_frame, frame_count, n_q, 0, len(payload),
                           crc32(payload))
@@ -209,18 +251,26 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise FormatError("model name is not UTF-8: the header is damaged") from None
     pos += name_len
     extensions = []
+    level = None
     while pos < size - 4:
         if pos + 4 > size - 4:
             raise FormatError(f"extension field at byte {pos} runs past the header")
         tag, ext_len = struct.unpack_from("<HH", data, pos)
         if pos + 4 + ext_len > size - 4:
             raise FormatError(f"extension field 0x{tag:04x} at byte {pos} runs past the header")
-        if tag & EXT_CRITICAL:
+        value = data[pos + 4: pos + 4 + ext_len]
+        if tag == EXT_LEVEL and level is None:
+            try:
+                level = LevelExtension.unpack(value)
+            except FormatError as exc:
+                raise FormatError(f"header out of spec at byte {pos}: {exc}") from None
+        elif tag & EXT_CRITICAL:
             raise FormatError(f"unknown critical extension 0x{tag:04x} at byte {pos}: needs a newer reader")
-        extensions.append((tag, data[pos + 4: pos + 4 + ext_len]))  # unknown and optional: kept, not interpreted
+        else:
+            extensions.append((tag, value))  # unknown and optional: kept, not interpreted
         pos += 4 + ext_len
     header = Header(sample_rate, channels, None if length == UNKNOWN_LENGTH else length, name, model_sha.hex(),
-                    entropy_sha.hex(), model_n_q, codebook_size, hop, model_sr, tuple(extensions), minor)
+                    entropy_sha.hex(), model_n_q, codebook_size, hop, model_sr, tuple(extensions), minor, level)
     try:
         header.check()
     except FormatError as exc:
@@ -240,8 +290,10 @@ def _chunk_at(data: bytes, pos: int, header: Header) -> Chunk | str:
     # The header verified, so its fields are as written; still refuse values no writer produces.
     if not 1 <= frames <= MAX_CHUNK_FRAMES or not 1 <= n_q <= header.model_n_q:
         return f"chunk header out of bounds ({frames} frames, {n_q} codebooks)"
-    if size > max_payload(header.channels, n_q, frames):
+    if size > max_payload(header.channels, n_q, frames, header.level):
         return f"chunk payload size {size} exceeds the bound for its frames"
+    if header.level is not None and first % header.level.spacing_frames:
+        return f"chunk starts at frame {first}, not a multiple of the level envelope's {header.level.spacing_frames}"
     start = pos + CHUNK_HEADER_SIZE
     if start + size > len(data):
         return f"chunk {index} truncated: payload needs {size} bytes, {len(data) - start} left"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .container import LevelExtension
 from .errors import FormatError
 
 PRECISION = 16
@@ -143,8 +144,61 @@ def _probs(model: EntropyModel, q: int, ctx: np.ndarray) -> np.ndarray:
     return model.freqs[q, ctx].astype(np.float64) / TOTAL
 
 
-def encode_chunk(model: EntropyModel, codes: np.ndarray) -> bytes:
-    """codes `[C, n_q, F]` → payload bytes (one range-coder state for the chunk; channel, codebook, frame order)."""
+def level_table(levels: int) -> np.ndarray:
+    """The fixed table of a level point's change from the one before, `[2 * levels - 1]` (index `delta + levels -
+    1`): `2**(14 - |delta|)` (at least 1) for a change, the rest of 2**16 for none. Integers only: the same
+    everywhere. A change of one step costs 3 bits, none 1 bit."""
+    delta = np.abs(np.arange(-(levels - 1), levels))
+    freqs = np.maximum(1, np.left_shift(1, np.maximum(0, 14 - delta))).astype(np.int64)
+    freqs[levels - 1] = 0
+    freqs[levels - 1] = TOTAL - freqs.sum()
+    return freqs
+
+
+def level_reference(level: LevelExtension) -> int:
+    """The point a chunk's first point is coded against: the one nearest the target level."""
+    return min(level.levels - 1, max(0, round((level.target_db - level.floor_db) / level.step_db)))
+
+
+def _decode_points(dec, family, channels: int, frames: int, level: LevelExtension) -> np.ndarray:
+    table = level_table(level.levels).astype(np.float64) / TOTAL
+    count = level.points(frames)
+    points = np.empty((channels, count), np.int64)
+    for c in range(channels):
+        delta = dec.decode(family, np.tile(table, (count, 1))).astype(np.int64)
+        points[c] = level_reference(level) + np.cumsum(delta - (level.levels - 1))
+    if points.size and (points.min() < 0 or points.max() >= level.levels):
+        raise FormatError("a level point is outside the envelope's range")
+    return points
+
+
+def decode_points(payload: bytes, channels: int, frames: int, level: LevelExtension) -> np.ndarray:
+    """Only the level points `[C, ceil(F / spacing)]` at the start of a chunk's payload (they need no entropy
+    model): what `neurocodec info` shows of the envelope. Raises FormatError as `decode_chunk`."""
+    import constriction
+
+    if len(payload) % 4:
+        raise FormatError("payload is not a whole number of 32-bit words")
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+    try:
+        return _decode_points(dec, constriction.stream.model.Categorical(perfect=False), channels, frames, level)
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise FormatError(f"entropy decoding failed ({exc})") from None
+
+
+def level_bits(points: np.ndarray, level: LevelExtension) -> float:
+    """Ideal code length in bits of one chunk's points `[C, P]` (what they add to the payload, ± the coder's
+    rounding)."""
+    table = level_table(level.levels)
+    delta = np.diff(np.asarray(points, np.int64), axis=-1, prepend=level_reference(level)) + level.levels - 1
+    return float(np.sum(PRECISION - np.log2(table[delta])))
+
+
+def encode_chunk(model: EntropyModel, codes: np.ndarray, points: np.ndarray | None = None,
+                 level: LevelExtension | None = None) -> bytes:
+    """codes `[C, n_q, F]` (and level `points` `[C, ceil(F / spacing)]` with `level`) → payload bytes: one
+    range-coder state for the chunk; the points of every channel first, then codes in channel, codebook, frame
+    order."""
     import constriction
 
     channels, n_q, frames = codes.shape
@@ -152,6 +206,16 @@ def encode_chunk(model: EntropyModel, codes: np.ndarray) -> bytes:
         raise FormatError(f"{n_q} codebooks but the entropy model has {model.n_q}")
     family = constriction.stream.model.Categorical(perfect=False)
     enc = constriction.stream.queue.RangeEncoder()
+    if level is not None:
+        points = np.asarray(points, np.int64)
+        if points.shape != (channels, level.points(frames)) or points.min(initial=0) < 0 or \
+                points.max(initial=0) >= level.levels:
+            raise FormatError(f"level points of shape {points.shape} do not fit a chunk of {frames} frames")
+        probs = level_table(level.levels).astype(np.float64) / TOTAL
+        ref = level_reference(level)
+        for c in range(channels):
+            delta = np.diff(points[c], prepend=ref) + level.levels - 1
+            enc.encode(delta.astype(np.int32), family, np.tile(probs, (len(delta), 1)))
     for c in range(channels):
         ctx = contexts(model, codes[c])
         for q in range(n_q):
@@ -159,10 +223,12 @@ def encode_chunk(model: EntropyModel, codes: np.ndarray) -> bytes:
     return enc.get_compressed().astype("<u4").tobytes()
 
 
-def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, frames: int) -> np.ndarray:
-    """payload → codes `[C, n_q, F]` int32. Raises FormatError for a payload that is not a whole number of words,
-    that is too short for the codes it claims (so decoding work is tied to the bytes in the file), or that holds
-    data past its last code (the decoder must consume its payload)."""
+def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, frames: int,
+                 level: LevelExtension | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """payload → codes `[C, n_q, F]` int32, and with `level` → (codes, points `[C, ceil(F / spacing)]` int64).
+    Raises FormatError for a payload that is not a whole number of words, that is too short for the codes it
+    claims (so decoding work is tied to the bytes in the file), that holds data past its last code (the decoder
+    must consume its payload), or a level point outside the envelope's range (never trusted)."""
     import constriction
 
     if len(payload) % 4:
@@ -178,6 +244,8 @@ def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, f
     codes = np.empty((channels, n_q, frames), np.int32)
     start = model.n_contexts - 1
     try:
+        if level is not None:
+            points = _decode_points(dec, family, channels, frames, level)
         for c in range(channels):
             if model.n_contexts == 1:
                 for q in range(n_q):
@@ -195,7 +263,7 @@ def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, f
         raise FormatError(f"entropy decoding failed ({exc})") from None
     if not dec.maybe_exhausted():
         raise FormatError("payload holds data past its last code")
-    return codes
+    return codes if level is None else (codes, points)
 
 
 def code_bits(model: EntropyModel, codes: np.ndarray) -> float:

@@ -21,6 +21,7 @@ from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .entropy import EntropyModel
 from .errors import CheckpointError, ConfigError, FormatError
 from .model import Codec
+from .level import LevelCoder
 from .stream import EncodedAudio, decode_audio, encode_audio
 
 
@@ -75,7 +76,13 @@ class LoadedModel:
         return container.Header(
             sample_rate=sample_rate, channels=channels, length=length, model_name=self.name,
             model_sha256=self.weights_sha256, entropy_sha256=self.entropy.sha256, model_n_q=cfg.quantizer.n_q,
-            codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length, model_sample_rate=cfg.sample_rate)
+            codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length, model_sample_rate=cfg.sample_rate,
+            level=self.level.extension(), version_minor=container.VERSION_MINOR)
+
+    @property
+    def level(self) -> LevelCoder:
+        """The level envelope this model's files carry (the audio is normalised by it before the model)."""
+        return LevelCoder.for_model(self.config.sample_rate, self.config.hop_length)
 
     def check_header(self, header: container.Header, where: str) -> None:
         """Refuse, before decoding anything, codes made by another model or coded with other tables."""

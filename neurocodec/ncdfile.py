@@ -17,7 +17,8 @@ from . import container, entropy
 from .audio import MAX_SECONDS, AudioReader, AudioWriter
 from .errors import AudioError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
-from .stream import stream_decode, stream_encode
+from .level import LevelCoder
+from .stream import CodeBlock, stream_decode, stream_encode
 
 if TYPE_CHECKING:  # only for annotations: the loader imports this module
     from .loader import LoadedModel
@@ -67,16 +68,32 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                     progress(samples, reader.samples if known else None)
                 yield block
 
+        level = model.level
+        # Chunks start at multiples of the envelope's spacing (its points sit at a chunk's frames 0, E, 2E, …).
+        chunk_frames = -(-chunk_frames // level.spacing_frames) * level.spacing_frames
         with atomic_path(output) as tmp, open(tmp, "wb") as out:
             writer = container.Writer(out, header)
-            pending = np.zeros((reader.channels, n_q, 0), np.int64)
-            for codes in stream_encode(model.codec, blocks(), reader.sample_rate, reader.channels, n_q):
-                pending = np.concatenate([pending, codes], axis=-1)
-                while pending.shape[-1] >= chunk_frames:
-                    writer.write_chunk(entropy.encode_chunk(model.entropy, pending[..., :chunk_frames]), chunk_frames, n_q)
-                    pending = pending[..., chunk_frames:]
-            if pending.shape[-1]:
-                writer.write_chunk(entropy.encode_chunk(model.entropy, pending), pending.shape[-1], n_q)
+            codes = np.zeros((reader.channels, n_q, 0), np.int64)
+            points = np.zeros((reader.channels, 0), np.int64)
+
+            def write(frames: int) -> None:
+                nonlocal codes, points
+                count = level.points(frames)
+                chunk_points = points[:, :count]
+                if chunk_points.shape[-1] < count:  # the model padded past the last point: hold the level
+                    chunk_points = np.concatenate(
+                        [chunk_points, np.repeat(chunk_points[:, -1:], count - chunk_points.shape[-1], axis=-1)], -1)
+                payload = entropy.encode_chunk(model.entropy, codes[..., :frames], chunk_points, header.level)
+                writer.write_chunk(payload, frames, n_q)
+                codes, points = codes[..., frames:], points[:, count:]
+
+            for block in stream_encode(model.codec, blocks(), reader.sample_rate, reader.channels, n_q, level=level):
+                codes = np.concatenate([codes, block.codes], axis=-1)
+                points = np.concatenate([points, block.points], axis=-1)
+                while codes.shape[-1] >= chunk_frames:
+                    write(chunk_frames)
+            if codes.shape[-1]:
+                write(codes.shape[-1])
             writer.close(samples)
             size = writer.pos
     return EncodeReport(header, n_q, samples, size)
@@ -89,8 +106,8 @@ def _refuse(damage: list[str]) -> FormatError:
 
 def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel, damage: list[str] | None
                ) -> Iterator[np.ndarray | int]:
-    """Entropy-decode chunk by chunk (one chunk in memory at a time) → code blocks `[C, n_q, k]` and gaps (ints,
-    frames lost). With a `damage` list, a chunk that fails to decode becomes a gap and its reason is appended;
+    """Entropy-decode chunk by chunk (one chunk in memory at a time) → code blocks (`[C, n_q, k]`, or `CodeBlock`s
+    with the level envelope's points for a file that has one) and gaps (ints, frames lost). With a `damage` list, a chunk that fails to decode becomes a gap and its reason is appended;
     with None, it raises `FormatError`."""
     h = parsed.header
     frame = 0
@@ -98,7 +115,10 @@ def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
         if chunk.first_frame > frame:
             yield chunk.first_frame - frame
         try:
-            block = entropy.decode_chunk(model_entropy, chunk.payload, h.channels, chunk.n_q, chunk.frame_count)
+            block = entropy.decode_chunk(model_entropy, chunk.payload, h.channels, chunk.n_q, chunk.frame_count,
+                                         h.level)
+            if h.level is not None:
+                block = CodeBlock(*block)
         except FormatError as exc:
             problem = f"chunk {chunk.index} at byte {chunk.offset}: {exc}"
             if damage is None:
@@ -179,7 +199,8 @@ def decode_file(model: LoadedModel, input: str, output: str, conceal: bool = Fal
         length = round(frames * h.hop_length * h.sample_rate / h.model_sample_rate)
     written = 0
     with AudioWriter(output, h.sample_rate, h.channels) as writer:
-        for block in stream_decode(model.codec, pieces, h.sample_rate, length, h.channels):
+        level = LevelCoder.from_extension(h.level, h.hop_length) if h.level is not None else None
+        for block in stream_decode(model.codec, pieces, h.sample_rate, length, h.channels, level=level):
             writer.write(block)
             written += block.shape[-1]
             if progress is not None:
@@ -198,6 +219,18 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
     frame_rate = h.model_sample_rate / h.hop_length
     fixed = sum(c.n_q * c.frame_count for c in parsed.chunks) * bits * h.channels
     payload = sum(len(c.payload) for c in parsed.chunks) * 8
+    level, level_kbps = "none (version 1.0: the level is the model's)", None
+    if h.level is not None:
+        lv = h.level
+        level = (f"a point per {lv.spacing_frames / frame_rate:g} s in {lv.step_db:g} dB steps from "
+                 f"{lv.floor_db:g} dBFS; the model sees {lv.target_db:g} dBFS")
+        bits = 0.0
+        for c in parsed.chunks:
+            try:
+                bits += entropy.level_bits(entropy.decode_points(c.payload, h.channels, c.frame_count, lv), lv)
+            except FormatError as exc:
+                parsed.damage.append(f"chunk {c.index} at byte {c.offset}: {exc}")
+        level_kbps = round(bits / duration / 1000, 4) if duration > 0 else None
     return {
         "file": where,
         "version": f"{container.VERSION_MAJOR}.{h.version_minor}",
@@ -213,6 +246,8 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
         "nominal_kbps": round(max(n_qs, default=0) * bits * frame_rate * h.channels / 1000, 3),
         "bitrate_kbps": round(parsed.size * 8 / duration / 1000, 3) if duration > 0 else None,
         "payload_vs_fixed": round(payload / fixed, 3) if fixed else None,
+        "level": level,
+        "level_kbps": level_kbps,
         "size_bytes": parsed.size,
         "damage": parsed.damage,
     }

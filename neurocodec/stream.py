@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .audio import Resampler
+from .level import LevelCoder, LevelNormalizer, LevelRestorer
 from .model import Codec
 from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
 
@@ -65,6 +66,13 @@ class EncodedAudio(NamedTuple):
     codes: np.ndarray  # [C, n_q, T_frames] int64
     sample_rate: int  # of the original audio
     length: int  # original length in samples per channel
+    points: np.ndarray | None = None  # [C, ceil(T_frames / spacing_frames)] level envelope (None: not normalised)
+    level: LevelCoder | None = None
+
+
+class CodeBlock(NamedTuple):
+    codes: np.ndarray  # [C, n_q, k] int64
+    points: np.ndarray | None  # [C, j]: the level envelope's next points (they run ahead of the codes), or None
 
 
 def stream_encode(
@@ -74,24 +82,37 @@ def stream_encode(
     channels: int,
     n_q: int | None = None,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
-) -> Iterator[np.ndarray]:
-    """Blocks `[C, n]` at `sample_rate` → code blocks `[C, n_q, k]` (k ≥ 1), in order."""
+    level: LevelCoder | None = None,
+) -> Iterator[CodeBlock]:
+    """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
+    level envelope before the model, and the envelope's points come with the codes (never behind them: the
+    points of frames [0, F) have all been yielded with the block that completes frame F)."""
     resampler = Resampler(sample_rate, codec.sample_rate, channels)
     window = window_for(channels, window_frames)
     stream = _ByChannels(lambda: WindowedEncoder(codec, n_q or codec.n_q, window), channels)
-    with torch.inference_mode():
+    normalizer = LevelNormalizer(level, channels) if level is not None else None
+
+    def model_rate() -> Iterator[np.ndarray]:
         for block in blocks:
-            codes = stream.push(torch.from_numpy(resampler(block)))
-            if codes.shape[-1]:
-                yield codes.cpu().numpy()
-        tail = resampler(np.zeros((channels, 0), np.float32), last=True)
-        if tail.shape[-1]:
-            codes = stream.push(torch.from_numpy(tail))
-            if codes.shape[-1]:
-                yield codes.cpu().numpy()
-        codes = stream.flush()
-        if codes.shape[-1]:
-            yield codes.cpu().numpy()
+            yield resampler(block)
+        yield resampler(np.zeros((channels, 0), np.float32), last=True)
+
+    with torch.inference_mode():
+        pieces = model_rate()
+        done = False
+        while not done:
+            audio = next(pieces, None)
+            done = audio is None
+            x = torch.zeros(channels, 0) if done else torch.from_numpy(audio)
+            points = None
+            if normalizer is not None:
+                x, points = normalizer.push(x, last=done)
+                points = points.numpy()
+            codes = stream.push(x) if x.shape[-1] else torch.zeros(channels, n_q or codec.n_q, 0, dtype=torch.long)
+            if done:
+                codes = torch.cat([codes, stream.flush()], dim=-1)
+            if codes.shape[-1] or (points is not None and points.shape[-1]):
+                yield CodeBlock(codes.cpu().numpy(), points)
 
 
 def stream_decode(
@@ -101,10 +122,12 @@ def stream_decode(
     length: int | None,
     channels: int,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
+    level: LevelCoder | None = None,
 ) -> Iterator[np.ndarray]:
     """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`.
 
-    An `int` in place of a block is a gap of that many frames (codes lost to damage): it becomes silence of the
+    With `level`, each block is a `CodeBlock` whose points (frames 0, spacing, 2·spacing, … of the stream, in
+    order, never behind the codes) restore the level the encoder normalised away. An `int` in place of a block is a gap of that many frames (codes lost to damage): it becomes silence of the
     right length, and decoding restarts after it as at the start of a file. With `length` given, that many samples
     per channel come out (trimmed, or zero-padded if the resampler's rounding leaves the codes a sample short),
     but never more than the frames received describe: a length is a promise the codes must back.
@@ -122,25 +145,34 @@ def stream_decode(
         if audio.shape[-1]:
             yield audio
 
-    def new_stream() -> _ByChannels:
-        return _ByChannels(lambda: WindowedDecoder(codec, window), channels)
+    def new_stream() -> tuple[_ByChannels, LevelRestorer | None]:
+        return (_ByChannels(lambda: WindowedDecoder(codec, window), channels),
+                LevelRestorer(level, channels) if level is not None else None)
 
-    def model_rate() -> Iterator[np.ndarray]:
-        stream = new_stream()
-        for block in code_blocks:
-            if isinstance(block, (int, np.integer)):
-                tail = stream.flush()
-                if tail.shape[-1]:
-                    yield tail.cpu().numpy()
-                stream = new_stream()
-                yield from _silence(channels, int(block) * codec.hop_length)
-                continue
-            audio = stream.push(torch.from_numpy(np.ascontiguousarray(block)).long())
-            if audio.shape[-1]:
-                yield audio.cpu().numpy()
+    def finish(stream: _ByChannels, restorer: LevelRestorer | None) -> Iterator[np.ndarray]:
         tail = stream.flush()
+        if restorer is not None:
+            tail = restorer.push(tail, last=True)
         if tail.shape[-1]:
             yield tail.cpu().numpy()
+
+    def model_rate() -> Iterator[np.ndarray]:
+        stream, restorer = new_stream()
+        for block in code_blocks:
+            if isinstance(block, (int, np.integer)):
+                yield from finish(stream, restorer)
+                stream, restorer = new_stream()
+                yield from _silence(channels, int(block) * codec.hop_length)
+                continue
+            codes, points = (block.codes, block.points) if isinstance(block, CodeBlock) else (block, None)
+            if restorer is not None and points is not None:
+                restorer.add_points(torch.from_numpy(np.asarray(points)))
+            audio = stream.push(torch.from_numpy(np.ascontiguousarray(codes)).long())
+            if restorer is not None:
+                audio = restorer.push(audio)
+            if audio.shape[-1]:
+                yield audio.cpu().numpy()
+        yield from finish(stream, restorer)
 
     model_samples = 0
     with torch.inference_mode():
@@ -157,21 +189,29 @@ def stream_decode(
 
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
-                 window_frames: int = DEFAULT_WINDOW_FRAMES) -> EncodedAudio:
-    """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]`."""
+                 window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True) -> EncodedAudio:
+    """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` and, with `level`, the level envelope
+    the audio was normalised by (`LevelCoder.for_model`)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
-    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames))
+    coder = LevelCoder.for_model(codec.sample_rate, codec.hop_length) if level else None
+    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder))
     n_q = n_q or codec.n_q
-    codes = np.concatenate(parts, axis=-1) if parts else np.zeros((audio.shape[0], n_q, 0), np.int64)
-    return EncodedAudio(codes, sample_rate, audio.shape[-1])
+    channels = audio.shape[0]
+    codes = np.concatenate([np.zeros((channels, n_q, 0), np.int64)] + [p.codes for p in parts], axis=-1)
+    points = None
+    if coder is not None:
+        points = np.concatenate([np.zeros((channels, 0), np.int64)] + [p.points for p in parts], axis=-1)
+    return EncodedAudio(codes, sample_rate, audio.shape[-1], points, coder)
 
 
 def decode_audio(codec: Codec, encoded: EncodedAudio, window_frames: int = DEFAULT_WINDOW_FRAMES) -> np.ndarray:
-    """codes → audio `[C, length]` at the original sample rate."""
+    """codes (and level envelope) → audio `[C, length]` at the original sample rate."""
     channels = encoded.codes.shape[0]
-    parts = list(stream_decode(codec, [encoded.codes], encoded.sample_rate, encoded.length, channels, window_frames))
+    block = encoded.codes if encoded.level is None else CodeBlock(encoded.codes, encoded.points)
+    parts = list(stream_decode(codec, [block], encoded.sample_rate, encoded.length, channels, window_frames,
+                               encoded.level))
     if not parts:
         return np.zeros((channels, 0), np.float32)
     return np.clip(np.concatenate(parts, axis=-1), -1.0, 1.0)

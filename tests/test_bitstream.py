@@ -228,8 +228,14 @@ def test_newer_minor_version_with_unknown_optional_field_is_accepted():
 def test_newer_major_version_and_unknown_critical_field_are_refused():
     with pytest.raises(FormatError, match="major version 2"):
         container.parse(_with_version(GOLDEN_FILE, 2, 0))
-    with pytest.raises(FormatError, match="critical extension 0x8001"):
+    with pytest.raises(FormatError, match="critical extension 0x8002"):
+        container.parse(_with_version(GOLDEN_FILE, 1, 2, struct.pack("<HH", 0x8002, 0)))
+    # The level envelope (0x8001, version 1.1) is known, and its values decide gains: out of spec is refused.
+    with pytest.raises(FormatError, match="level extension of 0 bytes"):
         container.parse(_with_version(GOLDEN_FILE, 1, 1, struct.pack("<HH", 0x8001, 0)))
+    bad = container.LevelExtension(15, -23.0, -45.0, 1.5, 33).pack()[:6] + struct.pack("<H", 1000) + b"\x96\x00"
+    with pytest.raises(FormatError, match="level extension out of spec"):
+        container.parse(_with_version(GOLDEN_FILE, 1, 1, struct.pack("<HH", 0x8001, 10) + bad))
 
 
 def test_chunk_lengths_are_bounded_before_use():

@@ -53,7 +53,12 @@ def test_files_agree_with_arrays(model, tmp_path):
     from neurocodec.ncdfile import read_codes
 
     pieces, _ = read_codes(parsed, model.entropy, conceal=False)
-    assert np.array_equal(np.concatenate(pieces, axis=-1), model.encode(audio.T, sr, kbps=1.2).codes)
+    encoded = model.encode(audio.T, sr, kbps=1.2)
+    assert np.array_equal(np.concatenate([p.codes for p in pieces], axis=-1), encoded.codes)
+    assert np.array_equal(np.concatenate([p.points for p in pieces], axis=-1), encoded.points)
+    # The file carries the level envelope the arrays carry, and decodes to the same audio.
+    decoded, _ = sf.read(wav, dtype="float32", always_2d=True)
+    assert np.abs(decoded.T - model.decode(encoded)).max() < 1e-3
 
 
 def test_header_check_refuses_other_models_and_other_geometry(model):

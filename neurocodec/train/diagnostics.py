@@ -13,6 +13,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import NeurocodecError
+from ..level import LevelCoder
 from ..metrics import at_n_q, mel_distance, n_q_values, rms_ratio, si_sdr, snr
 from ..model import Codec
 from ..model.quantize import ResidualVectorQuantizer
@@ -24,6 +25,14 @@ class TrainingDiverged(NeurocodecError):
     exit_code = 7
 
 
+def coded(codec: Codec, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+    """audio `[B, 1, T]` through the path files take: normalised by its level envelope, coded, restored."""
+    level = LevelCoder.for_model(codec.sample_rate, codec.hop_length)
+    normalized, points = level.normalize(audio)
+    out = codec(normalized, n_q=n_q).audio[..., : audio.shape[-1]]
+    return level.restore(out, points)
+
+
 @torch.no_grad()
 def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> dict[str, float]:
     """Metrics on fixed validation clips `[N, 1, T]`, per number of codebooks (keys from `metrics.at_n_q`)."""
@@ -33,7 +42,7 @@ def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> 
     ref = clips.cpu().numpy()[:, 0]
     try:
         for n_q in n_q_values:
-            est = codec(clips, n_q=n_q).audio.cpu().numpy()[:, 0]
+            est = coded(codec, clips, n_q).cpu().numpy()[:, 0]
             rows = [
                 (snr(r, e), si_sdr(r, e), rms_ratio(r, e), mel_distance(r, e, codec.sample_rate))
                 for r, e in zip(ref, est)
@@ -48,7 +57,8 @@ def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> 
 @torch.no_grad()
 def level_sweep(codec: Codec, clips: torch.Tensor, levels_db: tuple[float, ...]) -> dict[str, float]:
     """Output RMS / input RMS, mean over clips `[N, 1, T]`, with every clip scaled to each RMS level (dBFS) and
-    coded with all codebooks: {"-40": 1.14, …}. Not clipped: what the level does to the model, not to a file."""
+    coded with all codebooks as files are (`coded`): {"-40": 1.14, …}. Not clipped: what the level does to the
+    codec, not to a file."""
     was_training = codec.training
     codec.eval()
     out: dict[str, float] = {}
@@ -56,7 +66,7 @@ def level_sweep(codec: Codec, clips: torch.Tensor, levels_db: tuple[float, ...])
     try:
         for level in levels_db:
             scaled = clips / rms * 10 ** (level / 20)
-            est = codec(scaled).audio
+            est = coded(codec, scaled)
             ratio = est.pow(2).mean(-1).sqrt() / scaled.pow(2).mean(-1).sqrt()
             out[f"{level:g}"] = round(float(ratio.mean()), 4)
     finally:

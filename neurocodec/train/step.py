@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import Config
+from ..level import LevelCoder
 from .diagnostics import TrainingDiverged
 from .discriminators import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, Spectra, waveform_l1
@@ -69,6 +70,8 @@ class TrainStep:
         if disc is not None and tc.compile:
             self.d_frozen = d_model if not distributed else _Compiled(disc, "discriminators (frozen)", self.notes)
         self.bf16 = tc.precision == "bf16"
+        # The model trains on what encoding gives it: audio normalised by its level envelope.
+        self.level = LevelCoder.for_model(cfg.model.sample_rate, cfg.model.hop_length)
         self.weights = lc.weights()
         self.mel_loss = MultiScaleMelLoss(cfg.model.sample_rate, lc.mel_windows, lc.mel_n_mels, lc.mel_fmin,
                                           lc.mel_fmax, lc.mel_filterbank).to(device)
@@ -125,6 +128,7 @@ class TrainStep:
         nothing to the host. `profile`: seconds per phase are added to it (synchronising after each phase)."""
         tc = self.cfg.train
         clock = _Clock(profile, self.device)
+        audio, _ = self.level.normalize(audio)
         self.codec.train()
         with self._autocast():
             out = self.g_model(audio)

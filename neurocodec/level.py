@@ -1,0 +1,223 @@
+"""Level as side information: the encoder measures a smooth level envelope, normalises the audio by it before the
+model, and the `.ncd` file carries the envelope so that the decoder restores the level exactly.
+
+The model then only ever sees audio near one level (`target_db`), the level it is trained at, and the output
+level does not depend on the input level (a model left to itself compresses dynamics: loud in, soft out).
+
+The envelope is a point every `spacing_frames` codec frames (0.2 s), quantised in `step_db` steps. Between
+points the gain is interpolated linearly in dB, sample by sample, so it never steps. A point is the level of
+the two segments that touch it (the louder one, and a segment's peak less `HEADROOM_DB` if that is higher), so
+an onset is never amplified into clipping: the gain is already down when it arrives. Two floors keep pauses
+and background noise from being pulled up to speech level: an absolute one (`floor_db`; quieter passages are
+raised by at most `target_db - floor_db`) and a relative one (a point stays within `RANGE_DB` of the loudest
+point within `CONTEXT_POINTS` of it, so a pause between words or phrases keeps its depth).
+
+The encoder's analysis is free to change (it is not part of the format); what the decoder does with the points
+(`LevelCoder.gains`) is, and its parameters travel in the `.ncd` header (`pack`/`unpack`).
+
+Torch throughout, so that training (on any device) and encoding run the same code. Audio is `[..., T]` at the
+model's sample rate; points are `[..., K]` integer indices, `K = ceil(T / spacing_samples)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .container import LevelExtension
+
+SPACING_SECONDS = 0.2  # a point per 0.2 s (see MODEL_CARD.md for the rates measured)
+TARGET_DB = -23.0  # RMS the model sees (dBFS), EBU R 128's programme level
+STEP_DB = 1.5
+FLOOR_DB = -45.0  # the quantiser's lowest point: quieter passages are raised by at most 22 dB
+LEVELS = 33  # floor … +3 dBFS
+HEADROOM_DB = 20.0  # a point is at least a touching segment's peak less this: peaks reach at most target + 20 dB
+RANGE_DB = 20.0  # a point stays within this of the loudest point within CONTEXT_POINTS of it
+CONTEXT_POINTS = 8  # ±1.6 s
+
+
+@dataclass(frozen=True)
+class LevelCoder:
+    """The decoder's half of the level side information (what the file must say) and the encoder's analysis."""
+
+    hop_length: int  # samples per frame at the model's rate
+    spacing_frames: int  # frames between envelope points
+    target_db: float = TARGET_DB
+    floor_db: float = FLOOR_DB
+    step_db: float = STEP_DB
+    levels: int = LEVELS
+
+    @classmethod
+    def for_model(cls, sample_rate: int, hop_length: int) -> "LevelCoder":
+        return cls(hop_length, max(1, round(SPACING_SECONDS * sample_rate / hop_length)))
+
+    @property
+    def spacing_samples(self) -> int:
+        return self.spacing_frames * self.hop_length
+
+    def points(self, frames: int) -> int:
+        """Envelope points that `frames` frames carry (one at every multiple of `spacing_frames`)."""
+        return -(-frames // self.spacing_frames)
+
+    # ------------------------------------------------------------------------------------------------ the format
+
+    def extension(self) -> LevelExtension:
+        """What an `.ncd` header says of this envelope (the decoder needs nothing else)."""
+        return LevelExtension(self.spacing_frames, self.target_db, self.floor_db, self.step_db, self.levels)
+
+    @classmethod
+    def from_extension(cls, ext: LevelExtension, hop_length: int) -> "LevelCoder":
+        return cls(hop_length, ext.spacing_frames, ext.target_db, ext.floor_db, ext.step_db, ext.levels)
+
+    def point_db(self, points: torch.Tensor) -> torch.Tensor:
+        """Integer points → level in dBFS (float32)."""
+        return self.floor_db + points.to(torch.float32) * self.step_db
+
+    def gains_db(self, points: torch.Tensor, samples: int, next_point: torch.Tensor | None = None) -> torch.Tensor:
+        """points `[..., K]` → the encoder's gain in dB `[..., samples]` (samples ≤ K · spacing_samples): at point
+        k's sample (k · spacing_samples) it is `target_db - level(k)`, linear in between; after the last point it
+        holds, unless `next_point` `[...]` (the point after these, if known) continues the line."""
+        level = self.point_db(points)
+        after = level[..., -1:] if next_point is None else self.point_db(next_point)[..., None]
+        following = torch.cat([level[..., 1:], after], dim=-1)
+        frac = torch.arange(self.spacing_samples, device=points.device, dtype=torch.float32) / self.spacing_samples
+        curve = level[..., :, None] + (following - level)[..., :, None] * frac  # [..., K, spacing]
+        return self.target_db - curve.flatten(-2)[..., :samples]
+
+    def restore(self, audio: torch.Tensor, points: torch.Tensor, next_point: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Decoder: model output `[..., T]` (T ≤ K · spacing_samples) → audio at the input's level."""
+        return audio * torch.pow(10.0, -self.gains_db(points, audio.shape[-1], next_point) / 20)
+
+    # ---------------------------------------------------------------------------------------------- the analysis
+
+    def segment_levels(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio `[..., T]` → each segment's level in dB `[..., ceil(T / spacing_samples)]`: its RMS, or its peak
+        less `HEADROOM_DB` if higher (a short loud click in a quiet segment must not be amplified into clipping).
+        A last, partial segment is measured over the samples it has."""
+        n = audio.shape[-1]
+        size = self.spacing_samples
+        k = -(-n // size)
+        padded = torch.nn.functional.pad(audio.float(), (0, k * size - n)).unflatten(-1, (k, size))
+        count = torch.full((k,), float(size), device=audio.device)
+        count[-1] = n - (k - 1) * size
+        rms_db = 10 * torch.log10(padded.pow(2).sum(-1) / count + 1e-12)
+        peak_db = 20 * torch.log10(padded.abs().amax(-1) + 1e-12)
+        return torch.maximum(rms_db, peak_db - HEADROOM_DB)
+
+    def points_from_levels(self, seg: torch.Tensor) -> torch.Tensor:
+        """segment levels `[..., K]` → integer points `[..., K]` (long). Point k covers segments k-1 and k."""
+        before = torch.cat([torch.full_like(seg[..., :1], -math.inf), seg[..., :-1]], dim=-1)
+        touch = torch.maximum(before, seg)
+        flat = touch.reshape(-1, 1, touch.shape[-1])
+        loudest = torch.nn.functional.max_pool1d(flat, 2 * CONTEXT_POINTS + 1, stride=1, padding=CONTEXT_POINTS)
+        level = torch.maximum(touch, loudest.reshape(touch.shape) - RANGE_DB).clamp_min(self.floor_db)
+        return torch.round((level - self.floor_db) / self.step_db).clamp(0, self.levels - 1).long()
+
+    def analyse(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio `[..., T]` → points `[..., ceil(T / spacing_samples)]`."""
+        return self.points_from_levels(self.segment_levels(audio))
+
+    def normalize(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder and trainer: audio `[..., T]` → (audio near `target_db`, points). `restore` undoes it."""
+        if audio.shape[-1] == 0:
+            return audio, torch.zeros(audio.shape[:-1] + (0,), dtype=torch.long, device=audio.device)
+        points = self.analyse(audio)
+        gain = torch.pow(10.0, self.gains_db(points, audio.shape[-1]) / 20)
+        return audio * gain.to(audio.dtype), points
+
+
+class LevelNormalizer:
+    """The encoder's analysis as a stream: push model-rate audio `[C, n]`, get back normalised audio and the
+    points that cover it, exactly what `LevelCoder.normalize` gives for the whole signal.
+
+    A point is final once the segments `CONTEXT_POINTS + 1` beyond it are measured; audio of segment k leaves
+    once point k + 1 is final. The latency is about 2 s; memory is that plus a float per segment."""
+
+    def __init__(self, coder: LevelCoder, channels: int):
+        self.coder = coder
+        self.pending = torch.zeros(channels, 0)  # audio not yet measured as a whole segment
+        self.held = torch.zeros(channels, 0)  # measured, not yet emitted (starts at segment `self.emitted`)
+        self.levels = torch.zeros(channels, 0)  # every segment's level so far (a float per 0.2 s)
+        self.emitted = 0  # segments emitted (and points returned)
+
+    def _points(self, first: int, end: int) -> torch.Tensor:
+        lo = max(0, first - CONTEXT_POINTS - 2)
+        return self.coder.points_from_levels(self.levels[:, lo:])[:, first - lo: end - lo]
+
+    def push(self, audio: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio `[C, n]` → (normalised audio `[C, m]`, its new points `[C, j]`); `last` flushes everything."""
+        size = self.coder.spacing_samples
+        self.pending = torch.cat([self.pending, audio.float()], dim=-1)
+        whole = self.pending.shape[-1] // size * size
+        if last:
+            whole = self.pending.shape[-1]
+        if whole:
+            part, self.pending = self.pending[:, :whole], self.pending[:, whole:]
+            self.levels = torch.cat([self.levels, self.coder.segment_levels(part)], dim=-1)
+            self.held = torch.cat([self.held, part], dim=-1)
+        known = self.levels.shape[-1]
+        # Point k is final once segment k + CONTEXT_POINTS is measured; segment k leaves once point k + 1 is.
+        final = known if last else max(0, known - CONTEXT_POINTS)
+        ready = known if last else max(0, final - 1)
+        if ready <= self.emitted:
+            return self.held[:, :0], torch.zeros(self.held.shape[0], 0, dtype=torch.long)
+        points = self._points(self.emitted, min(known, ready + 1))
+        out_points = points[:, : ready - self.emitted]
+        samples = self.held.shape[-1] if last else (ready - self.emitted) * size
+        gains = self.coder.gains_db(out_points, samples, None if last else points[:, -1])
+        out = self.held[:, :samples] * torch.pow(10.0, gains / 20)
+        self.held = self.held[:, samples:]
+        self.emitted = ready
+        return out, out_points
+
+
+class LevelRestorer:
+    """The decoder's half as a stream: model-rate audio `[C, n]` and points at known frames in, audio at the
+    original level out. Audio after the last point received waits for the next point (or `flush`, which holds
+    the last level)."""
+
+    def __init__(self, coder: LevelCoder, channels: int):
+        self.coder = coder
+        self.channels = channels
+        self.audio = torch.zeros(channels, 0)
+        self.start = 0  # sample position of self.audio[0], counted from the stream's start
+        self.points = torch.zeros(channels, 0, dtype=torch.long)  # points from the one at or before `start`
+        self.first_point = 0  # index of self.points[:, 0]
+
+    def add_points(self, points: torch.Tensor) -> None:
+        """The next points in order, `[C, j]` (points k, k+1, …; the first one the stream sees is point 0)."""
+        self.points = torch.cat([self.points, points.long()], dim=-1)
+
+    def push(self, audio: torch.Tensor, last: bool = False) -> torch.Tensor:
+        size = self.coder.spacing_samples
+        self.audio = torch.cat([self.audio, audio.float()], dim=-1)
+        if self.points.shape[-1] == 0:
+            if last:  # no level side information arrived for this audio: it is silence of a lost region
+                out, self.audio = self.audio, self.audio[:, :0]
+                return out
+            return self.audio[:, :0]
+        end_point = self.first_point + self.points.shape[-1]  # points known: [first_point, end_point)
+        # Samples whose gain is known: up to the last known point's sample, or all when flushing.
+        limit = self.start + self.audio.shape[-1] if last else min(self.start + self.audio.shape[-1],
+                                                                   (end_point - 1) * size)
+        n = max(0, limit - self.start)
+        if n == 0:
+            return self.audio[:, :0]
+        offset = self.start - self.first_point * size  # where self.audio starts within self.points' span
+        need = -(-(offset + n) // size)
+        span = self.points[:, :need]
+        if span.shape[-1] < need:  # flushing past the last point: hold it
+            span = torch.cat([span, span[:, -1:].expand(-1, need - span.shape[-1])], dim=-1)
+        nxt = self.points[:, need] if need < self.points.shape[-1] else None
+        gains = self.coder.gains_db(span, offset + n, nxt)[:, offset:]
+        out = self.audio[:, :n] * torch.pow(10.0, -gains / 20)
+        self.audio = self.audio[:, n:]
+        self.start += n
+        drop = min(self.start // size - self.first_point, self.points.shape[-1] - 1)
+        if drop > 0:
+            self.points = self.points[:, drop:]
+            self.first_point += drop
+        return out
