@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Regenerate the golden .ncd vectors (only when the format version changes on purpose).
+"""Write the golden .ncd vectors of the current format version (only when the format changes on purpose).
 
     python formats/make_golden.py
 
 Writes, under formats/golden/: `tiny.safetensors` (the untrained tiny test model, fixed seed, fp16, with entropy
-tables fitted on its codes of the LibriVox test clip), a few .ncd files made with it, and `expected.json` with the
-SHA-256 of each file's decoded codes. Tests decode the committed files and compare: any change that breaks
-compatibility with files already written fails them.
+tables fitted on its codes of the LibriVox test clip; kept if present, since every vector names its weights), a
+few .ncd files made with it by today's writer, and their entries in `expected.json`: the SHA-256 of each file,
+of its decoded codes and (version 1.1) of its level points. Entries of older versions are never rewritten: those
+files were made by the writer of their version, and tests keep decoding them. Any change that breaks
+compatibility with files already written fails the tests.
 """
 
 from __future__ import annotations
@@ -40,18 +42,20 @@ def codes_sha256(codes: np.ndarray) -> str:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    cfg = load_config(ROOT / "examples" / "tiny.toml").model
-    state = Codec(cfg).state_dict()
     tmp_model = OUT / "tiny.safetensors"
-    save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16)
-    codec = load_model(tmp_model, "cpu").codec
     audio, sr = read_audio(ROOT / "tests" / "data" / "librivox_0930.flac")
-    codes = encode_audio(codec, audio, sr).codes
-    tables = entropy.fit([c for c in codes], cfg.quantizer.n_q, cfg.quantizer.codebook_size, n_contexts=8)
-    save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16, entropy=tables)
+    if not tmp_model.exists():
+        torch.manual_seed(0)
+        cfg = load_config(ROOT / "examples" / "tiny.toml").model
+        state = Codec(cfg).state_dict()
+        save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16)
+        codec = load_model(tmp_model, "cpu").codec
+        codes = encode_audio(codec, audio, sr, level=False).codes
+        tables = entropy.fit([c for c in codes], cfg.quantizer.n_q, cfg.quantizer.codebook_size, n_contexts=8)
+        save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16, entropy=tables)
     model = load_model(tmp_model, "cpu")
     tables = model.entropy
+    version = f"{container.VERSION_MAJOR}.{container.VERSION_MINOR}"
 
     stereo = OUT / "stereo-44k.wav"
     left = audio[0, : int(1.3 * sr)]
@@ -59,25 +63,30 @@ def main() -> None:
 
     left = soxr.resample(left, sr, 44100).astype(np.float32)
     write_audio(stereo, np.stack([left, -0.5 * left]), 44100)
+    # Version 1.0's names had no prefix; 1.1's carry the level envelope.
     cases = {
-        "speech-16k-4q": (ROOT / "tests" / "data" / "librivox_0930.flac", 2.4),
-        "speech-16k-2q": (ROOT / "tests" / "data" / "librivox_0930.flac", 1.2),
-        "stereo-44k-1q": (stereo, 1.2),  # kbps for the file: 0.6 per channel
+        "v1.1-speech-16k-4q": (ROOT / "tests" / "data" / "librivox_0930.flac", 2.4),
+        "v1.1-speech-16k-2q": (ROOT / "tests" / "data" / "librivox_0930.flac", 1.2),
+        "v1.1-stereo-44k-1q": (stereo, 1.2),  # kbps for the file: 0.6 per channel
     }
-    expected = {}
+    expected_path = OUT / "expected.json"
+    expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
     for name, (src, kbps) in cases.items():
         path = OUT / f"{name}.ncd"
         encode_file(model, str(src), str(path), kbps=kbps, chunk_frames=50)
         parsed = container.parse(path.read_bytes())
         assert not parsed.damage, parsed.damage
-        blocks = [entropy.decode_chunk(tables, c.payload, parsed.header.channels, c.n_q, c.frame_count)
-                  for c in parsed.chunks]
-        all_codes = np.concatenate(blocks, axis=-1)
-        expected[name] = {"file": path.name, "codes_sha256": codes_sha256(all_codes), "shape": list(all_codes.shape),
-                          "length": parsed.length, "sample_rate": parsed.header.sample_rate,
+        blocks = [entropy.decode_chunk(tables, c.payload, parsed.header.channels, c.n_q, c.frame_count,
+                                       parsed.header.level) for c in parsed.chunks]
+        all_codes = np.concatenate([b[0] for b in blocks], axis=-1)
+        points = np.concatenate([b[1] for b in blocks], axis=-1)
+        expected[name] = {"file": path.name, "version": version, "codes_sha256": codes_sha256(all_codes),
+                          "shape": list(all_codes.shape), "points_sha256": codes_sha256(points),
+                          "points_shape": list(points.shape), "length": parsed.length,
+                          "sample_rate": parsed.header.sample_rate,
                           "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     stereo.unlink()
-    (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    expected_path.write_text(json.dumps(expected, indent=1) + "\n")
     print(json.dumps(expected, indent=1))
 
 

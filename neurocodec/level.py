@@ -134,18 +134,21 @@ class LevelNormalizer:
     points that cover it, exactly what `LevelCoder.normalize` gives for the whole signal.
 
     A point is final once the segments `CONTEXT_POINTS + 1` beyond it are measured; audio of segment k leaves
-    once point k + 1 is final. The latency is about 2 s; memory is that plus a float per segment."""
+    once point k + 1 is final. The latency (and the audio held) is about 2 s, whatever the input's length."""
 
     def __init__(self, coder: LevelCoder, channels: int):
         self.coder = coder
         self.pending = torch.zeros(channels, 0)  # audio not yet measured as a whole segment
         self.held = torch.zeros(channels, 0)  # measured, not yet emitted (starts at segment `self.emitted`)
-        self.levels = torch.zeros(channels, 0)  # every segment's level so far (a float per 0.2 s)
+        self.levels = torch.zeros(channels, 0)  # the recent segments' levels (those points still depend on)
+        self.first_level = 0  # segment number of self.levels[:, 0]
         self.emitted = 0  # segments emitted (and points returned)
 
     def _points(self, first: int, end: int) -> torch.Tensor:
+        """Points [first, end) from the levels kept (from segment first - CONTEXT_POINTS - 2, or the start)."""
         lo = max(0, first - CONTEXT_POINTS - 2)
-        return self.coder.points_from_levels(self.levels[:, lo:])[:, first - lo: end - lo]
+        window = self.levels[:, lo - self.first_level:]
+        return self.coder.points_from_levels(window)[:, first - lo: end - lo]
 
     def push(self, audio: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """audio `[C, n]` → (normalised audio `[C, m]`, its new points `[C, j]`); `last` flushes everything."""
@@ -158,7 +161,7 @@ class LevelNormalizer:
             part, self.pending = self.pending[:, :whole], self.pending[:, whole:]
             self.levels = torch.cat([self.levels, self.coder.segment_levels(part)], dim=-1)
             self.held = torch.cat([self.held, part], dim=-1)
-        known = self.levels.shape[-1]
+        known = self.first_level + self.levels.shape[-1]
         # Point k is final once segment k + CONTEXT_POINTS is measured; segment k leaves once point k + 1 is.
         final = known if last else max(0, known - CONTEXT_POINTS)
         ready = known if last else max(0, final - 1)
@@ -171,6 +174,9 @@ class LevelNormalizer:
         out = self.held[:, :samples] * torch.pow(10.0, gains / 20)
         self.held = self.held[:, samples:]
         self.emitted = ready
+        keep = max(0, self.emitted - CONTEXT_POINTS - 2)  # levels that later points can no longer need are dropped
+        self.levels = self.levels[:, keep - self.first_level:]
+        self.first_level = keep
         return out, out_points
 
 

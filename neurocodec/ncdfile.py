@@ -224,13 +224,13 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
         lv = h.level
         level = (f"a point per {lv.spacing_frames / frame_rate:g} s in {lv.step_db:g} dB steps from "
                  f"{lv.floor_db:g} dBFS; the model sees {lv.target_db:g} dBFS")
-        bits = 0.0
+        level_bits = 0.0
         for c in parsed.chunks:
             try:
-                bits += entropy.level_bits(entropy.decode_points(c.payload, h.channels, c.frame_count, lv), lv)
+                level_bits += entropy.level_bits(entropy.decode_points(c.payload, h.channels, c.frame_count, lv), lv)
             except FormatError as exc:
                 parsed.damage.append(f"chunk {c.index} at byte {c.offset}: {exc}")
-        level_kbps = round(bits / duration / 1000, 4) if duration > 0 else None
+        level_kbps = round(level_bits / duration / 1000, 4) if duration > 0 else None
     return {
         "file": where,
         "version": f"{container.VERSION_MAJOR}.{h.version_minor}",

@@ -27,25 +27,38 @@ def header(channels=1, n_q=4, codebook_size=64, length=None, minor=0, extensions
                             160, 16000, tuple(extensions), minor)
 
 
-def write(h: container.Header, blocks: list[np.ndarray], model: entropy.EntropyModel, length: int | None = None
-          ) -> bytes:
-    """An .ncd stream of `blocks` `[C, n_q, F]`; `length` defaults to what the frames hold (hop 160 at 16 kHz)."""
+def write(h: container.Header, blocks: list, model: entropy.EntropyModel, length: int | None = None) -> bytes:
+    """An .ncd stream of `blocks` `[C, n_q, F]` (with a level envelope: (codes, points `[C, P]`) pairs); `length`
+    defaults to what the frames hold (hop 160 at 16 kHz)."""
     import io
 
     buf = io.BytesIO()
     w = container.Writer(buf, h)
-    for b in blocks:
+    if h.level is not None:
+        for b, points in blocks:
+            w.write_chunk(entropy.encode_chunk(model, b, points, h.level), b.shape[-1], b.shape[1])
+        blocks = [b for b, _ in blocks]
+    for b in blocks if h.level is None else ():
         w.write_chunk(entropy.encode_chunk(model, b), b.shape[-1], b.shape[1])
     w.close(sum(b.shape[-1] for b in blocks) * 160 if length is None else length)
     return buf.getvalue()
 
 
-def decode_all(data: bytes, model: entropy.EntropyModel) -> np.ndarray:
+def decode_blocks(parsed: container.ParsedFile, model: entropy.EntropyModel) -> list:
+    """Every chunk's codes `[C, n_q, F]` (with a level envelope: (codes, points) pairs)."""
+    h = parsed.header
+    return [entropy.decode_chunk(model, c.payload, h.channels, c.n_q, c.frame_count, h.level) for c in parsed.chunks]
+
+
+def decode_all(data: bytes, model: entropy.EntropyModel, points: bool = False):
+    """The file's codes `[C, n_q, T]` (and with `points`, its level points `[C, P]`, None without an envelope)."""
     parsed = container.parse(data)
     assert parsed.damage == []
-    return np.concatenate(
-        [entropy.decode_chunk(model, c.payload, parsed.header.channels, c.n_q, c.frame_count) for c in parsed.chunks],
-        axis=-1)
+    blocks = decode_blocks(parsed, model)
+    if parsed.header.level is None:
+        return (np.concatenate(blocks, axis=-1), None) if points else np.concatenate(blocks, axis=-1)
+    codes = np.concatenate([b for b, _ in blocks], axis=-1)
+    return (codes, np.concatenate([p for _, p in blocks], axis=-1)) if points else codes
 
 
 def fitted_model(n_q: int, k: int, seed: int = 0) -> entropy.EntropyModel:
@@ -117,11 +130,17 @@ def test_golden_files_decode_to_the_same_codes(name):
     exp = EXPECTED[name]
     data = (GOLDEN / exp["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == exp["file_sha256"]
-    codes = decode_all(data, golden_model())
+    codes, points = decode_all(data, golden_model(), points=True)
     assert list(codes.shape) == exp["shape"]
     assert hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").tobytes()).hexdigest() == exp["codes_sha256"]
     parsed = container.parse(data)
     assert parsed.length == exp["length"] and parsed.header.sample_rate == exp["sample_rate"]
+    version = exp.get("version", "1.0")
+    assert f"1.{parsed.header.version_minor}" == version
+    assert (points is None) == (version == "1.0")  # 1.1 files carry the level envelope, 1.0 files never
+    if points is not None:
+        assert list(points.shape) == exp["points_shape"]
+        assert hashlib.sha256(np.ascontiguousarray(points, dtype="<i8").tobytes()).hexdigest() == exp["points_sha256"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -130,8 +149,7 @@ def test_golden_files_rewrite_byte_identically(name):
     data = (GOLDEN / EXPECTED[name]["file"]).read_bytes()
     parsed = container.parse(data)
     model = golden_model()
-    blocks = [entropy.decode_chunk(model, c.payload, parsed.header.channels, c.n_q, c.frame_count) for c in parsed.chunks]
-    assert write(parsed.header, blocks, model, parsed.length) == data
+    assert write(parsed.header, decode_blocks(parsed, model), model, parsed.length) == data
 
 
 # ------------------------------------------------------------------------------------------- damage

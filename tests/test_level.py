@@ -1,0 +1,169 @@
+"""The level side information: envelope analysis, streaming, restoration, its cost, and damage to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurocodec import container, entropy
+from neurocodec.audio import read_audio, resample
+from neurocodec.errors import FormatError
+from neurocodec.level import CONTEXT_POINTS, HEADROOM_DB, RANGE_DB, LevelCoder, LevelNormalizer, LevelRestorer
+
+SR = 24000
+CODER = LevelCoder.for_model(SR, 320)  # the default model's geometry: a point per 15 frames (0.2 s)
+
+
+def db(x: torch.Tensor) -> float:
+    return float(10 * torch.log10(x.double().pow(2).mean() + 1e-20))
+
+
+def sine(seconds: float, level_db: float, freq: float = 440.0) -> torch.Tensor:
+    t = torch.arange(int(seconds * SR), dtype=torch.float64) / SR
+    return (np.sqrt(2) * 10 ** (level_db / 20) * torch.sin(2 * np.pi * freq * t)).float()
+
+
+@pytest.fixture(scope="module")
+def speech() -> torch.Tensor:
+    audio, sr = read_audio("tests/data/librivox_0930.flac")
+    return torch.from_numpy(resample(audio.mean(0, keepdims=True), sr, SR))
+
+
+def test_spacing_follows_the_frame_rate():
+    assert (CODER.spacing_frames, CODER.spacing_samples) == (15, 4800)
+    assert LevelCoder.for_model(16000, 160).spacing_frames == 20
+    assert LevelCoder.for_model(8000, 4000).spacing_frames == 1
+
+
+def test_normalise_then_restore_is_exact_and_levels_the_audio(speech):
+    x = torch.cat([speech * 10 ** (-20 / 20), speech * 10 ** (14 / 20)], dim=0)  # the clip at two levels
+    y, points = CODER.normalize(x)
+    assert points.shape == (2, -(-x.shape[-1] // 4800))
+    assert torch.allclose(CODER.restore(y, points), x, atol=1e-6)
+    # Both come out at the same level: the model sees one level, whatever the input's.
+    assert abs(db(y[0]) - db(y[1])) < 1.0 and abs(db(y[0]) - CODER.target_db) < 4
+
+
+@pytest.mark.parametrize("block", [97, 4800, 20000])
+def test_streaming_matches_the_whole_signal(speech, block):
+    x = torch.cat([speech, 0.1 * speech.flip(-1)], dim=0)
+    whole, points = CODER.normalize(x)
+    normalizer = LevelNormalizer(CODER, 2)
+    parts = [normalizer.push(x[:, i:i + block]) for i in range(0, x.shape[-1], block)]
+    # What it holds is bounded (about 2 s), not the input's length.
+    assert normalizer.levels.shape[-1] <= 2 * CONTEXT_POINTS + 4
+    assert normalizer.held.shape[-1] <= (CONTEXT_POINTS + 3) * CODER.spacing_samples
+    parts.append(normalizer.push(x[:, :0], last=True))
+    assert torch.equal(torch.cat([p[1] for p in parts], -1), points)
+    assert torch.allclose(torch.cat([p[0] for p in parts], -1), whole, atol=1e-7)
+    # The decoder's stream, with points arriving chunk by chunk ahead of the audio, undoes it.
+    restorer = LevelRestorer(CODER, 2)
+    out, given = [], 0
+    for i in range(0, x.shape[-1], block):
+        due = min(points.shape[-1], (i + block) // 4800 + 2)
+        restorer.add_points(points[:, given:due])
+        given = due
+        out.append(restorer.push(whole[:, i:i + block]))
+    restorer.add_points(points[:, given:])
+    out.append(restorer.push(whole[:, :0], last=True))
+    assert torch.allclose(torch.cat(out, -1), x, atol=1e-6)
+
+
+def test_a_slow_fade_and_a_sudden_onset_have_no_gain_steps():
+    fade = sine(8, -50) * torch.pow(10.0, torch.linspace(0, 40, 8 * SR) / 20)  # -50 → -10 dBFS over 8 s
+    onset = torch.cat([torch.zeros(SR), sine(2, -6)])  # silence, then a loud tone at once
+    for x in (fade, onset):
+        points = CODER.analyse(x)
+        gain = CODER.gains_db(points, x.shape[-1])
+        # Linear in dB between points 0.2 s apart: no sample-to-sample jump, at chunk boundaries or anywhere.
+        assert float(gain.diff().abs().max()) < 0.01
+    y, _ = CODER.normalize(fade)
+    seg = y[SR:7 * SR].reshape(-1, 4800)
+    levels = 10 * torch.log10(seg.pow(2).mean(-1))
+    assert float(levels.max() - levels.min()) < 3.0  # the fade is levelled (within two 1.5 dB steps)
+    y, _ = CODER.normalize(onset)
+    # The gain is already down when the onset arrives: no overshoot into clipping.
+    assert float(y.abs().max()) <= 10 ** ((CODER.target_db + HEADROOM_DB + CODER.step_db) / 20)
+    assert float(y[SR + 4800:].abs().max()) < 10 ** ((CODER.target_db + 3 + CODER.step_db) / 20) * np.sqrt(2)
+
+
+def test_pauses_and_background_noise_are_not_pulled_up_to_speech_level():
+    torch.manual_seed(0)
+    loud = sine(2, -16)
+    pause = torch.randn(int(1.0 * SR)) * 10 ** (-66 / 20)  # room noise 50 dB below, between two phrases
+    y, _ = CODER.normalize(torch.cat([loud, pause, loud]))
+    assert db(y[2 * SR + 2400: 3 * SR - 2400]) < CODER.target_db - RANGE_DB + 2
+    # Alone, a quiet passage is raised by at most target - floor (22 dB), never to the target.
+    y, _ = CODER.normalize(pause)
+    assert db(y) < -66 + (CODER.target_db - CODER.floor_db) + 0.5
+
+
+def test_side_information_costs_well_under_a_tenth_of_a_kbps(speech):
+    level = CODER.extension()
+    points = CODER.analyse(speech * 10 ** (-6 / 20)).numpy()
+    per_chunk = [points[:, i:i + 5] for i in range(0, points.shape[-1], 5)]  # 1 s chunks of 75 frames
+    bits = sum(entropy.level_bits(p, level) for p in per_chunk)
+    kbps = bits / (speech.shape[-1] / SR) / 1000
+    assert 0.001 < kbps < 0.03, kbps
+
+
+def test_the_extension_round_trips_and_points_decode():
+    level = CODER.extension()
+    assert container.LevelExtension.unpack(level.pack()) == level
+    assert LevelCoder.from_extension(level, 320) == CODER
+    table = entropy.level_table(level.levels)
+    assert table.sum() == entropy.TOTAL and table.min() >= 1 and table[level.levels - 1] > 0.49 * entropy.TOTAL
+    codes = np.random.default_rng(0).integers(0, 64, (2, 3, 40))
+    points = np.array([[0, 32, 31], [16, 16, 2]])
+    model = entropy.uniform_model(4, 64)
+    payload = entropy.encode_chunk(model, codes, points, level)
+    got_codes, got_points = entropy.decode_chunk(model, payload, 2, 3, 40, level)
+    assert np.array_equal(got_codes, codes) and np.array_equal(got_points, points)
+    assert np.array_equal(entropy.decode_points(payload, 2, 40, level), points)
+    with pytest.raises(FormatError, match="do not fit"):
+        entropy.encode_chunk(model, codes, points[:, :2], level)
+
+
+def test_a_point_outside_the_envelope_is_damage_never_a_gain():
+    """A payload whose CRCs verify but whose changes walk a point past the top: the chunk is refused (concealed
+    by the reader), the point never becomes a gain."""
+    import constriction
+
+    level = CODER.extension()
+    model = entropy.uniform_model(1, 64)
+    probs = entropy.level_table(level.levels).astype(np.float64) / entropy.TOTAL
+    family = constriction.stream.model.Categorical(perfect=False)
+    enc = constriction.stream.queue.RangeEncoder()
+    changes = np.array([17, 20]) + level.levels - 1  # from the reference point 15: 32, then 52 > 32
+    enc.encode(changes.astype(np.int32), family, np.tile(probs, (2, 1)))
+    enc.encode(np.zeros(20, np.int32), family, np.tile(entropy.uniform_freqs(64) / entropy.TOTAL, (20, 1)))
+    payload = enc.get_compressed().astype("<u4").tobytes()
+    with pytest.raises(FormatError, match="outside the envelope's range"):
+        entropy.decode_chunk(model, payload, 1, 1, 20, level)
+
+
+def test_chunks_off_the_envelope_grid_are_refused_and_skipped():
+    import io
+
+    level = container.LevelExtension(10, -23.0, -45.0, 1.5, 33)
+    h = container.Header(16000, 1, None, "t", "ab" * 32, entropy.UNIFORM_SHA256, 1, 64, 160, 16000, (), 1, level)
+    model = entropy.uniform_model(1, 64)
+    buf = io.BytesIO()
+    w = container.Writer(buf, h)
+    codes = np.zeros((1, 1, 7), np.int64)
+    w.write_chunk(entropy.encode_chunk(model, codes, np.zeros((1, 1), np.int64), level), 7, 1)
+    with pytest.raises(FormatError, match="multiples of 10"):
+        w.write_chunk(entropy.encode_chunk(model, codes, np.zeros((1, 1), np.int64), level), 7, 1)
+    # The same two chunks written past the writer's check: the reader skips the second as damage.
+    w.next_frame = 10
+    w.write_chunk(entropy.encode_chunk(model, codes, np.zeros((1, 1), np.int64), level), 7, 1)
+    w.close(17 * 160)
+    data = bytearray(buf.getvalue())
+    pos = data.index(container.CHUNK_SYNC, 40)
+    head = bytearray(data[pos: pos + container.CHUNK.size])
+    head[8:16] = (7).to_bytes(8, "little")  # first frame 7: off the grid, header CRC made valid
+    data[pos: pos + container.CHUNK.size] = head
+    data[pos + container.CHUNK.size: pos + container.CHUNK_HEADER_SIZE] = container.crc32(bytes(head)).to_bytes(4, "little")
+    parsed = container.parse(bytes(data))
+    assert len(parsed.chunks) == 1 and any("not a multiple of the level envelope" in d for d in parsed.damage)
