@@ -59,9 +59,12 @@ def main() -> int:
             payload += sum(len(c.payload) for c in parsed.chunks) * 8
             file_bits += len(data) * 8
             seconds += parsed.length / parsed.header.sample_rate
-            codes = [entropy.decode_chunk(info.entropy, c.payload, 1, c.n_q, c.frame_count) for c in parsed.chunks]
-            uniform_bits += len(data) * 8 - payload_of(parsed) + sum(len(entropy.encode_chunk(uniform, c)) * 8
-                                                                      for c in codes)
+            level = parsed.header.level
+            blocks = [entropy.decode_chunk(info.entropy, c.payload, 1, c.n_q, c.frame_count, level)
+                      for c in parsed.chunks]  # with the level envelope, (codes, points) pairs
+            uniform_bits += len(data) * 8 - payload_of(parsed) + sum(
+                len(entropy.encode_chunk(uniform, *((b,) if level is None else (b[0], b[1], level)))) * 8
+                for b in blocks)
         print(f"{kbps:6g} {n_q:4d} {fixed / seconds / 1000:10.2f} {payload / fixed:14.3f} {file_bits / fixed:11.3f} "
               f"{file_bits / seconds / 1000:10.2f} {uniform_bits / fixed:19.3f}")
     return 0

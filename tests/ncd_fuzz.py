@@ -25,6 +25,7 @@ import numpy as np
 
 from neurocodec import container, entropy
 from neurocodec.container import CHUNK, CHUNK_SYNC, INDEX_ENTRY, INDEX_HEAD, INDEX_SYNC, TRAILER, crc32
+from neurocodec.errors import FormatError
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "formats" / "golden" / "tiny.safetensors"
@@ -70,7 +71,12 @@ def hostile_header(rng: random.Random, light: bool = False) -> container.Header:
                       model_sha256=_pick(rng, own.model_sha256, "ab" * 32),
                       entropy_sha256=_pick(rng, own.entropy_sha256, entropy.UNIFORM_SHA256))
     extensions = ((0x0042, b"abc"),) if rng.random() < 0.1 else ()
-    return container.Header(**{**own.__dict__, **fields, "extensions": extensions})
+    # Version 1.1's level envelope: usually the model's own, sometimes none (1.0), sometimes out of spec.
+    level = _pick(rng, own.level, own.level, None, lambda r: container.LevelExtension(
+        r.choice((0, 1, 7, 4096, 5000)), r.choice((-23.0, 0.0, -70.0)), r.choice((-45.0, -95.0, 0.0)),
+        r.choice((1.5, 0.0, 7.0)), r.choice((33, 1, 2, 256, 300))))
+    return container.Header(**{**own.__dict__, **fields, "extensions": extensions, "level": level,
+                               "version_minor": 0 if level is None else 1})
 
 
 def pack_header(h: container.Header) -> bytes:
@@ -82,10 +88,11 @@ def pack_header(h: container.Header) -> bytes:
         clamp(h.hop_length, 32), clamp(h.model_sample_rate, 32),
         container.UNKNOWN_LENGTH if h.length is None else h.length,
         bytes.fromhex(h.model_sha256), bytes.fromhex(h.entropy_sha256), len(name)) + name
-    for tag, value in h.extensions:
+    fields = list(h.extensions) + ([(container.EXT_LEVEL, h.level.pack())] if h.level is not None else [])
+    for tag, value in fields:
         body += struct.pack("<HH", tag, len(value)) + value
     size = container.PREFIX.size + len(body) + 4
-    head = container.PREFIX.pack(container.MAGIC, container.VERSION_MAJOR, 0, size) + body
+    head = container.PREFIX.pack(container.MAGIC, container.VERSION_MAJOR, h.version_minor, size) + body
     return head + struct.pack("<I", crc32(head))
 
 
@@ -94,7 +101,15 @@ def _payload(rng: random.Random, h: container.Header, frames: int, n_q: int) -> 
     if kind < 0.45 and h.channels * n_q * frames <= 20_000 and n_q <= model().entropy.n_q:
         codes = np.array([[[rng.randrange(h.codebook_size) for _ in range(frames)] for _ in range(n_q)]
                           for _ in range(h.channels)]) % model().entropy.codebook_size
-        return entropy.encode_chunk(model().entropy, codes)
+        if h.level is None:
+            return entropy.encode_chunk(model().entropy, codes)
+        try:
+            container.LevelExtension.unpack(h.level.pack())  # refuses an out-of-spec envelope
+            points = np.array([[rng.randrange(h.level.levels) for _ in range(h.level.points(frames))]
+                               for _ in range(h.channels)], np.int64).reshape(h.channels, -1)
+            return entropy.encode_chunk(model().entropy, codes, points, h.level)
+        except (FormatError, ZeroDivisionError):
+            return b""  # an out-of-spec envelope: the reader refuses the header anyway
     if kind < 0.65:
         return b""
     if kind < 0.8:
