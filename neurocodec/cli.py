@@ -105,6 +105,7 @@ def encode(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or .safetensors path."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
+    level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
     max_hours: float = MAX_HOURS,
     quiet: bool = QUIET,
 ) -> None:
@@ -116,7 +117,8 @@ def encode(
         t0 = time.perf_counter()
         loaded = load_model(model, device)
         with _progress(quiet, "encode") as progress:
-            report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=max_hours * 3600, progress=progress)
+            report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=max_hours * 3600, progress=progress,
+                                        level_loop=level_loop)
         if not quiet:
             h, seconds = report.header, report.samples / report.header.sample_rate
             err.print(f"{_name(input, 'stdin')}: {seconds:.2f} s, {h.channels} ch, {h.sample_rate / 1000:g} kHz -> "

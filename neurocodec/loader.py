@@ -100,11 +100,12 @@ class LoadedModel:
             raise FormatError(f"{where}: header codebook geometry does not match model {self.name!r}")
 
     # ------------------------------------------------------------------------------------------- coding
-    def encode(self, audio: np.ndarray, sample_rate: int, kbps: float | None = DEFAULT_KBPS) -> EncodedAudio:
-        """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length.
-        `kbps` is the total: the channels share it."""
+    def encode(self, audio: np.ndarray, sample_rate: int, kbps: float | None = DEFAULT_KBPS,
+               level_loop: bool = True) -> EncodedAudio:
+        """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length,
+        and the level envelope. `kbps` is the total: the channels share it. `level_loop`: see `encode_file`."""
         channels = 1 if np.ndim(audio) == 1 else int(np.shape(audio)[0])
-        return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps, channels))
+        return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps, channels), loop=level_loop)
 
     def decode(self, encoded: EncodedAudio) -> np.ndarray:
         """codes → audio `[C, length]` float32 at the original sample rate."""
@@ -113,7 +114,7 @@ class LoadedModel:
     def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
                     ) -> ncdfile.EncodeReport:
         """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
-        Options: `max_seconds`, `progress` (see `ncdfile.encode_file`)."""
+        Options: `max_seconds`, `progress`, `level_loop` (see `ncdfile.encode_file`)."""
         return ncdfile.encode_file(self, input, output, kbps, **options)
 
     def decode_file(self, input: str, output: str, conceal: bool = False, **options) -> ncdfile.DecodeReport:

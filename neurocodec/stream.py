@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .audio import Resampler
-from .level import LevelCoder, LevelNormalizer, LevelRestorer
+from .level import LevelCoder, LevelLoop, LevelNormalizer, LevelRestorer
 from .model import Codec
 from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
 
@@ -83,14 +83,19 @@ def stream_encode(
     n_q: int | None = None,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     level: LevelCoder | None = None,
+    loop: bool = True,
 ) -> Iterator[CodeBlock]:
     """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
-    level envelope before the model, and the envelope's points come with the codes (never behind them: the
-    points of frames [0, F) have all been yielded with the block that completes frame F)."""
+    level envelope before the model, and the envelope's points come with the codes (in order, from the file's
+    start, a little behind them). With `loop` too, the encoder decodes its own codes and corrects the points so
+    that the decoded level is the input's (`LevelLoop`): about twice the work, the model's own level error gone."""
     resampler = Resampler(sample_rate, codec.sample_rate, channels)
     window = window_for(channels, window_frames)
-    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q or codec.n_q, window), channels)
+    n_q = n_q or codec.n_q
+    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q, window), channels)
     normalizer = LevelNormalizer(level, channels) if level is not None else None
+    closed = LevelLoop(level, channels) if level is not None and loop else None
+    decoder = _ByChannels(lambda: WindowedDecoder(codec, window), channels) if closed is not None else None
 
     def model_rate() -> Iterator[np.ndarray]:
         for block in blocks:
@@ -107,12 +112,17 @@ def stream_encode(
             points = None
             if normalizer is not None:
                 x, points = normalizer.push(x, last=done)
-                points = points.numpy()
-            codes = stream.push(x) if x.shape[-1] else torch.zeros(channels, n_q or codec.n_q, 0, dtype=torch.long)
+            codes = stream.push(x) if x.shape[-1] else torch.zeros(channels, n_q, 0, dtype=torch.long)
             if done:
                 codes = torch.cat([codes, stream.flush()], dim=-1)
+            if closed is not None:
+                out = decoder.push(codes) if codes.shape[-1] else torch.zeros(channels, 0)
+                if done:
+                    tail = decoder.flush()
+                    out = torch.cat([out, tail], dim=-1) if tail.numel() else out
+                points = closed.push(x, points, out, last=done)
             if codes.shape[-1] or (points is not None and points.shape[-1]):
-                yield CodeBlock(codes.cpu().numpy(), points)
+                yield CodeBlock(codes.cpu().numpy(), None if points is None else points.numpy())
 
 
 def stream_decode(
@@ -127,7 +137,7 @@ def stream_decode(
     """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`.
 
     With `level`, each block is a `CodeBlock` whose points (frames 0, spacing, 2·spacing, … of the stream, in
-    order, never behind the codes) restore the level the encoder normalised away. An `int` in place of a block is a gap of that many frames (codes lost to damage): it becomes silence of the
+    order, ahead of or a little behind the codes) restore the level the encoder normalised away. An `int` in place of a block is a gap of that many frames (codes lost to damage): it becomes silence of the
     right length, and decoding restarts after it as at the start of a file. With `length` given, that many samples
     per channel come out (trimmed, or zero-padded if the resampler's rounding leaves the codes a sample short),
     but never more than the frames received describe: a length is a promise the codes must back.
@@ -189,14 +199,14 @@ def stream_decode(
 
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
-                 window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True) -> EncodedAudio:
+                 window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True, loop: bool = True) -> EncodedAudio:
     """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` and, with `level`, the level envelope
-    the audio was normalised by (`LevelCoder.for_model`)."""
+    the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
     coder = LevelCoder.for_model(codec.sample_rate, codec.hop_length) if level else None
-    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder))
+    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop))
     n_q = n_q or codec.n_q
     channels = audio.shape[0]
     codes = np.concatenate([np.zeros((channels, n_q, 0), np.int64)] + [p.codes for p in parts], axis=-1)

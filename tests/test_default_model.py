@@ -57,3 +57,39 @@ def test_readme_python_example(tmp_path, monkeypatch):
     assert scope["decoded"].shape == (1, len(audio))
     assert scope["report"].damage == [] and scope["report"].samples == len(audio)
     assert (tmp_path / "out.ncd").stat().st_size > 0
+
+
+def test_level_is_kept_through_files_on_a_fade_and_an_onset(tmp_path):
+    """Real speech through `.ncd` files with the default model: faded in over 8 s from -55 to -25 dBFS, and
+    starting at once after a second of silence at -25 dBFS. The output's level follows the input's in every
+    0.25 s window, within what a 6 kbps model's error and 1.5 dB steps allow (no steps at 1 s chunk boundaries,
+    no lag behind the onset), and overall within 5%."""
+    from neurocodec.audio import read_audio, resample
+    from neurocodec.loader import load_model
+
+    model = load_model("default", "cpu")
+    speech, sr = read_audio(ROOT / "examples" / "speech.flac")
+    speech = resample(speech.mean(0, keepdims=True), sr, 24000)[0]
+    speech = np.tile(speech, -(-8 * 24000 // len(speech)))[: 8 * 24000]
+    rms = np.sqrt(np.mean(speech.astype(np.float64) ** 2))
+    # This clip peaks 22 dB above its RMS: up to -25 dBFS nothing clips (a clipped file loses level by itself).
+    fade = speech / rms * 10 ** (np.linspace(-55, -25, len(speech)) / 20)
+    onset = np.concatenate([np.zeros(24000), speech[: 4 * 24000] / rms * 10 ** (-25 / 20)])
+    window = 6000
+    for name, x in (("fade", fade), ("onset", onset)):
+        x = x.astype(np.float32)
+        src, ncd, out = tmp_path / f"{name}.wav", tmp_path / f"{name}.ncd", tmp_path / f"{name}.out.wav"
+        sf.write(src, x, 24000, subtype="FLOAT")
+        model.encode_file(str(src), str(ncd), kbps=6)
+        model.decode_file(str(ncd), str(out))
+        y, _ = sf.read(out, dtype="float32")
+        n = len(x) // window * window
+        level_in = 10 * np.log10(np.mean(x[:n].reshape(-1, window).astype(np.float64) ** 2, axis=1) + 1e-12)
+        level_out = 10 * np.log10(np.mean(y[:n].reshape(-1, window).astype(np.float64) ** 2, axis=1) + 1e-12)
+        voiced = level_in > -60
+        error = level_out[voiced] - level_in[voiced]
+        assert np.abs(error).max() < 4.0, (name, np.round(error, 2))
+        assert abs(np.median(error)) < 0.6 and np.abs(error).mean() < 1.2, (name, np.round(error, 2))
+        assert 0.95 < np.sqrt(np.mean(y.astype(np.float64) ** 2) / np.mean(x.astype(np.float64) ** 2)) < 1.05
+        if name == "onset":  # silence stays silence
+            assert level_out[: 24000 // window - 1].max() < -60

@@ -167,3 +167,31 @@ def test_chunks_off_the_envelope_grid_are_refused_and_skipped():
     data[pos + container.CHUNK.size: pos + container.CHUNK_HEADER_SIZE] = container.crc32(bytes(head)).to_bytes(4, "little")
     parsed = container.parse(bytes(data))
     assert len(parsed.chunks) == 1 and any("not a multiple of the level envelope" in d for d in parsed.damage)
+
+
+def test_the_closed_loop_corrects_a_model_that_loses_level(speech):
+    """A stand-in model 6 dB soft on the first half and 2 dB loud on the second: the corrected points restore
+    the input's level in each half (within what 1.5 dB steps allow, their rounding carried), whatever the
+    blocks the streams arrive in; near-silence is left alone."""
+    from neurocodec.level import LevelLoop
+
+    x = torch.cat([speech, torch.zeros(1, SR), speech], dim=-1) * 10 ** (-18 / 20)
+    xn, points = CODER.normalize(x)
+    half = x.shape[-1] // 2
+    yn = torch.cat([xn[:, :half] * 10 ** (-6 / 20), xn[:, half:] * 10 ** (2 / 20)], dim=-1)
+    results = []
+    for block in (x.shape[-1], 4321):
+        loop = LevelLoop(CODER, 1)
+        out, given = [], 0
+        for i in range(0, x.shape[-1], block):
+            due = min(points.shape[-1], (i + block) // 4800)
+            out.append(loop.push(xn[:, i:i + block], points[:, given:due], yn[:, i:i + block]))
+            given = due
+        out.append(loop.push(xn[:, :0], points[:, given:], yn[:, :0], last=True))
+        results.append(torch.cat(out, dim=-1))
+    assert torch.equal(results[0], results[1]) and results[0].shape == points.shape
+    y = CODER.restore(yn, results[0])
+    quiet = x.shape[-1] // 2 - SR // 2, x.shape[-1] // 2 + SR // 2  # the second of silence in the middle
+    for a, b in ((0, quiet[0] - 4800), (quiet[1] + 4800, x.shape[-1])):
+        assert abs(db(y[:, a:b]) - db(x[:, a:b])) < 0.3
+    assert float(y[:, quiet[0] + 9600: quiet[1] - 9600].abs().max()) == 0.0
