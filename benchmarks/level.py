@@ -39,7 +39,9 @@ def main() -> int:
 
     from neurocodec.audio import read_audio
     from neurocodec.eval.run import collect
+    from neurocodec import entropy
     from neurocodec.loader import load_model
+    from neurocodec.ncdfile import NCD_CHUNK_FRAMES
     from neurocodec.stream import encode_audio
     from neurocodec.train.diagnostics import coded
 
@@ -57,6 +59,7 @@ def main() -> int:
     codec_ratios: dict[str, dict[int, list[float]]] = {}
     loop_ratios: dict[str, dict[int, list[float]]] = {}
     clipped: dict[str, dict[int, int]] = {}
+    side: dict[str, list[float]] = {}  # the level envelope's kbps, per file and level (closed loop)
     for item in items:
         audio, sr = read_audio(item.path)
         mono = audio.mean(axis=0)
@@ -67,7 +70,13 @@ def main() -> int:
         for level in LEVELS:
             x = (mono / rms * 10 ** (level / 20)).astype(np.float32)
             as_file = np.clip(x, -1, 1)
-            y = model.decode(model.encode(as_file, sr, kbps=args.kbps))[0]
+            encoded = model.encode(as_file, sr, kbps=args.kbps)
+            y = model.decode(encoded)[0]
+            level = encoded.level.extension()
+            per_chunk = level.points(NCD_CHUNK_FRAMES)
+            bits = sum(entropy.level_bits(encoded.points[:, i:i + per_chunk], level)
+                       for i in range(0, encoded.points.shape[-1], per_chunk))
+            side.setdefault(item.kind, []).append(bits / (len(x) / sr) / 1000)
             ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(as_file, y))
             xm = torch.from_numpy((at_rate / rms * 10 ** (level / 20)).astype(np.float32))[None, None]
             with torch.inference_mode():
@@ -93,6 +102,8 @@ def main() -> int:
     print("as a file, the worst single file: " + "; ".join(
         f"{kind} " + ", ".join(f"{min(v):.2f}-{max(v):.2f} at {lv}" for lv, v in by.items())
         for kind, by in sorted(ratios.items())))
+    print("level side information (closed loop, 1 s chunks), kbps: " + "; ".join(
+        f"{kind} mean {np.mean(v):.3f}, max {np.max(v):.3f}" for kind, v in sorted(side.items())))
     print("files whose input peaks above full scale: " + "; ".join(
         f"{kind} " + ", ".join(f"{n} at {lv}" for lv, n in by.items() if n) for kind, by in sorted(clipped.items())))
     for title, table in (("the model alone", model_ratios), ("open loop", codec_ratios), ("closed loop", loop_ratios),

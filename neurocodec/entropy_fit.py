@@ -34,7 +34,8 @@ def fit_entropy_model(model: str | os.PathLike | None, sources: list[str], outpu
     seqs, seconds = [], 0.0
     for i in order:
         audio, sr = read_audio(files[i])
-        seqs.append(encode_audio(loaded.codec, audio.mean(axis=0, keepdims=True), sr, n_q).codes[0])  # all codebooks
+        # The codes files get: level-normalised audio (the closed loop changes only the envelope, not the codes).
+        seqs.append(encode_audio(loaded.codec, audio.mean(axis=0, keepdims=True), sr, n_q, loop=False).codes[0])
         seconds += audio.shape[-1] / sr
         if seconds >= max_seconds:
             break
