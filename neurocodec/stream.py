@@ -114,7 +114,8 @@ def stream_encode(
                 x, points = normalizer.push(x, last=done)
             codes = stream.push(x) if x.shape[-1] else torch.zeros(channels, n_q, 0, dtype=torch.long)
             if done:
-                codes = torch.cat([codes, stream.flush()], dim=-1)
+                tail = stream.flush()  # (empty, of no particular shape, when nothing was pushed)
+                codes = torch.cat([codes, tail], dim=-1) if tail.numel() else codes
             if closed is not None:
                 out = decoder.push(codes) if codes.shape[-1] else torch.zeros(channels, 0)
                 if done:
@@ -177,6 +178,8 @@ def stream_decode(
             codes, points = (block.codes, block.points) if isinstance(block, CodeBlock) else (block, None)
             if restorer is not None and points is not None:
                 restorer.add_points(torch.from_numpy(np.asarray(points)))
+            if not codes.shape[-1]:
+                continue
             audio = stream.push(torch.from_numpy(np.ascontiguousarray(codes)).long())
             if restorer is not None:
                 audio = restorer.push(audio)

@@ -36,6 +36,22 @@ def test_any_rate_and_channels_restored(codec, sr, channels):
     assert out.shape == audio.shape and out.dtype == np.float32
 
 
+@pytest.mark.parametrize("samples", [0, 1, 100])
+@pytest.mark.parametrize("loop", [True, False])
+def test_empty_and_tiny_inputs_round_trip(codec, samples, loop, tmp_path):
+    """Nothing, one sample, a few: the level envelope and its closed loop cope, through arrays and files."""
+    from neurocodec.loader import load_model
+
+    audio = np.full((2, samples), 0.25, np.float32)
+    enc = encode_audio(codec, audio, 16000, n_q=2, loop=loop)
+    assert enc.points.shape == (2, -(-enc.codes.shape[-1] // enc.level.spacing_frames))
+    assert decode_audio(codec, enc).shape == (2, samples)
+    model = load_model("formats/golden/tiny.safetensors", "cpu")
+    write_audio(tmp_path / "in.wav", audio, 16000)
+    model.encode_file(str(tmp_path / "in.wav"), str(tmp_path / "x.ncd"), kbps=1.2, level_loop=loop)
+    assert model.decode_file(str(tmp_path / "x.ncd"), str(tmp_path / "out.wav")).samples == samples
+
+
 def test_channels_are_coded_independently(codec):
     sr = 16000
     left, right = tone(300, sr, 0.5), tone(1100, sr, 0.5)
