@@ -72,9 +72,9 @@ def main() -> int:
             as_file = np.clip(x, -1, 1)
             encoded = model.encode(as_file, sr, kbps=args.kbps)
             y = model.decode(encoded)[0]
-            level = encoded.level.extension()
-            per_chunk = level.points(NCD_CHUNK_FRAMES)
-            bits = sum(entropy.level_bits(encoded.points[:, i:i + per_chunk], level)
+            ext = encoded.level.extension()
+            per_chunk = ext.points(NCD_CHUNK_FRAMES)
+            bits = sum(entropy.level_bits(encoded.points[:, i:i + per_chunk], ext)
                        for i in range(0, encoded.points.shape[-1], per_chunk))
             side.setdefault(item.kind, []).append(bits / (len(x) / sr) / 1000)
             ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(as_file, y))

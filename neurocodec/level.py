@@ -4,7 +4,7 @@ model, and the `.ncd` file carries the envelope so that the decoder restores the
 The model then only ever sees audio near one level (`target_db`), the level it is trained at, and the output
 level does not depend on the input level (a model left to itself compresses dynamics: loud in, soft out).
 
-The envelope is a point every `spacing_frames` codec frames (0.2 s), quantised in `step_db` steps. Between
+The envelope is a point every `spacing_frames` codec frames (0.2 s), quantised in `step_db` (0.5 dB) steps. Between
 points the gain is interpolated linearly in dB, sample by sample, so it never steps. A point is the level of
 the two segments that touch it (the louder one, and a segment's peak less `HEADROOM_DB` if that is higher), so
 an onset is never amplified into clipping: the gain is already down when it arrives. Two floors keep pauses
@@ -30,13 +30,14 @@ from .container import LevelExtension
 
 SPACING_SECONDS = 0.2  # a point per 0.2 s (see MODEL_CARD.md for the rates measured)
 TARGET_DB = -23.0  # RMS the model sees (dBFS), EBU R 128's programme level
-STEP_DB = 1.5
+STEP_DB = 0.5  # fine enough that the closed loop's corrections do not wobble (level JND ≈ 0.5-1 dB)
 FLOOR_DB = -45.0  # the quantiser's lowest point: quieter passages are raised by at most 22 dB
-LEVELS = 41  # floor … +15 dBFS: room for the closed loop to raise a loud passage the model renders soft
+LEVELS = 121  # floor … +15 dBFS: room for the closed loop to raise a loud passage the model renders soft
 HEADROOM_DB = 20.0  # a point is at least a touching segment's peak less this: peaks reach at most target + 20 dB
 RANGE_DB = 20.0  # a point stays within this of the loudest point within CONTEXT_POINTS of it
 CONTEXT_POINTS = 8  # ±1.6 s
 MAX_CORRECTION_DB = 12.0  # the closed loop (LevelLoop) moves a point by at most this
+LOOP_POINTS = 3  # … measuring over ±3 points (±0.6 s)
 GATE_DB = 30.0  # … and only where the normalised input is within this of the target
 
 
@@ -184,12 +185,12 @@ class LevelNormalizer:
 
 class LevelLoop:
     """The encoder's closed loop: it decodes its own codes and corrects the points so that the output's level is
-    the input's, apart from the envelope's 1.5 dB steps (whose rounding error is carried to the next point, so
-    it averages out). What a point's gain touches, segments k-1 and k weighted by the interpolation's triangle,
-    is measured on the normalised input and on the model's output; the point moves by the difference in dB
-    (at most `MAX_CORRECTION_DB`, and only where the input is within `GATE_DB` of the target: the model's
-    output of near-silence says nothing of its gain). This is analysis by synthesis for the gain: the decoder
-    is unchanged, the file simply carries the level that restores the input's.
+    the input's. Around each point, over ±`LOOP_POINTS` points (±0.6 s, triangle-weighted: slow enough not to
+    wobble with the model's moment-to-moment error), the energy of the normalised input and of the model's output
+    are compared, and the point moves by the difference in dB, rounded to the envelope's 0.5 dB steps (at most
+    `MAX_CORRECTION_DB`, and only where the input is within `GATE_DB` of the target: the model's output of
+    near-silence says nothing of its gain). This is analysis by synthesis for the gain: the decoder is unchanged,
+    the file simply carries the level that restores the input's.
 
     Streams: push the normalised input `[C, n]`, its points `[C, j]` and the model's output `[C, m]` as they
     come (each in order, from the start); receive the corrected points that became final."""
@@ -201,40 +202,34 @@ class LevelLoop:
         self.start = 0
         self.points = torch.zeros(channels, 0, dtype=torch.long)  # normaliser's points from `self.done` on
         self.done = 0  # points corrected and returned
-        self.carry = torch.zeros(channels, dtype=torch.float64)  # rounding error carried to the next point (dB)
-        size = coder.spacing_samples
-        offsets = torch.arange(-size, size, dtype=torch.float64)
-        self.hat = 1 - offsets.abs() / size  # [2 * size]: point k's weight at samples kS - S … kS + S - 1
+        self.reach = LOOP_POINTS * coder.spacing_samples
+        offsets = torch.arange(-self.reach, self.reach, dtype=torch.float64)
+        self.hat = 1 - offsets.abs() / self.reach  # point k's weight at samples kS - reach … kS + reach - 1
 
     def push(self, x: torch.Tensor, points: torch.Tensor, y: torch.Tensor, last: bool = False) -> torch.Tensor:
         self.x = torch.cat([self.x, x.double().pow(2)], dim=-1)
         self.y = torch.cat([self.y, y.double().pow(2)], dim=-1)
         self.points = torch.cat([self.points, points.long()], dim=-1)
-        size = self.coder.spacing_samples
+        size, reach = self.coder.spacing_samples, self.reach
         end = self.start + min(self.x.shape[-1], self.y.shape[-1])  # samples both streams cover
         out = []
         while self.points.shape[-1] > 0:
             k = self.done
-            if not last and end < (k + 1) * size:
+            if not last and end < k * size + reach:
                 break
-            lo, hi = max(0, (k - 1) * size), (k + 1) * size
+            lo, hi = max(0, k * size - reach), k * size + reach
             xs = self.x[:, lo - self.start: hi - self.start]
             ys = self.y[:, lo - self.start: hi - self.start]
             n = min(xs.shape[-1], ys.shape[-1])
-            w = self.hat[lo - (k - 1) * size: lo - (k - 1) * size + n]
+            w = self.hat[lo - (k * size - reach): lo - (k * size - reach) + n]
             ex, ey = (xs[:, :n] * w).sum(-1), (ys[:, :n] * w).sum(-1)
-            weight = w.sum().clamp_min(1e-9)
-            live = (ex / weight > 10 ** ((self.coder.target_db - GATE_DB) / 10)) & (ey > 0)
+            live = (ex / w.sum().clamp_min(1e-9) > 10 ** ((self.coder.target_db - GATE_DB) / 10)) & (ey > 0)
             error = torch.where(live, 10 * torch.log10(ex.clamp_min(1e-30) / ey.clamp_min(1e-30)), 0.0)
-            wanted = error.clamp(-MAX_CORRECTION_DB, MAX_CORRECTION_DB) + self.carry
-            steps = torch.round(wanted / self.coder.step_db)
-            point = (self.points[:, 0] + steps.long()).clamp(0, self.coder.levels - 1)
-            taken = (point - self.points[:, 0]).double() * self.coder.step_db
-            self.carry = torch.where(live, (wanted - taken).clamp(-self.coder.step_db, self.coder.step_db), 0.0)
-            out.append(point)
+            steps = torch.round(error.clamp(-MAX_CORRECTION_DB, MAX_CORRECTION_DB) / self.coder.step_db)
+            out.append((self.points[:, 0] + steps.long()).clamp(0, self.coder.levels - 1))
             self.points = self.points[:, 1:]
             self.done += 1
-            drop = max(0, self.done - 1) * size - self.start  # the next point needs samples from (k - 1) S on
+            drop = self.done * size - reach - self.start  # the next point needs samples from (k + 1) S - reach on
             if drop > 0:
                 self.x, self.y, self.start = self.x[:, drop:], self.y[:, drop:], self.start + drop
         if not out:

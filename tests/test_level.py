@@ -105,7 +105,7 @@ def test_side_information_costs_well_under_a_tenth_of_a_kbps(speech):
     per_chunk = [points[:, i:i + 5] for i in range(0, points.shape[-1], 5)]  # 1 s chunks of 75 frames
     bits = sum(entropy.level_bits(p, level) for p in per_chunk)
     kbps = bits / (speech.shape[-1] / SR) / 1000
-    assert 0.001 < kbps < 0.03, kbps
+    assert 0.001 < kbps < 0.05, kbps
 
 
 def test_the_extension_round_trips_and_points_decode():
@@ -113,7 +113,8 @@ def test_the_extension_round_trips_and_points_decode():
     assert container.LevelExtension.unpack(level.pack()) == level
     assert LevelCoder.from_extension(level, 320) == CODER
     table = entropy.level_table(level.levels)
-    assert table.sum() == entropy.TOTAL and table.min() >= 1 and table[level.levels - 1] > 0.49 * entropy.TOTAL
+    no_change = table[level.levels - 1]
+    assert table.sum() == entropy.TOTAL and table.min() >= 1 and no_change > 4 * np.delete(table, level.levels - 1).max()
     codes = np.random.default_rng(0).integers(0, 64, (2, 3, 40))
     points = np.array([[0, 32, 31], [16, 16, 2]])
     model = entropy.uniform_model(4, 64)
@@ -135,7 +136,7 @@ def test_a_point_outside_the_envelope_is_damage_never_a_gain():
     probs = entropy.level_table(level.levels).astype(np.float64) / entropy.TOTAL
     family = constriction.stream.model.Categorical(perfect=False)
     enc = constriction.stream.queue.RangeEncoder()
-    changes = np.array([17, 20]) + level.levels - 1  # from the reference point 15: 32, then 52 > 32
+    changes = np.array([60, 30]) + level.levels - 1  # from the reference point 44: 104, then 134 > 120
     enc.encode(changes.astype(np.int32), family, np.tile(probs, (2, 1)))
     enc.encode(np.zeros(20, np.int32), family, np.tile(entropy.uniform_freqs(64) / entropy.TOTAL, (20, 1)))
     payload = enc.get_compressed().astype("<u4").tobytes()
