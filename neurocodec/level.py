@@ -12,8 +12,10 @@ and background noise from being pulled up to speech level: an absolute one (`flo
 raised by at most `target_db - floor_db`) and a relative one (a point stays within `RANGE_DB` of the loudest
 point within `CONTEXT_POINTS` of it, so a pause between words or phrases keeps its depth).
 
-The encoder's analysis is free to change (it is not part of the format); what the decoder does with the points
-(`LevelCoder.gains`) is, and its parameters travel in the `.ncd` header (`pack`/`unpack`).
+The encoder's analysis, and its closed loop (`LevelLoop`: it decodes its own codes and corrects the points so
+that the decoded level is the input's), are free to change (not part of the format); what the decoder does with
+the points (`LevelCoder.gains_db`, `restore`) is, and its parameters travel in the `.ncd` header
+(`container.LevelExtension`).
 
 Torch throughout, so that training (on any device) and encoding run the same code. Audio is `[..., T]` at the
 model's sample rate; points are `[..., K]` integer indices, `K = ceil(T / spacing_samples)`.
@@ -28,7 +30,7 @@ import torch
 
 from .container import LevelExtension
 
-SPACING_SECONDS = 0.2  # a point per 0.2 s (see MODEL_CARD.md for the rates measured)
+SPACING_SECONDS = 0.2  # a point per 0.2 s (MODEL_CARD.md, scripts/level_rates.py: the rates measured)
 TARGET_DB = -23.0  # RMS the model sees (dBFS), EBU R 128's programme level
 STEP_DB = 0.5  # fine enough that the closed loop's corrections do not wobble (level JND ≈ 0.5-1 dB)
 FLOOR_DB = -45.0  # the quantiser's lowest point: quieter passages are raised by at most 22 dB
