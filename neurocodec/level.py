@@ -64,7 +64,7 @@ class LevelCoder:
 
     def points(self, frames: int) -> int:
         """Envelope points that `frames` frames carry (one at every multiple of `spacing_frames`)."""
-        return -(-frames // self.spacing_frames)
+        return self.extension().points(frames)
 
     # ------------------------------------------------------------------------------------------------ the format
 
@@ -258,8 +258,7 @@ class LevelRestorer:
 
     def push(self, audio: torch.Tensor, last: bool = False) -> torch.Tensor:
         size = self.coder.spacing_samples
-        if audio.numel():  # (a stream flushed before any code gives an empty tensor of no particular shape)
-            self.audio = torch.cat([self.audio, audio.float()], dim=-1)
+        self.audio = torch.cat([self.audio, audio.float()], dim=-1)
         if self.points.shape[-1] == 0:
             if last:  # no level side information arrived for this audio: it is silence of a lost region
                 out, self.audio = self.audio, self.audio[:, :0]

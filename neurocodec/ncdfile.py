@@ -110,8 +110,8 @@ def _refuse(damage: list[str]) -> FormatError:
 def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel, damage: list[str] | None
                ) -> Iterator[np.ndarray | int]:
     """Entropy-decode chunk by chunk (one chunk in memory at a time) → code blocks (`[C, n_q, k]`, or `CodeBlock`s
-    with the level envelope's points for a file that has one) and gaps (ints, frames lost). With a `damage` list, a chunk that fails to decode becomes a gap and its reason is appended;
-    with None, it raises `FormatError`."""
+    with the level envelope's points for a file that has one) and gaps (ints, frames lost). With a `damage` list,
+    a chunk that fails to decode becomes a gap and its reason is appended; with None, it raises `FormatError`."""
     h = parsed.header
     frame = 0
     for chunk in parsed.chunks:

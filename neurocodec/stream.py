@@ -46,13 +46,16 @@ class _ByChannels:
     schedule, so their outputs join along the channel axis."""
 
     def __init__(self, make, channels: int):
+        self.channels = channels
         self.groups = [(slice(i, i + CHANNELS_PER_PASS), make()) for i in range(0, channels, CHANNELS_PER_PASS)]
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([stream.push(x[part]) for part, stream in self.groups], dim=0)
 
     def flush(self) -> torch.Tensor:
-        return torch.cat([stream.flush() for _, stream in self.groups], dim=0)
+        out = torch.cat([stream.flush() for _, stream in self.groups], dim=0)
+        # A stream that was never pushed to does not know its batch: its empty output gets the channel axis here.
+        return out if out.shape[0] == self.channels else out.new_zeros((self.channels,) + out.shape[1:])
 
 
 def _silence(channels: int, samples: int) -> Iterator[np.ndarray]:
@@ -114,13 +117,11 @@ def stream_encode(
                 x, points = normalizer.push(x, last=done)
             codes = stream.push(x) if x.shape[-1] else torch.zeros(channels, n_q, 0, dtype=torch.long)
             if done:
-                tail = stream.flush()  # (empty, of no particular shape, when nothing was pushed)
-                codes = torch.cat([codes, tail], dim=-1) if tail.numel() else codes
+                codes = torch.cat([codes, stream.flush()], dim=-1)
             if closed is not None:
                 out = decoder.push(codes) if codes.shape[-1] else torch.zeros(channels, 0)
                 if done:
-                    tail = decoder.flush()
-                    out = torch.cat([out, tail], dim=-1) if tail.numel() else out
+                    out = torch.cat([out, decoder.flush()], dim=-1)
                 points = closed.push(x, points, out, last=done)
             if codes.shape[-1] or (points is not None and points.shape[-1]):
                 yield CodeBlock(codes.cpu().numpy(), None if points is None else points.numpy())
@@ -138,8 +139,8 @@ def stream_decode(
     """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`.
 
     With `level`, each block is a `CodeBlock` whose points (frames 0, spacing, 2·spacing, … of the stream, in
-    order, ahead of or a little behind the codes) restore the level the encoder normalised away. An `int` in place of a block is a gap of that many frames (codes lost to damage): it becomes silence of the
-    right length, and decoding restarts after it as at the start of a file. With `length` given, that many samples
+    order, ahead of or a little behind the codes) restore the level the encoder normalised away. An `int` in place
+    of a block is a gap of that many frames (codes lost to damage): it becomes silence of the right length, and decoding restarts after it as at the start of a file. With `length` given, that many samples
     per channel come out (trimmed, or zero-padded if the resampler's rounding leaves the codes a sample short),
     but never more than the frames received describe: a length is a promise the codes must back.
     """
