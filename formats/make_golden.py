@@ -3,12 +3,13 @@
 
     python formats/make_golden.py
 
-Writes, under formats/golden/: `tiny.safetensors` (the untrained tiny test model, fixed seed, fp16, with entropy
-tables fitted on its codes of the LibriVox test clip; kept if present, since every vector names its weights), a
-few .ncd files made with it by today's writer, and their entries in `expected.json`: the SHA-256 of each file,
-of its decoded codes and (version 1.1) of its level points. Entries of older versions are never rewritten: those
-files were made by the writer of their version, and tests keep decoding them. Any change that breaks
-compatibility with files already written fails the tests.
+Writes, under formats/golden/: `tiny.safetensors` (the untrained tiny test model, fixed seed, fp16, with 1.x
+entropy tables and a 2.x context model fitted on its codes of the LibriVox test clip; kept if present, since every
+vector names its weights and tables: a missing 2.x model is added, the rest untouched), a few .ncd files made with
+it by today's writer (2.0: one with variable-rate segments), and their entries in `expected.json`: the SHA-256 of
+each file, of its decoded codes (-1 where a segment coded fewer codebooks) and of its level points. Entries of older
+versions are never rewritten: those files were made by the writer of their version, and tests keep decoding them.
+Any change that breaks compatibility with files already written fails the tests.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from neurocodec.checkpoint import save_model  # noqa: E402
 from neurocodec.config import load_config  # noqa: E402
 from neurocodec.model import Codec  # noqa: E402
 from neurocodec.loader import load_model  # noqa: E402
-from neurocodec.ncdfile import encode_file  # noqa: E402
+from neurocodec.ncdfile import decode_chunk, encode_file  # noqa: E402
 from neurocodec.stream import encode_audio  # noqa: E402
 
 OUT = ROOT / "formats" / "golden"
@@ -54,7 +55,18 @@ def main() -> None:
         tables = entropy.fit([c for c in codes], cfg.quantizer.n_q, cfg.quantizer.codebook_size, n_contexts=8)
         save_model(tmp_model, state, cfg, name="tiny-golden", dtype=torch.float16, entropy=tables)
     model = load_model(tmp_model, "cpu")
-    tables = model.entropy
+    if model.entropy.mix is None:
+        from dataclasses import replace
+
+        from neurocodec.checkpoint import read_model
+
+        state, info = read_model(tmp_model)
+        codes = encode_audio(model.codec, audio, sr).codes
+        mix = entropy.fit_mix([c for c in codes], info.config.quantizer.n_q, info.config.quantizer.codebook_size,
+                              groups=7)
+        save_model(tmp_model, state, info.config, name=info.name, extra=info.extra,
+                   entropy=replace(info.entropy, mix=mix))
+        model = load_model(tmp_model, "cpu")
     version = f"{container.VERSION_MAJOR}.{container.VERSION_MINOR}"
 
     stereo = OUT / "stereo-44k.wav"
@@ -63,23 +75,26 @@ def main() -> None:
 
     left = soxr.resample(left, sr, 44100).astype(np.float32)
     write_audio(stereo, np.stack([left, -0.5 * left]), 44100)
-    # Version 1.0's names had no prefix; 1.1's carry the level envelope.
+    # Version 1.0's names had no prefix; 1.1's carry the level envelope; 2.0's are the lean layout.
+    speech = ROOT / "tests" / "data" / "librivox_0930.flac"
     cases = {
-        "v1.1-speech-16k-4q": (ROOT / "tests" / "data" / "librivox_0930.flac", 2.4),
-        "v1.1-speech-16k-2q": (ROOT / "tests" / "data" / "librivox_0930.flac", 1.2),
-        "v1.1-stereo-44k-1q": (stereo, 1.2),  # kbps for the file: 0.6 per channel
+        "v2.0-speech-16k-4q": (speech, 2.4, None),
+        "v2.0-speech-16k-2q": (speech, 1.2, None),
+        "v2.0-stereo-44k-1q": (stereo, 1.2, None),  # kbps for the file: 0.6 per channel
+        "v2.0-speech-16k-vbr": (speech, None, 1.2),  # variable rate: codebooks per segment
     }
     expected_path = OUT / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
-    for name, (src, kbps) in cases.items():
+    for name, (src, kbps, quality) in cases.items():
         path = OUT / f"{name}.ncd"
-        encode_file(model, str(src), str(path), kbps=kbps, chunk_frames=50)
+        encode_file(model, str(src), str(path), kbps=kbps, chunk_frames=60, quality=quality)
         parsed = container.parse(path.read_bytes())
         assert not parsed.damage, parsed.damage
-        blocks = [entropy.decode_chunk(tables, c.payload, parsed.header.channels, c.n_q, c.frame_count,
-                                       parsed.header.level) for c in parsed.chunks]
-        all_codes = np.concatenate([b[0] for b in blocks], axis=-1)
-        points = np.concatenate([b[1] for b in blocks], axis=-1)
+        blocks = [decode_chunk(parsed.header, c, model.entropy) for c in parsed.chunks]
+        top = max(b.codes.shape[1] for b in blocks)  # chunks of fewer codebooks: -1 for the rest
+        all_codes = np.concatenate([np.pad(b.codes, ((0, 0), (0, top - b.codes.shape[1]), (0, 0)), constant_values=-1)
+                                    for b in blocks], axis=-1)
+        points = np.concatenate([b.points for b in blocks], axis=-1)
         expected[name] = {"file": path.name, "version": version, "codes_sha256": codes_sha256(all_codes),
                           "shape": list(all_codes.shape), "points_sha256": codes_sha256(points),
                           "points_shape": list(points.shape), "length": parsed.length,

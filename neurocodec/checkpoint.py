@@ -53,6 +53,7 @@ def integrity_sha256(metadata: dict[str, str]) -> str:
     config JSON exactly as stored, the weights hash and the entropy tables' hash. An edited sample rate or hop
     changes it; the model's identity in `.ncd` files stays `weights_sha256`, so re-saving never orphans files."""
     fields = ("format", "format_version", "name", "config", "weights_sha256", "entropy_sha256")
+    fields += ("mix_sha256",) if "mix_sha256" in metadata else ()  # the 2.x context model's, when it has one
     return hashlib.sha256(json.dumps([metadata.get(k, "") for k in fields]).encode()).hexdigest()
 
 
@@ -88,6 +89,8 @@ def save_model(
     if entropy is not None:
         tensors.update({k: torch.from_numpy(v) for k, v in entropy.tensors().items()})
         metadata["entropy_sha256"] = entropy.sha256
+        if entropy.mix is not None:
+            metadata["mix_sha256"] = entropy.mix.sha256
     metadata["integrity_sha256"] = integrity_sha256(metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -131,13 +134,15 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
             entropy = EntropyModel.from_tensors(tables)
         except (KeyError, FormatError) as exc:
             raise CheckpointError(f"{path}: bad entropy tables ({exc})") from None
-        if entropy.sha256 != metadata.get("entropy_sha256"):
+        if entropy.sha256 != metadata.get("entropy_sha256") or \
+                (entropy.mix is not None and entropy.mix.sha256 != metadata.get("mix_sha256")):
             raise CheckpointError(f"{path}: entropy tables hash mismatch: the file is corrupt or was altered")
         if entropy.n_q != config.quantizer.n_q or entropy.codebook_size != config.quantizer.codebook_size:
             raise CheckpointError(f"{path}: entropy tables do not fit the model's codebooks")
     else:
         entropy = uniform_model(config.quantizer.n_q, config.quantizer.codebook_size)
-    known = {"format", "format_version", "name", "config", "weights_sha256", "entropy_sha256", "integrity_sha256"}
+    known = {"format", "format_version", "name", "config", "weights_sha256", "entropy_sha256", "integrity_sha256",
+             "mix_sha256"}
     extra = {k: v for k, v in metadata.items() if k not in known}
     return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra, entropy)
 

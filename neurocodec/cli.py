@@ -106,23 +106,27 @@ def encode(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
     level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
+    quality: Optional[float] = typer.Option(None, "--quality", "-Q", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). Holds the input in memory; about 5x real time. --bitrate is the constant-rate mode."),
     max_hours: float = MAX_HOURS,
     quiet: bool = QUIET,
 ) -> None:
-    """Encode audio into an .ncd file. --bitrate is for the whole file: the channels share it."""
+    """Encode audio into an .ncd file. --bitrate is for the whole file: the channels share it; --quality is
+    variable rate."""
     try:
         _threads(threads)
         from .loader import load_model
 
         t0 = time.perf_counter()
         loaded = load_model(model, device)
+        if quality is not None and bitrate is not None:
+            raise ConfigError("--quality (variable rate) and --bitrate (constant rate) exclude each other")
         with _progress(quiet, "encode") as progress:
             report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=max_hours * 3600, progress=progress,
-                                        level_loop=level_loop)
+                                        level_loop=level_loop, quality=quality)
         if not quiet:
             h, seconds = report.header, report.samples / report.header.sample_rate
             err.print(f"{_name(input, 'stdin')}: {seconds:.2f} s, {h.channels} ch, {h.sample_rate / 1000:g} kHz -> "
-                      f"{_name(output, 'stdout')}: {report.n_q} codebooks/ch, "
+                      f"{_name(output, 'stdout')}: {report.n_q:.3g} codebooks/ch, "
                       f"{report.bytes * 8 / max(seconds, 1e-9) / 1000:.2f} kbps ({report.bytes} bytes), "
                       f"{seconds / (time.perf_counter() - t0):.0f}x real time", soft_wrap=True)
     except NeurocodecError as exc:
@@ -251,7 +255,7 @@ def fit_entropy(
     model: str = typer.Argument(..., help="Model checkpoint (or bundled name) whose codes are modelled."),
     audio: list[str] = typer.Argument(..., help="Folders/manifests/files of training audio (not the eval set)."),
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write: same weights, fitted tables."),
-    contexts: int = typer.Option(16, "--contexts", help="Tables per codebook (context clusters + 1)."),
+    contexts: int = typer.Option(16, "--contexts", help="Tables per codebook and expert (context clusters + 1)."),
     minutes: float = typer.Option(60.0, "--minutes", help="At most this much audio (random files)."),
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:

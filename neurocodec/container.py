@@ -1,4 +1,7 @@
-"""The `.ncd` container, version 1: reader and writer. The byte-level contract is `formats/ncd.md`.
+"""The `.ncd` container: reader of versions 1.x and 2.x, writer of 2.x. The byte-level contract is `formats/ncd.md`.
+
+Version 2 is the lean layout (variable-length integers, 16-byte chunk headers, a delta-coded index, chunks sized
+by bitrate); version 1 is read so that files written before it still decode.
 
 No torch here: the container knows bytes, lengths and checksums, not models. Every length read from a file is
 checked against a fixed bound and against what is left of the file before it is used, and a chunk's payload
@@ -18,8 +21,9 @@ from typing import BinaryIO
 from .errors import FormatError
 
 MAGIC = b"\x89NCD\r\n\x1a\n"  # high bit catches 7-bit channels; CR LF / LF / ^Z catch text-mode damage
-VERSION_MAJOR = 1
-VERSION_MINOR = 1  # 1.1 adds the level envelope (extension EXT_LEVEL); a file without one is written as 1.0
+VERSION_MAJOR = 2  # what the writer writes
+VERSION_MINOR = 0
+READ_MAJORS = (1, 2)
 UNKNOWN_LENGTH = 0xFFFF_FFFF_FFFF_FFFF
 
 CHUNK_SYNC = b"\xffNCK"
@@ -52,9 +56,42 @@ EXT_LEVEL = 0x8001  # critical: every chunk's payload starts with the level enve
 LEVEL = struct.Struct("<HhhHh")  # spacing frames, target (0.01 dB), floor (0.01 dB), levels, step (0.01 dB)
 MAX_LEVEL_POINTS = 256
 
+# Version 2: the lean layout.
+CHUNK_SYNC_V2 = b"\xffC"
+INDEX_SYNC_V2 = b"\xffX"
+TRAILER_MAGIC_V2 = b"N\xff"
+TRAILER_V2 = struct.Struct("<I2s")  # bytes from the index's first byte to the end of the file, end magic
+ID_BYTES = 8  # model and entropy identities: the first 8 bytes of their SHA-256
+MAX_VARINT = 10  # bytes of a LEB128 integer below 2**64
+MAX_FRAME = 1 << 48  # a first frame or total above this is out of spec (10^5 years at 75 Hz)
+CHUNK_MIN_V2 = 2 + 1 + 1 + 1 + 1 + 4 + 2  # sync, 1-byte varints and n_q, payload CRC, header check
+MAX_SEGMENT = MAX_CHUNK_FRAMES
+
 
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFF_FFFF
+
+
+def varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low first, high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def read_varint(data: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """(value, position after it) of the LEB128 integer at `pos`, which must end before `limit` and take at most
+    `MAX_VARINT` bytes; raises FormatError otherwise."""
+    value = shift = 0
+    for i in range(pos, min(limit, pos + MAX_VARINT)):
+        value |= (data[i] & 0x7F) << shift
+        if not data[i] & 0x80:
+            return value, i + 1
+        shift += 7
+    raise FormatError(f"variable-length integer at byte {pos} runs past its field")
 
 
 @dataclass(frozen=True)
@@ -103,8 +140,10 @@ class Header:
     hop_length: int
     model_sample_rate: int
     extensions: tuple[tuple[int, bytes], ...] = ()  # (tag, value) of the optional fields
-    version_minor: int = 0  # as read; a writer writes 1 with a level envelope
-    level: LevelExtension | None = None  # the level envelope, if the file carries one (version 1.1)
+    version_minor: int = VERSION_MINOR  # as read
+    level: LevelExtension | None = None  # the level envelope, if the file carries one (versions 1.1 and 2.x)
+    version_major: int = VERSION_MAJOR  # as read; the writer writes 2
+    segment_frames: int = 15  # 2.x: frames per segment of a chunk's codebook counts (VBR)
 
     def check(self) -> None:
         """Refuse values outside the format's limits (the reader refuses the same values)."""
@@ -120,27 +159,44 @@ class Header:
                               f"{MAX_MODEL_N_Q} codebooks of 2 to {MAX_CODEBOOK_SIZE} codes")
         if not 1 <= self.hop_length <= MAX_HOP:
             raise FormatError(f"hop_length {self.hop_length}: .ncd holds 1 to {MAX_HOP}")
+        if not 1 <= self.segment_frames <= MAX_SEGMENT:
+            raise FormatError(f"segment of {self.segment_frames} frames: .ncd holds 1 to {MAX_SEGMENT}")
 
     def max_samples(self, frames: int) -> int:
         """The most samples per channel at `sample_rate` that `frames` frames can describe (+1 for rounding)."""
         return -(-frames * self.hop_length * self.sample_rate // self.model_sample_rate) + 1
 
-    def pack(self) -> bytes:
-        self.check()
+    @property
+    def chunk_sync(self) -> bytes:
+        return CHUNK_SYNC if self.version_major == 1 else CHUNK_SYNC_V2
+
+    @property
+    def index_sync(self) -> bytes:
+        return INDEX_SYNC if self.version_major == 1 else INDEX_SYNC_V2
+
+    @property
+    def min_chunk_bytes(self) -> int:
+        """The fewest bytes a chunk of this layout takes (how many chunks damaged bytes could have held)."""
+        return CHUNK_HEADER_SIZE if self.version_major == 1 else CHUNK_MIN_V2
+
+    def pack(self, check: bool = True) -> bytes:
+        """The header in the 2.x layout (the writer writes no other). `check=False` packs out-of-spec values too
+        (for tests of the reader)."""
+        if check:
+            self.check()
         name = self.model_name.encode("utf-8")
-        body = FIXED.pack(
+        body = b"".join(varint(v) for v in (
             self.sample_rate, self.channels, self.model_n_q, self.codebook_size, self.hop_length,
-            self.model_sample_rate, UNKNOWN_LENGTH if self.length is None else self.length,
-            bytes.fromhex(self.model_sha256), bytes.fromhex(self.entropy_sha256), len(name),
-        ) + name
+            self.model_sample_rate, 0 if self.length is None else self.length + 1, self.segment_frames))
+        body += bytes.fromhex(self.model_sha256)[:ID_BYTES] + bytes.fromhex(self.entropy_sha256)[:ID_BYTES]
+        body += bytes([len(name)]) + name
         fields = list(self.extensions) + ([(EXT_LEVEL, self.level.pack())] if self.level else [])
         for tag, value in fields:
             body += struct.pack("<HH", tag, len(value)) + value
         size = PREFIX.size + len(body) + 4
         if size > MAX_HEADER:
             raise FormatError(f"header of {size} bytes exceeds {MAX_HEADER}")
-        minor = max(self.version_minor, VERSION_MINOR if self.level else 0)
-        head = PREFIX.pack(MAGIC, VERSION_MAJOR, minor, size) + body
+        head = PREFIX.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, size) + body
         return head + struct.pack("<I", crc32(head))
 
 
@@ -154,6 +210,16 @@ class Chunk:
     n_q: int
     payload: bytes
     offset: int = 0  # byte offset of the chunk in the file (set by the reader)
+    header_size: int = CHUNK_HEADER_SIZE  # bytes before the payload (2.x: 12 to 26)
+
+    @property
+    def size(self) -> int:
+        return self.header_size + len(self.payload)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: 1.x chunks carry a number, 2.x chunks are named by their first frame."""
+        return f"chunk {self.index}" if self.index >= 0 else f"chunk at frame {self.first_frame}"
 
 
 @dataclass
@@ -169,14 +235,17 @@ class ParsedFile:
     lost: list[tuple[int, int]] = field(default_factory=list)  # [first frame, end frame) not recoverable
 
 
-def max_payload(channels: int, n_q: int, frames: int, level: LevelExtension | None = None) -> int:
-    """The largest payload a valid chunk can have: bounds every allocation before the data is decoded."""
-    symbols = n_q * frames + (level.points(frames) if level else 0)
-    return 4 * (-(-(channels * symbols * MAX_BITS_PER_SYMBOL) // 32)) + 16
+def max_payload(channels: int, n_q: int, frames: int, level: LevelExtension | None = None,
+                segment_frames: int | None = None) -> int:
+    """The largest payload a valid chunk can have: bounds every allocation before the data is decoded.
+    `segment_frames`: 2.x chunks also carry a codebook count per segment (shared by the channels)."""
+    symbols = channels * (n_q * frames + (level.points(frames) if level else 0))
+    symbols += -(-frames // segment_frames) if segment_frames else 0
+    return 4 * (-(-(symbols * MAX_BITS_PER_SYMBOL) // 32)) + 16
 
 
 class Writer:
-    """Writes an .ncd stream front to back (never seeks, so stdout and pipes work)."""
+    """Writes a 2.x .ncd stream front to back (never seeks, so stdout and pipes work)."""
 
     def __init__(self, out: BinaryIO, header: Header):
         self.out = out
@@ -199,22 +268,34 @@ class Writer:
         if level is not None and self.next_frame % level.spacing_frames:
             raise FormatError(f"chunk at frame {self.next_frame}: with a level envelope, chunks start at multiples "
                               f"of {level.spacing_frames} frames")
-        if len(payload) > max_payload(self.header.channels, n_q, frame_count, level):
+        if len(payload) > max_payload(self.header.channels, n_q, frame_count, level, self.header.segment_frames):
             raise FormatError("chunk payload exceeds the format's bound")  # pragma: no cover - a coder bug
-        head = CHUNK.pack(CHUNK_SYNC, len(self.entries), self.next_frame, frame_count, n_q, 0, len(payload),
-                          crc32(payload))
         self.entries.append((self.pos, self.next_frame))
-        self._write(head + struct.pack("<I", crc32(head)) + payload)
+        self._write(chunk_header(self.next_frame, frame_count, n_q, len(payload), crc32(payload)) + payload)
         self.next_frame += frame_count
 
     def close(self, length: int) -> None:
         """Write the index and trailer. `length`: samples per channel at the original rate."""
-        index_offset = self.pos
-        body = INDEX_HEAD.pack(INDEX_SYNC, len(self.entries), self.next_frame, length)
-        body += b"".join(INDEX_ENTRY.pack(off, first) for off, first in self.entries)
-        self._write(body + struct.pack("<I", crc32(body)))
-        off = struct.pack("<Q", index_offset)
-        self._write(TRAILER.pack(index_offset, crc32(off), TRAILER_MAGIC))
+        self._write(index_bytes(self.entries, self.next_frame, length))
+
+
+def chunk_header(first: int, frames: int, n_q: int, size: int, payload_crc: int) -> bytes:
+    """A 2.x chunk header (any values: the writer checks them, tests of the reader need hostile ones)."""
+    head = CHUNK_SYNC_V2 + varint(first) + varint(frames) + bytes([n_q % 256]) + varint(size) + \
+        struct.pack("<I", payload_crc)
+    return head + struct.pack("<H", crc32(head) & 0xFFFF)
+
+
+def index_bytes(entries: list[tuple[int, int]], total: int, length: int, count: int | None = None) -> bytes:
+    """A 2.x index of `entries` (byte offset, first frame) and the trailer after it (`count`: the count field, if
+    not the entries')."""
+    body = INDEX_SYNC_V2 + varint(len(entries) if count is None else count) + varint(total) + varint(length)
+    last_offset = last_frame = 0
+    for off, first in entries:
+        body += varint(max(0, off - last_offset)) + varint(max(0, first - last_frame))
+        last_offset, last_frame = off, first
+    body += struct.pack("<I", crc32(body))
+    return body + TRAILER_V2.pack(len(body) + TRAILER_V2.size, TRAILER_MAGIC_V2)
 
 
 def parse_header(data: bytes) -> tuple[Header, int]:
@@ -229,20 +310,38 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             raise FormatError("damaged .ncd magic at byte 0: line endings were converted (opened in text mode?) "
                               "or the file was sent through a 7-bit channel")
         raise FormatError("not an .ncd file (wrong magic at byte 0)")
-    if major != VERSION_MAJOR:
-        raise FormatError(f".ncd major version {major} is not supported (this reader knows {VERSION_MAJOR}.x)")
-    if not PREFIX.size + FIXED.size + 4 <= size <= MAX_HEADER:
+    if major not in READ_MAJORS:
+        raise FormatError(f".ncd major version {major} is not supported (this reader knows "
+                          f"{', '.join(f'{m}.x' for m in READ_MAJORS)})")
+    smallest = PREFIX.size + (FIXED.size if major == 1 else 8 + 2 * ID_BYTES + 1) + 4
+    if not smallest <= size <= MAX_HEADER:
         raise FormatError(f"header size {size} at byte 10 is out of bounds: the header is damaged")
     if len(data) < size:
         raise FormatError(f"truncated .ncd file: {len(data)} bytes, the header alone needs {size}")
     stored = struct.unpack_from("<I", data, size - 4)[0]
     if crc32(data[: size - 4]) != stored:
         raise FormatError("header CRC-32 mismatch (bytes 0-%d): the header is damaged" % (size - 1))
-    (sample_rate, channels, model_n_q, codebook_size, hop, model_sr, length, model_sha, entropy_sha,
-     name_len) = FIXED.unpack_from(data, PREFIX.size)
-    pos = PREFIX.size + FIXED.size
+    end = size - 4
+    segment = 15
+    if major == 1:
+        (sample_rate, channels, model_n_q, codebook_size, hop, model_sr, length, model_sha, entropy_sha,
+         name_len) = FIXED.unpack_from(data, PREFIX.size)
+        pos = PREFIX.size + FIXED.size
+        length = None if length == UNKNOWN_LENGTH else length
+    else:
+        pos, values = PREFIX.size, []
+        for _ in range(8):
+            value, pos = read_varint(data, pos, end)
+            values.append(value)
+        sample_rate, channels, model_n_q, codebook_size, hop, model_sr, length, segment = values
+        length = None if length == 0 else length - 1
+        if pos + 2 * ID_BYTES + 1 > end:
+            raise FormatError("header fields run past the header: the header is damaged")
+        model_sha, entropy_sha = data[pos: pos + ID_BYTES], data[pos + ID_BYTES: pos + 2 * ID_BYTES]
+        name_len = data[pos + 2 * ID_BYTES]
+        pos += 2 * ID_BYTES + 1
     if name_len > MAX_NAME:
-        raise FormatError(f"model name length {name_len} at byte 104 exceeds {MAX_NAME}: the header is out of spec")
+        raise FormatError(f"model name length {name_len} exceeds {MAX_NAME}: the header is out of spec")
     if pos + name_len > size - 4:
         raise FormatError("model name runs past the header: the header is damaged")
     try:
@@ -269,8 +368,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         else:
             extensions.append((tag, value))  # unknown and optional: kept, not interpreted
         pos += 4 + ext_len
-    header = Header(sample_rate, channels, None if length == UNKNOWN_LENGTH else length, name, model_sha.hex(),
-                    entropy_sha.hex(), model_n_q, codebook_size, hop, model_sr, tuple(extensions), minor, level)
+    header = Header(sample_rate, channels, length, name, model_sha.hex(), entropy_sha.hex(), model_n_q,
+                    codebook_size, hop, model_sr, tuple(extensions), minor, level, major, segment)
     try:
         header.check()
     except FormatError as exc:
@@ -278,44 +377,98 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     return header, size
 
 
-def _chunk_at(data: bytes, pos: int, header: Header) -> Chunk | str:
+class Miss(str):
+    """Why no chunk verifies at a position; `spent`: payload bytes checksummed in vain (a verified header whose
+    payload failed its CRC)."""
+
+    spent = 0
+
+
+def _miss(reason: str, spent: int = 0) -> Miss:
+    miss = Miss(reason)
+    miss.spent = spent
+    return miss
+
+
+def _chunk_at(data: bytes, pos: int, header: Header) -> Chunk | Miss:
     """A chunk whose header verifies at `pos`, or a one-line reason why there is none."""
+    if header.version_major != 1:
+        return _chunk_at_v2(data, pos, header)
     if pos + CHUNK_HEADER_SIZE > len(data):
-        return "truncated chunk header"
+        return _miss("truncated chunk header")
     sync, index, first, frames, n_q, _flags, size, payload_crc = CHUNK.unpack_from(data, pos)
     if sync != CHUNK_SYNC:
-        return "no chunk sync word"
+        return _miss("no chunk sync word")
     if crc32(data[pos: pos + CHUNK.size]) != struct.unpack_from("<I", data, pos + CHUNK.size)[0]:
-        return "chunk header CRC-32 mismatch"
+        return _miss("chunk header CRC-32 mismatch")
     # The header verified, so its fields are as written; still refuse values no writer produces.
     if not 1 <= frames <= MAX_CHUNK_FRAMES or not 1 <= n_q <= header.model_n_q:
-        return f"chunk header out of bounds ({frames} frames, {n_q} codebooks)"
+        return _miss(f"chunk header out of bounds ({frames} frames, {n_q} codebooks)")
     if size > max_payload(header.channels, n_q, frames, header.level):
-        return f"chunk payload size {size} exceeds the bound for its frames"
+        return _miss(f"chunk payload size {size} exceeds the bound for its frames")
     if header.level is not None and first % header.level.spacing_frames:
-        return f"chunk starts at frame {first}, not a multiple of the level envelope's {header.level.spacing_frames}"
+        return _miss(f"chunk starts at frame {first}, not a multiple of the level envelope's "
+                     f"{header.level.spacing_frames}")
     start = pos + CHUNK_HEADER_SIZE
     if start + size > len(data):
-        return f"chunk {index} truncated: payload needs {size} bytes, {len(data) - start} left"
+        return _miss(f"chunk {index} truncated: payload needs {size} bytes, {len(data) - start} left")
     payload = data[start: start + size]
     if crc32(payload) != payload_crc:
-        return f"chunk {index} (frames {first}-{first + frames - 1}) payload CRC-32 mismatch"
+        return _miss(f"chunk {index} (frames {first}-{first + frames - 1}) payload CRC-32 mismatch", size)
     return Chunk(index, first, frames, n_q, payload, pos)
 
 
+def _chunk_at_v2(data: bytes, pos: int, header: Header) -> Chunk | Miss:
+    """`_chunk_at` for the 2.x layout: sync, varints (first frame, frame count), n_q, varint payload size, payload
+    CRC-32, then the low 16 bits of the CRC-32 of those bytes, checked before any field is trusted."""
+    if data[pos: pos + 2] != CHUNK_SYNC_V2:
+        return _miss("no chunk sync word")
+    end = min(len(data), pos + 2 + 3 * MAX_VARINT + 1 + 4 + 2)
+    try:
+        first, at = read_varint(data, pos + 2, end)
+        frames, at = read_varint(data, at, end)
+        if at + 1 > end:
+            raise FormatError("truncated")
+        n_q = data[at]
+        size, at = read_varint(data, at + 1, end)
+    except FormatError:
+        return _miss("truncated or damaged chunk header")
+    if at + 6 > len(data):
+        return _miss("truncated chunk header")
+    payload_crc, check = struct.unpack_from("<IH", data, at)
+    if crc32(data[pos: at + 4]) & 0xFFFF != check:
+        return _miss("chunk header check mismatch")
+    start = at + 6
+    if not 1 <= frames <= MAX_CHUNK_FRAMES or not 1 <= n_q <= header.model_n_q or first > MAX_FRAME:
+        return _miss(f"chunk header out of bounds ({frames} frames, {n_q} codebooks)")
+    if size > max_payload(header.channels, n_q, frames, header.level, header.segment_frames):
+        return _miss(f"chunk payload size {size} exceeds the bound for its frames")
+    if header.level is not None and first % header.level.spacing_frames:
+        return _miss(f"chunk starts at frame {first}, not a multiple of the level envelope's "
+                     f"{header.level.spacing_frames}")
+    if start + size > len(data):
+        return _miss(f"chunk at frame {first} truncated: payload needs {size} bytes, {len(data) - start} left")
+    payload = data[start: start + size]
+    if crc32(payload) != payload_crc:
+        return _miss(f"chunk at frame {first} (frames {first}-{first + frames - 1}) payload CRC-32 mismatch", size)
+    return Chunk(-1, first, frames, n_q, payload, pos, start - pos)
+
+
 def justified_frames(header: Header, nbytes: int, min_bits_per_symbol: float | None = None) -> int:
-    """The most frames `nbytes` bytes of chunks could hold: a chunk per `CHUNK_HEADER_SIZE` bytes of at most
+    """The most frames `nbytes` bytes of chunks could hold: a chunk per `header.min_chunk_bytes` bytes of at most
     `MAX_CHUNK_FRAMES` frames, and with the entropy model's cheapest code, a code per channel and frame at that
     cost (plus the range coder's slack of 64 bits per chunk)."""
-    chunks = -(-nbytes // CHUNK_HEADER_SIZE)
+    chunks = -(-nbytes // header.min_chunk_bytes)
     frames = chunks * MAX_CHUNK_FRAMES
     if min_bits_per_symbol:
         frames = min(frames, int((nbytes * 8 + chunks * 64) / (header.channels * min_bits_per_symbol)))
     return frames
 
 
-def _index_at(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
+def _index_at(data: bytes, pos: int, header: Header) -> tuple[int, int, int, int] | None:
     """(chunk count, total frames, length, end offset) if a verified index starts at `pos`."""
+    if header.version_major != 1:
+        return _index_at_v2(data, pos)
     if pos + INDEX_HEAD.size + 4 > len(data) or data[pos: pos + 4] != INDEX_SYNC:
         return None
     _, count, frames, length = INDEX_HEAD.unpack_from(data, pos)
@@ -325,6 +478,43 @@ def _index_at(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
     if end + 4 > len(data) or crc32(data[pos:end]) != struct.unpack_from("<I", data, end)[0]:
         return None
     return count, frames, length, end + 4
+
+
+def _index_at_v2(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
+    """`_index_at` for the 2.x layout: sync, varints (count, total frames, length), per chunk varints (offset and
+    first frame, each as the change from the chunk before), CRC-32. The entries are checked by the CRC only when
+    the count fits the bytes left (each entry takes at least two)."""
+    if data[pos: pos + 2] != INDEX_SYNC_V2:
+        return None
+    try:
+        count, at = read_varint(data, pos + 2, len(data))
+        frames, at = read_varint(data, at, len(data))
+        length, at = read_varint(data, at, len(data))
+        if count > (len(data) - at) // 2:
+            return None
+        for _ in range(2 * count):
+            _, at = read_varint(data, at, len(data))
+    except FormatError:
+        return None
+    if at + 4 > len(data) or crc32(data[pos:at]) != struct.unpack_from("<I", data, at)[0]:
+        return None
+    return count, frames, length, at + 4
+
+
+def _index_cost(data: bytes, pos: int, header: Header) -> int:
+    """Bytes an index candidate at `pos` makes the reader go over (0 where there is no index sync word)."""
+    if data[pos: pos + len(header.index_sync)] != header.index_sync:
+        return 0
+    if header.version_major == 1:
+        if pos + INDEX_HEAD.size > len(data):
+            return 0
+        count = INDEX_HEAD.unpack_from(data, pos)[1]
+        return count * INDEX_ENTRY.size if count <= (len(data) - pos - INDEX_HEAD.size) // INDEX_ENTRY.size else 0
+    try:
+        count = read_varint(data, pos + 2, len(data))[0]
+    except FormatError:
+        return 0
+    return min(len(data) - pos, 2 * MAX_VARINT * count)
 
 
 class _Scanner:
@@ -337,8 +527,9 @@ class _Scanner:
 
     def __init__(self, data: bytes, header: Header):
         self.data, self.header = data, header
-        self.found = {CHUNK_SYNC: -1, INDEX_SYNC: -1}  # the last search result per sync word (len(data): none)
-        self.searched_from = {CHUNK_SYNC: -1, INDEX_SYNC: -1}
+        syncs = (header.chunk_sync, header.index_sync)
+        self.found = {sync: -1 for sync in syncs}  # the last search result per sync word (len(data): none)
+        self.searched_from = {sync: -1 for sync in syncs}
         self.budget = 4 * len(data) + 65536  # bytes of payload/index CRC work on failed candidates
         self.exhausted = False
         self.searched = 0  # bytes the sync-word searches went over (for tests: at most twice the file)
@@ -356,20 +547,15 @@ class _Scanner:
         data = self.data
         pos = start
         while pos < len(data) and not self.exhausted:
-            pos = min(self._next(CHUNK_SYNC, pos), self._next(INDEX_SYNC, pos))
+            pos = min(self._next(self.header.chunk_sync, pos), self._next(self.header.index_sync, pos))
             if pos >= len(data):
                 break
             found = _chunk_at(data, pos, self.header)
-            if isinstance(found, Chunk) or _index_at(data, pos) is not None:
+            if isinstance(found, Chunk) or _index_at(data, pos, self.header) is not None:
                 return pos
             # A failed candidate costs a fixed-size header check, and beyond it what was checksummed in vain: a
             # payload whose verified header gave its size, or an index's entries. That part is budgeted.
-            if found.endswith("payload CRC-32 mismatch"):
-                self.budget -= CHUNK.unpack_from(data, pos)[6]
-            elif data[pos: pos + 4] == INDEX_SYNC and pos + INDEX_HEAD.size <= len(data):
-                count = INDEX_HEAD.unpack_from(data, pos)[1]
-                if count <= (len(data) - pos - INDEX_HEAD.size) // INDEX_ENTRY.size:
-                    self.budget -= count * INDEX_ENTRY.size
+            self.budget -= found.spent + _index_cost(data, pos, self.header)
             self.exhausted = self.budget < 0
             pos += 1
         return len(data)
@@ -401,12 +587,12 @@ def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
     while pos < len(data):
         found = _chunk_at(data, pos, header)
         if isinstance(found, Chunk):
-            size = CHUNK_HEADER_SIZE + len(found.payload)
+            size = found.size
             gap = found.first_frame - expected_frame
             if gap < 0:
-                damage.append(f"chunk {found.index} at byte {pos} overlaps earlier frames; skipped")
+                damage.append(f"{found.label} at byte {pos} overlaps earlier frames; skipped")
             elif gap > room(pos - last_end):
-                damage.append(f"chunk {found.index} at byte {pos} starts at frame {found.first_frame}, but the "
+                damage.append(f"{found.label} at byte {pos} starts at frame {found.first_frame}, but the "
                               f"{pos - last_end} damaged bytes before it hold at most {room(pos - last_end)} lost "
                               "frames; skipped")
             else:
@@ -417,10 +603,10 @@ def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
                 last_end = pos + size
             pos += size
             continue
-        index_info = _index_at(data, pos)
+        index_info = _index_at(data, pos, header)
         if index_info is not None:
             break
-        damage.append(f"byte {pos} (after chunk {chunks[-1].index if chunks else 'none'}): {found}")
+        damage.append(f"byte {pos} (after {chunks[-1].label if chunks else 'no chunk'}): {found}")
         pos = scanner.resync(pos + 1)
         if scanner.exhausted:
             damage.append(f"resynchronisation gave up at byte {pos}: too many false sync words")
@@ -441,14 +627,20 @@ def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
         claimed = index_length
         if header.length is not None and header.length != index_length:
             damage.append(f"index length {index_length} disagrees with header length {header.length}")
-        if end + TRAILER.size > len(data):
+        trailer = TRAILER if header.version_major == 1 else TRAILER_V2
+        if end + trailer.size > len(data):
             damage.append(f"truncated: trailer missing at byte {end}")
         else:
-            _, trailer_crc, magic = TRAILER.unpack_from(data, end)
-            if magic != TRAILER_MAGIC or trailer_crc != crc32(data[end: end + 8]):
+            if header.version_major == 1:
+                _, trailer_crc, magic = TRAILER.unpack_from(data, end)
+                intact = magic == TRAILER_MAGIC and trailer_crc == crc32(data[end: end + 8])
+            else:
+                back, magic = TRAILER_V2.unpack_from(data, end)
+                intact = magic == TRAILER_MAGIC_V2 and back == end + TRAILER_V2.size - pos
+            if not intact:
                 damage.append(f"damaged trailer at byte {end}")
-            elif end + TRAILER.size != len(data):
-                damage.append(f"{len(data) - end - TRAILER.size} unexpected bytes after the trailer")
+            elif end + trailer.size != len(data):
+                damage.append(f"{len(data) - end - trailer.size} unexpected bytes after the trailer")
         if expected_frame < total_frames:
             lost.append((expected_frame, total_frames))
         frames = total_frames

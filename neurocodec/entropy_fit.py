@@ -1,11 +1,13 @@
-"""Fitting a model's entropy tables on the codes of real audio (`neurocodec fit-entropy`).
+"""Fitting a model's entropy coding on the codes of real audio (`neurocodec fit-entropy`).
 
 The tables themselves (integer probabilities, contexts, coding) are `entropy.py`'s; this module runs the model
-over training audio to collect codes, and writes the checkpoint back with the fitted tables.
+over training audio to collect codes, and writes the checkpoint back with a fitted 2.x context model. The 1.x
+tables it carries are kept as they are: files coded with them still decode.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -21,9 +23,10 @@ from .stream import encode_audio
 
 def fit_entropy_model(model: str | os.PathLike | None, sources: list[str], output: str, n_contexts: int = 16,
                       max_seconds: float = 3600.0, device: str | None = None) -> dict:
-    """Fit integer probability tables on the codes of real audio and write `output`: the same weights (same hash)
-    with the tables. `sources`: folders, manifests or files of *training* audio (never the evaluation set).
-    Returns figures measured on the fitting data: bits per code, fitted vs uniform."""
+    """Fit the 2.x context model (`entropy.fit_mix`, `n_contexts - 1` clusters per expert) on the codes of real
+    audio and write `output`: the same weights (same hash) and 1.x tables, with the fitted model. `sources`:
+    folders, manifests or files of *training* audio (never the evaluation set). Returns figures measured on the
+    fitting data: bits per code, fitted vs uniform."""
     state, info = read_model(resolve_model(model))  # read and verified once: the codec is built from these tensors
     loaded = LoadedModel.build(state, info, device)
     files = list_audio(sources)
@@ -39,9 +42,9 @@ def fit_entropy_model(model: str | os.PathLike | None, sources: list[str], outpu
         seconds += audio.shape[-1] / sr
         if seconds >= max_seconds:
             break
-    tables = entropy.fit(seqs, n_q, k, n_contexts=n_contexts)
+    mix = entropy.fit_mix(seqs, n_q, k, groups=n_contexts - 1)
+    tables = dataclasses.replace(info.entropy, mix=mix)
     save_model(output, state, info.config, name=info.name, extra=info.extra, entropy=tables)
-    stacked = np.concatenate(seqs, axis=-1)[None]
-    return {"files": len(seqs), "seconds": round(seconds, 1),
-            "bits_per_code": round(entropy.code_bits(tables, stacked) / stacked.size, 3),
-            "uniform_bits_per_code": round(math.log2(k), 3)}
+    bits = sum(entropy.mix_bits(mix, s[None]) for s in seqs)
+    return {"files": len(seqs), "seconds": round(seconds, 1), "mix_sha256": mix.sha256,
+            "bits_per_code": round(bits / sum(s.size for s in seqs), 3), "uniform_bits_per_code": round(math.log2(k), 3)}

@@ -73,11 +73,12 @@ class LoadedModel:
     def header(self, sample_rate: int, channels: int, length: int | None) -> container.Header:
         """The `.ncd` header of a file this model codes: the audio's facts and the model's identity and geometry."""
         cfg = self.config
+        ids = container.ID_BYTES * 2
         return container.Header(
             sample_rate=sample_rate, channels=channels, length=length, model_name=self.name,
-            model_sha256=self.weights_sha256, entropy_sha256=self.entropy.sha256, model_n_q=cfg.quantizer.n_q,
-            codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length, model_sample_rate=cfg.sample_rate,
-            level=self.level.extension(), version_minor=container.VERSION_MINOR)
+            model_sha256=self.weights_sha256[:ids], entropy_sha256=self.entropy.coder.sha256[:ids],
+            model_n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length,
+            model_sample_rate=cfg.sample_rate, level=self.level.extension(), segment_frames=self.level.spacing_frames)
 
     @property
     def level(self) -> LevelCoder:
@@ -85,15 +86,16 @@ class LoadedModel:
         return LevelCoder.for_model(self.config.sample_rate, self.config.hop_length)
 
     def check_header(self, header: container.Header, where: str) -> None:
-        """Refuse, before decoding anything, codes made by another model or coded with other tables."""
-        if header.model_sha256 != self.weights_sha256:
+        """Refuse, before decoding anything, codes made by another model or coded with other tables (a 2.x header
+        carries the first 8 bytes of each identity, a 1.x header all 32)."""
+        tables = self.entropy.sha256 if header.version_major == 1 else self.entropy.coder.sha256
+        if not self.weights_sha256.startswith(header.model_sha256):
             raise FormatError(
                 f"{where} was made by model {header.model_name!r} (weights {header.model_sha256[:12]}…), but the "
                 f"loaded model is {self.name!r} ({self.weights_sha256[:12]}…): pass that model with --model")
-        if header.entropy_sha256 != self.entropy.sha256:
+        if not tables.startswith(header.entropy_sha256):
             raise FormatError(f"{where} was coded with entropy tables {header.entropy_sha256[:12]}…, but model "
-                              f"{self.name!r} carries {self.entropy.sha256[:12]}…: pass the matching checkpoint "
-                              "with --model")
+                              f"{self.name!r} carries {tables[:12]}…: pass the matching checkpoint with --model")
         own = self.header(header.sample_rate, header.channels, header.length)
         geometry = ("codebook_size", "hop_length", "model_sample_rate", "model_n_q")
         if any(getattr(header, g) != getattr(own, g) for g in geometry):
@@ -114,7 +116,7 @@ class LoadedModel:
     def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
                     ) -> ncdfile.EncodeReport:
         """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
-        Options: `max_seconds`, `progress`, `level_loop` (see `ncdfile.encode_file`)."""
+        Options: `max_seconds`, `progress`, `level_loop`, `quality` (variable rate; see `ncdfile.encode_file`)."""
         return ncdfile.encode_file(self, input, output, kbps, **options)
 
     def decode_file(self, input: str, output: str, conceal: bool = False, **options) -> ncdfile.DecodeReport:

@@ -18,12 +18,22 @@ from .audio import MAX_SECONDS, AudioReader, AudioWriter
 from .errors import AudioError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
 from .level import LevelCoder
-from .stream import CodeBlock, stream_decode, stream_encode
+from . import vbr
+from .stream import CodeBlock, encode_audio, stream_decode, stream_encode
 
 if TYPE_CHECKING:  # only for annotations: the loader imports this module
     from .loader import LoadedModel
 
-NCD_CHUNK_FRAMES = 75  # 1 s at 75 Hz: the unit of damage, seeking and bitrate change
+CHUNK_BYTES = 2400  # the payload a chunk aims at: its framing (≈ 18 bytes) stays under 1 % at any bitrate
+MAX_CHUNK_SECONDS = 16.0  # the unit of damage and seeking: never longer than this
+
+
+def chunk_frames_for(kbps: float, frame_rate: float, spacing: int) -> int:
+    """Frames per chunk at `kbps` (all channels): about `CHUNK_BYTES` of payload, at least 1 s and at most
+    `MAX_CHUNK_SECONDS`, a multiple of the level envelope's `spacing` (75 Hz: 3.2 s at 6 kbps, 12.8 s at 1.5)."""
+    seconds = min(MAX_CHUNK_SECONDS, max(1.0, CHUNK_BYTES * 8 / (kbps * 1000)))
+    frames = max(spacing, round(seconds * frame_rate / spacing) * spacing)
+    return min(frames, container.MAX_CHUNK_FRAMES // spacing * spacing)
 
 
 Progress = Callable[[int, "int | None"], None]  # (samples per channel done, total if known)
@@ -31,7 +41,7 @@ Progress = Callable[[int, "int | None"], None]  # (samples per channel done, tot
 
 class EncodeReport(NamedTuple):
     header: container.Header
-    n_q: int  # codebooks per channel
+    n_q: float  # codebooks per channel (variable rate: the mean over segments)
     samples: int  # per channel, read
     bytes: int  # of the .ncd file written
 
@@ -47,17 +57,22 @@ class DecodeReport(NamedTuple):
 
 
 def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None = 6.0,
-                chunk_frames: int = NCD_CHUNK_FRAMES, max_seconds: float = MAX_SECONDS,
-                progress: Progress | None = None, level_loop: bool = True) -> EncodeReport:
-    """Audio file (or a stream) → .ncd file (or "-"), written atomically, in chunks of `chunk_frames` codec frames.
+                chunk_frames: int | None = None, max_seconds: float = MAX_SECONDS,
+                progress: Progress | None = None, level_loop: bool = True, quality: float | None = None
+                ) -> EncodeReport:
+    """Audio file (or a stream) → .ncd file (or "-"), written atomically, in chunks of `chunk_frames` codec frames
+    (None: `chunk_frames_for` the bitrate).
     `kbps` is the whole file's nominal bitrate: the channels share it (None: see `LoadedModel.n_q_for_kbps`).
     `level_loop`: the encoder decodes its own codes to make the output's level the input's (`level.LevelLoop`);
-    False encodes about twice as fast and leaves the model's own level error."""
+    False encodes about twice as fast and leaves the model's own level error.
+    `quality`: variable rate instead (`vbr.py`): each 0.2 s segment gets the fewest codebooks (up to all the
+    model's) that keep it within the distortion constant `quality` kbps gives this input on average. The encoder
+    then holds the whole input and decodes it once per codebook count (about 5x real time)."""
     check_distinct(input, output)
     with AudioReader(input, max_seconds) as reader:
         if reader.channels > container.MAX_CHANNELS:
             raise AudioError(f"{reader.name}: {reader.channels} channels; .ncd holds at most {container.MAX_CHANNELS}")
-        n_q = model.n_q_for_kbps(kbps, reader.channels)
+        n_q = model.n_q_for_kbps(kbps if quality is None else quality, reader.channels)
         known = not is_stream(input)
         header = model.header(reader.sample_rate, reader.channels, reader.samples if known else None)
         samples = 0
@@ -71,6 +86,9 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                 yield block
 
         level = model.level
+        frame_rate = model.config.sample_rate / model.config.hop_length
+        if chunk_frames is None:
+            chunk_frames = chunk_frames_for(model.config.kbps(n_q) * reader.channels, frame_rate, level.spacing_frames)
         # Chunks start at multiples of the envelope's spacing (its points sit at a chunk's frames 0, E, 2E, …).
         chunk_frames = -(-chunk_frames // level.spacing_frames) * level.spacing_frames
         with atomic_path(output) as tmp, open(tmp, "wb") as out:
@@ -85,12 +103,34 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                 if chunk_points.shape[-1] < count:  # the model padded past the last point: hold the level
                     chunk_points = np.concatenate(
                         [chunk_points, np.repeat(chunk_points[:, -1:], count - chunk_points.shape[-1], axis=-1)], -1)
-                payload = entropy.encode_chunk(model.entropy, codes[..., :frames], chunk_points, header.level)
-                writer.write_chunk(payload, frames, n_q)
+                nonlocal done
+                segment = header.segment_frames
+                if counts is None:
+                    chunk_counts = np.full(-(-frames // segment), n_q)
+                else:
+                    chunk_counts = counts[done // segment: -(-(done + frames) // segment)]
+                top = int(chunk_counts.max())
+                payload = entropy.encode_chunk_v2(model.entropy.coder, codes[:, :top, :frames], chunk_points,
+                                                  header.level, chunk_counts, segment)
+                writer.write_chunk(payload, frames, top)
                 codes, points = codes[..., frames:], points[:, count:]
+                done += frames
 
-            for block in stream_encode(model.codec, blocks(), reader.sample_rate, reader.channels, n_q, level=level,
-                                       loop=level_loop):
+            counts = None  # codebooks per segment of the whole file (variable rate)
+            if quality is None:
+                source = stream_encode(model.codec, blocks(), reader.sample_rate, reader.channels, n_q, level=level,
+                                       loop=level_loop)
+            else:
+                audio = np.concatenate([np.zeros((reader.channels, 0), np.float32)] + list(blocks()), axis=-1)
+                encoded = encode_audio(model.codec, audio, reader.sample_rate, model.config.quantizer.n_q,
+                                       loop=level_loop)
+                counts = vbr.choose(vbr.distortion_table(model.codec, audio, encoded, header.segment_frames), n_q)
+                source = [CodeBlock(encoded.codes, encoded.points)]
+                codes = np.zeros((reader.channels, encoded.codes.shape[1], 0), np.int64)
+                del audio
+            done = 0  # frames written
+
+            for block in source:
                 codes = np.concatenate([codes, block.codes], axis=-1)
                 points = np.concatenate([points, block.points], axis=-1)
                 while codes.shape[-1] >= chunk_frames and points.shape[-1] >= level.points(chunk_frames):
@@ -99,7 +139,7 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                 write(min(chunk_frames, codes.shape[-1]))
             writer.close(samples)
             size = writer.pos
-    return EncodeReport(header, n_q, samples, size)
+    return EncodeReport(header, n_q if counts is None else float(np.mean(counts)), samples, size)
 
 
 def _refuse(damage: list[str]) -> FormatError:
@@ -118,18 +158,13 @@ def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
         if chunk.first_frame > frame:
             yield chunk.first_frame - frame
         try:
-            block = entropy.decode_chunk(model_entropy, chunk.payload, h.channels, chunk.n_q, chunk.frame_count,
-                                         h.level)
-            if h.level is not None:
-                block = CodeBlock(*block)
+            block = decode_chunk(h, chunk, model_entropy)
         except FormatError as exc:
-            problem = f"chunk {chunk.index} at byte {chunk.offset}: {exc}"
+            problem = f"{chunk.label} at byte {chunk.offset}: {exc}"
             if damage is None:
                 raise _refuse([problem]) from None
             # Its verified header says how many frames; silence for them only as far as its bytes could code them.
-            nbytes = container.CHUNK_HEADER_SIZE + len(chunk.payload)
-            block = min(chunk.frame_count,
-                        container.justified_frames(h, nbytes, model_entropy.min_bits_per_symbol))
+            block = min(chunk.frame_count, container.justified_frames(h, chunk.size, min_bits(h, model_entropy)))
             damage.append(problem if block == chunk.frame_count else
                           f"{problem}; {block} of its {chunk.frame_count} frames concealed (all its bytes can hold)")
         yield block
@@ -137,6 +172,28 @@ def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
     tail = max((b for a, b in parsed.lost if b > frame), default=frame)
     if tail > frame:
         yield tail - frame
+
+
+def min_bits(header: container.Header, model_entropy: entropy.EntropyModel) -> float:
+    """The fewest bits a code costs in a file with this header (its layout's context model)."""
+    if header.version_major == 1:
+        return model_entropy.min_bits_per_symbol
+    return model_entropy.coder.min_bits_per_symbol
+
+
+def decode_chunk(header: container.Header, chunk: container.Chunk, model_entropy: entropy.EntropyModel
+                 ) -> np.ndarray | CodeBlock:
+    """One chunk's payload → codes `[C, n_q, F]` (-1 where a variable-rate segment coded fewer codebooks), or a
+    `CodeBlock` with the level envelope's points for a file that has one. Raises FormatError."""
+    h = header
+    if h.version_major == 1:
+        block = entropy.decode_chunk(model_entropy, chunk.payload, h.channels, chunk.n_q, chunk.frame_count, h.level)
+        return CodeBlock(*block) if h.level is not None else block
+    codes, points, n_qs = entropy.decode_chunk_v2(model_entropy.coder, chunk.payload, h.channels, chunk.n_q,
+                                                  chunk.frame_count, h.level, h.segment_frames)
+    present = np.repeat(n_qs, h.segment_frames)[: chunk.frame_count]
+    codes = np.where(np.arange(chunk.n_q)[None, :, None] < present[None, None, :], codes, -1)
+    return CodeBlock(codes, points) if h.level is not None else codes
 
 
 def read_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel, conceal: bool
@@ -152,7 +209,7 @@ def read_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
 def max_bytes(header: container.Header, seconds: float) -> int:
     """The most bytes a valid file of `seconds` can take: every frame in its own chunk, every code at the coder's
     worst 32 bits. A longer input is refused before it is read whole."""
-    per_frame = container.CHUNK_HEADER_SIZE + container.INDEX_ENTRY.size + header.channels * header.model_n_q * 4
+    per_frame = container.CHUNK_HEADER_SIZE + container.INDEX_ENTRY.size + header.channels * header.model_n_q * 4 + 4
     frames = math.ceil(seconds * header.model_sample_rate / header.hop_length) + 1
     return container.MAX_HEADER + frames * per_frame + container.TRAILER.size + container.INDEX_HEAD.size + 4
 
@@ -180,7 +237,8 @@ def read_ncd(input: str, max_seconds: float = MAX_SECONDS, model_entropy: entrop
         raise FormatError(f"{where}: longer than {max_seconds / 3600:g} h of audio can be (--max-hours raises the "
                           "limit)")
     try:
-        return where, container.parse(data, model_entropy.min_bits_per_symbol if model_entropy else None)
+        header = container.parse_header(data)[0]
+        return where, container.parse(data, min_bits(header, model_entropy) if model_entropy else None)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
 
@@ -217,38 +275,52 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
     h = parsed.header
     frames = parsed.total_frames if parsed.total_frames is not None else sum(c.frame_count for c in parsed.chunks)
     duration = (parsed.length / h.sample_rate) if parsed.length is not None else frames * h.hop_length / h.model_sample_rate
-    n_qs = sorted({c.n_q for c in parsed.chunks})
     bits = math.log2(h.codebook_size)
     frame_rate = h.model_sample_rate / h.hop_length
-    fixed = sum(c.n_q * c.frame_count for c in parsed.chunks) * bits * h.channels
     payload = sum(len(c.payload) for c in parsed.chunks) * 8
-    level, level_kbps = "none (version 1.0: the level is the model's)", None
-    if h.level is not None:
-        lv = h.level
+    level, level_kbps, level_bits = "none (version 1.0: the level is the model's)", None, 0.0
+    lv = h.level
+    if lv is not None:
         level = (f"a point per {lv.spacing_frames / frame_rate:g} s in {lv.step_db:g} dB steps from "
                  f"{lv.floor_db:g} dBFS; the model sees {lv.target_db:g} dBFS")
-        level_bits = 0.0
-        for c in parsed.chunks:
-            try:
-                level_bits += entropy.level_bits(entropy.decode_points(c.payload, h.channels, c.frame_count, lv), lv)
-            except FormatError as exc:
-                parsed.damage.append(f"chunk {c.index} at byte {c.offset}: {exc}")
+    per_chunk, coded = [], 0  # codebooks per chunk (mean over its frames), codes coded per channel
+    for c in parsed.chunks:
+        try:
+            if h.version_major == 1:
+                points, present = (entropy.decode_points(c.payload, h.channels, c.frame_count, lv) if lv else None,
+                                   np.full(c.frame_count, c.n_q))
+            else:
+                points, counts = entropy.decode_side(c.payload, h.channels, c.n_q, c.frame_count, lv, h.segment_frames)
+                present = np.repeat(counts, h.segment_frames)[: c.frame_count]
+        except FormatError as exc:
+            parsed.damage.append(f"{c.label} at byte {c.offset}: {exc}")
+            continue
+        if points is not None:
+            level_bits += entropy.level_bits(points, lv)
+        per_chunk.append(float(present.mean()))
+        coded += int(present.sum())
+    if lv is not None:
         level_kbps = round(level_bits / duration / 1000, 4) if duration > 0 else None
+    fixed = coded * bits * h.channels
+    distinct = sorted(set(round(x, 2) for x in per_chunk))
     return {
         "file": where,
-        "version": f"{container.VERSION_MAJOR}.{h.version_minor}",
+        "version": f"{h.version_major}.{h.version_minor}",
         "model": f"{h.model_name} (weights {h.model_sha256[:16]}…)",
-        "entropy_model": "uniform" if h.entropy_sha256 == entropy.UNIFORM_SHA256 else h.entropy_sha256[:16] + "…",
+        "entropy_model": "uniform" if not h.entropy_sha256.strip("0") else h.entropy_sha256[:16] + "…",
         "sample_rate": h.sample_rate,
         "channels": h.channels,
         "length": parsed.length,
         "duration_s": round(duration, 3),
         "frames": frames,
         "chunks": len(parsed.chunks),
-        "codebooks": ",".join(map(str, n_qs)) or "-",
-        "nominal_kbps": round(max(n_qs, default=0) * bits * frame_rate * h.channels / 1000, 3),
+        "codebooks": (f"{distinct[0]:g}" if len(distinct) == 1 else
+                      "per chunk " + ", ".join(f"{x:.2f}" for x in per_chunk)) if per_chunk else "-",
+        "codebooks_mean": round(coded / frames, 3) if frames else None,
+        "nominal_kbps": round(coded / frames * bits * frame_rate * h.channels / 1000, 3) if frames else None,
         "bitrate_kbps": round(parsed.size * 8 / duration / 1000, 3) if duration > 0 else None,
         "payload_vs_fixed": round(payload / fixed, 3) if fixed else None,
+        "framing_pct": round(100 * (parsed.size - payload / 8) / parsed.size, 2) if parsed.size else None,
         "level": level,
         "level_kbps": level_kbps,
         "size_bytes": parsed.size,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import signal
-import struct
 import tempfile
 import time
 import tracemalloc
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from neurocodec import container, entropy
-from neurocodec.container import CHUNK, CHUNK_SYNC, INDEX_ENTRY, INDEX_HEAD, INDEX_SYNC, TRAILER, crc32
+from neurocodec.container import CHUNK_SYNC_V2, INDEX_SYNC_V2, chunk_header, crc32, index_bytes
 from neurocodec.errors import FormatError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,25 +74,15 @@ def hostile_header(rng: random.Random, light: bool = False) -> container.Header:
     level = _pick(rng, own.level, own.level, None, lambda r: container.LevelExtension(
         r.choice((0, 1, 7, 4096, 5000)), r.choice((-23.0, 0.0, -70.0)), r.choice((-45.0, -95.0, 0.0)),
         r.choice((1.5, 0.0, 7.0)), r.choice((33, 1, 2, 256, 300))))
+    segment = _pick(rng, own.segment_frames, own.segment_frames, 1, 4096, 0, 5000)
     return container.Header(**{**own.__dict__, **fields, "extensions": extensions, "level": level,
-                               "version_minor": 0 if level is None else 1})
+                               "segment_frames": segment})
 
 
 def pack_header(h: container.Header) -> bytes:
-    """Header bytes with a valid CRC, also for values `Header.pack` refuses (out of spec is the point)."""
-    name = h.model_name.encode()
-    clamp = lambda v, bits: v % (1 << bits)  # noqa: E731 - what fits the field; the reader must judge it
-    body = container.FIXED.pack(
-        clamp(h.sample_rate, 32), clamp(h.channels, 16), clamp(h.model_n_q, 16), clamp(h.codebook_size, 32),
-        clamp(h.hop_length, 32), clamp(h.model_sample_rate, 32),
-        container.UNKNOWN_LENGTH if h.length is None else h.length,
-        bytes.fromhex(h.model_sha256), bytes.fromhex(h.entropy_sha256), len(name)) + name
-    fields = list(h.extensions) + ([(container.EXT_LEVEL, h.level.pack())] if h.level is not None else [])
-    for tag, value in fields:
-        body += struct.pack("<HH", tag, len(value)) + value
-    size = container.PREFIX.size + len(body) + 4
-    head = container.PREFIX.pack(container.MAGIC, container.VERSION_MAJOR, h.version_minor, size) + body
-    return head + struct.pack("<I", crc32(head))
+    """Header bytes (2.x layout) with a valid CRC, also for values `Header.check` refuses (out of spec is the
+    point)."""
+    return h.pack(check=False)
 
 
 def _payload(rng: random.Random, h: container.Header, frames: int, n_q: int) -> bytes:
@@ -101,13 +90,15 @@ def _payload(rng: random.Random, h: container.Header, frames: int, n_q: int) -> 
     if kind < 0.45 and h.channels * n_q * frames <= 20_000 and n_q <= model().entropy.n_q:
         codes = np.array([[[rng.randrange(h.codebook_size) for _ in range(frames)] for _ in range(n_q)]
                           for _ in range(h.channels)]) % model().entropy.codebook_size
-        if h.level is None:
-            return entropy.encode_chunk(model().entropy, codes)
+        segment = max(1, h.segment_frames)
+        n_qs = [rng.randint(1, n_q) if rng.random() < 0.3 else n_q for _ in range(-(-frames // segment))]
         try:
-            container.LevelExtension.unpack(h.level.pack())  # refuses an out-of-spec envelope
-            points = np.array([[rng.randrange(h.level.levels) for _ in range(h.level.points(frames))]
-                               for _ in range(h.channels)], np.int64).reshape(h.channels, -1)
-            return entropy.encode_chunk(model().entropy, codes, points, h.level)
+            points = None
+            if h.level is not None:
+                container.LevelExtension.unpack(h.level.pack())  # refuses an out-of-spec envelope
+                points = np.array([[rng.randrange(h.level.levels) for _ in range(h.level.points(frames))]
+                                   for _ in range(h.channels)], np.int64).reshape(h.channels, -1)
+            return entropy.encode_chunk_v2(model().entropy.coder, codes, points, h.level, np.array(n_qs), segment)
         except (FormatError, ZeroDivisionError):
             return b""  # an out-of-spec envelope: the reader refuses the header anyway
     if kind < 0.65:
@@ -128,25 +119,20 @@ def hostile_file(rng: random.Random, light: bool = False) -> bytes:
         first = _pick(rng, frame, frame, frame, lambda r: r.randint(0, 2**64 - 1), frame + 10**9, 0)
         payload = _payload(rng, h, max(frames, 1), max(n_q, 1))
         size = _pick(rng, len(payload), len(payload), len(payload), 2**31, len(payload) + 4)
-        head = CHUNK.pack(CHUNK_SYNC, _pick(rng, i, lambda r: r.getrandbits(32)), first % 2**64, frames % 2**16,
-                          n_q % 256, 0, size, crc32(payload))
+        head = chunk_header(first % 2**64, frames, n_q % 256, size, crc32(payload))
         if rng.random() < 0.15:
-            out += _pick(rng, CHUNK_SYNC * rng.randint(1, 2000), INDEX_SYNC * rng.randint(1, 200),
+            out += _pick(rng, CHUNK_SYNC_V2 * rng.randint(1, 4000), INDEX_SYNC_V2 * rng.randint(1, 400),
                          bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 100))))
         entries.append((len(out), first % 2**64))
-        out += head + struct.pack("<I", crc32(head)) + payload
+        out += head + payload
         frame = (first + frames) % 2**64
     if rng.random() < 0.9:
         count = _pick(rng, len(entries), len(entries), lambda r: r.getrandbits(32))
         total = _pick(rng, frame, frame, lambda r: r.getrandbits(64))
         length = _pick(rng, h.length or 0, lambda r: r.getrandbits(64), frame * 160)
         listed = entries[:count] if count <= len(entries) else entries
-        body = INDEX_HEAD.pack(INDEX_SYNC, count, total % 2**64, length % 2**64) + b"".join(INDEX_ENTRY.pack(*e) for e in listed)
-        index_at = len(out)
-        out += body + struct.pack("<I", crc32(body))
-        if rng.random() < 0.9:
-            off = struct.pack("<Q", index_at)
-            out += TRAILER.pack(index_at, crc32(off), container.TRAILER_MAGIC)
+        index = index_bytes(listed, total % 2**64, length % 2**64, count)
+        out += index if rng.random() < 0.9 else index[: -container.TRAILER_V2.size]
     for _ in range(_pick(rng, 0, 0, 0, 1, 3)):
         if out:
             out[rng.randrange(len(out))] = rng.getrandbits(8)
@@ -157,11 +143,12 @@ def hostile_file(rng: random.Random, light: bool = False) -> bytes:
 
 def output_budget(data: bytes, header: container.Header) -> int:
     """The most samples per channel a file of len(data) bytes may decode to, counted independently of the reader:
-    every byte a payload byte and every 32 bytes a chunk (with its coder's slack of 64 bits), each frame costing a
+    every byte a payload byte and every 12 bytes a chunk (with its coder's slack of 64 bits), each frame costing a
     code per channel at the entropy model's cheapest, and no chunk above the largest frame count."""
-    chunks = 2 * (len(data) // container.CHUNK_HEADER_SIZE + 1)  # regions between chunks round up once each
+    chunks = 2 * (len(data) // container.CHUNK_MIN_V2 + 1)  # regions between chunks round up once each
     bits = len(data) * 8 + chunks * entropy.SLACK_BITS
-    frames = min(chunks * container.MAX_CHUNK_FRAMES, int(bits / (header.channels * model().entropy.min_bits_per_symbol)))
+    frames = min(chunks * container.MAX_CHUNK_FRAMES,
+                 int(bits / (header.channels * model().entropy.coder.min_bits_per_symbol)))
     return header.max_samples(frames)
 
 

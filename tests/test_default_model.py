@@ -23,7 +23,7 @@ def test_default_model_loads_with_fitted_tables_and_fits_the_size_budget():
     _, info = read_model(path)
     assert info.config.sample_rate == 24000 and info.config.hop_length == 320
     assert info.config.quantizer.n_q == 16 and info.config.quantizer.codebook_size == 1024
-    assert not info.entropy.is_uniform
+    assert not info.entropy.is_uniform and not info.entropy.coder.is_uniform
 
 
 def test_readme_main_job(tmp_path):

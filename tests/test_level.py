@@ -148,25 +148,27 @@ def test_chunks_off_the_envelope_grid_are_refused_and_skipped():
     import io
 
     level = container.LevelExtension(10, -23.0, -45.0, 1.5, 33)
-    h = container.Header(16000, 1, None, "t", "ab" * 32, entropy.UNIFORM_SHA256, 1, 64, 160, 16000, (), 1, level)
-    model = entropy.uniform_model(1, 64)
+    h = container.Header(16000, 1, None, "t", "ab" * 8, "00" * 8, 1, 64, 160, 16000, (), 0, level)
+    model = entropy.MixModel.uniform(1, 64)
     buf = io.BytesIO()
     w = container.Writer(buf, h)
     codes = np.zeros((1, 1, 7), np.int64)
-    w.write_chunk(entropy.encode_chunk(model, codes, np.zeros((1, 1), np.int64), level), 7, 1)
+
+    def payload():
+        return entropy.encode_chunk_v2(model, codes, np.zeros((1, 1), np.int64), level, np.ones(1), 15)
+
+    w.write_chunk(payload(), 7, 1)
     with pytest.raises(FormatError, match="multiples of 10"):
-        w.write_chunk(entropy.encode_chunk(model, codes, np.zeros((1, 1), np.int64), level), 7, 1)
+        w.write_chunk(payload(), 7, 1)
     # The same two chunks written past the writer's check: the reader skips the second as damage.
     w.next_frame = 10
-    w.write_chunk(entropy.encode_chunk(model, codes, np.zeros((1, 1), np.int64), level), 7, 1)
+    w.write_chunk(payload(), 7, 1)
     w.close(17 * 160)
-    data = bytearray(buf.getvalue())
-    pos = data.index(container.CHUNK_SYNC, 40)
-    head = bytearray(data[pos: pos + container.CHUNK.size])
-    head[8:16] = (7).to_bytes(8, "little")  # first frame 7: off the grid, header CRC made valid
-    data[pos: pos + container.CHUNK.size] = head
-    data[pos + container.CHUNK.size: pos + container.CHUNK_HEADER_SIZE] = container.crc32(bytes(head)).to_bytes(4, "little")
-    parsed = container.parse(bytes(data))
+    data = buf.getvalue()
+    second = container._chunk_at(data, w.entries[1][0], h)  # at frame 10 after 7 frames: skipped as it stands
+    crafted = container.chunk_header(7, 7, 1, len(second.payload), container.crc32(second.payload))  # off the grid
+    data = data[: second.offset] + crafted + data[second.offset + second.header_size:]
+    parsed = container.parse(data)
     assert len(parsed.chunks) == 1 and any("not a multiple of the level envelope" in d for d in parsed.damage)
 
 

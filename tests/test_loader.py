@@ -87,4 +87,5 @@ def test_fit_entropy_keeps_the_weights_and_beats_uniform_tables(tmp_path):
     assert figures["files"] == 1 and figures["bits_per_code"] < figures["uniform_bits_per_code"]
     _, fitted = read_model(out)
     assert fitted.weights_sha256 == read_model(uniform)[1].weights_sha256
-    assert read_model(uniform)[1].entropy.is_uniform and not fitted.entropy.is_uniform
+    assert read_model(uniform)[1].entropy.coder.is_uniform and not fitted.entropy.coder.is_uniform
+    assert fitted.entropy.sha256 == read_model(uniform)[1].entropy.sha256  # the 1.x tables are kept as they were

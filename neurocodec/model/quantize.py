@@ -157,9 +157,15 @@ class ResidualVectorQuantizer(nn.Module):
         return torch.stack(codes, dim=1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes `[B, n_q, T]` → latent `[B, latent_dim, T]`; any n_q up to the model's."""
+        """codes `[B, n_q, T]` → latent `[B, latent_dim, T]`; any n_q up to the model's. A negative code marks a
+        codebook absent at that frame (a variable-rate file coded fewer there): it contributes nothing."""
         self._check_n_q(codes.shape[1])
-        return sum(vq.decode(codes[:, i]) for i, vq in enumerate(self.quantizers[: codes.shape[1]]))
+        out = 0
+        for i, vq in enumerate(self.quantizers[: codes.shape[1]]):
+            c = codes[:, i]
+            absent = c < 0
+            out = out + (vq.decode(c.clamp_min(0)) * ~absent[:, None] if absent.any() else vq.decode(c))
+        return out
 
     @staticmethod
     def perplexity(usage: torch.Tensor) -> float:
