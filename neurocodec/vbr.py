@@ -1,11 +1,13 @@
-"""Quality-targeted variable rate: the fewest codebooks per segment whose reconstruction stays within a target.
+"""Quality-targeted variable rate: per 0.2 s segment, the fewest codebooks that keep the file at a quality target.
 
 The encoder runs the decoder. For every codebook count n from 1 to the model's, the codes cut to n codebooks are
 decoded (level restored, at the input's rate, as a reader would) and each segment's distortion is measured against
-the input: DAC's multi-scale log-mel distance (`metrics.mel_distance`, the evaluation's "mel"), per segment of
-`segment_frames` frames (0.2 s). The target of `--quality Q` is the distortion that constant Q kbps gives on this
-very input, averaged over its segments; each segment then gets the fewest codebooks that reach it. Segments that
-are easy (pauses, sustained notes) go below Q kbps, hard ones above it, up to the model's every codebook.
+the input in a loudness domain (`segment_distances`: mel power to the 0.3, the compression of perceptual loudness
+models and of PESQ, L1, relative to the input's mean loudness), so that a pause costs little and a loud vowel
+much. `--quality Q` targets the mean distortion that constant Q kbps gives this very input, and spends codebooks
+where they buy the most: each segment takes the count minimising distortion + λ · codebooks, with the largest λ
+whose mean distortion stays within the target (equal marginal returns: the fewest codebooks for that quality).
+Easy segments (pauses, sustained notes) fall below Q kbps, hard ones rise above it, up to every codebook.
 """
 
 from __future__ import annotations
@@ -14,31 +16,33 @@ import numpy as np
 import torch
 
 from .model import Codec
-from .spectral import MelSpectrogram, log_mel
+from .spectral import MelSpectrogram
 from .stream import EncodedAudio, decode_audio
 
-WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)  # the scales of metrics.mel_distance
-N_MELS = (5, 10, 20, 40, 80, 160, 320)
+SCALES = ((512, 64), (1024, 80))  # (window, mel bands): speech-codec resolutions
+LOUDNESS_POWER = 0.3  # of mel power (0.6 of mel magnitude)
 
 
 def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float,
                       segments: int) -> np.ndarray:
-    """Multi-scale log-mel L1 distance per segment: ref, est `[C, T]` → `[segments]` (mean over channels, scales,
-    mel bands and the STFT frames centred in the segment; `segment_samples` at `sample_rate`)."""
+    """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
+    loudness (power ** 0.3) of the STFT frames centred in the segment, over the input's mean loudness; mean over
+    scales (`segment_samples` at `sample_rate`)."""
     n = min(ref.shape[-1], est.shape[-1])
     r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], dtype=np.float32))
     e = torch.from_numpy(np.ascontiguousarray(est[:, :n], dtype=np.float32))
     total = np.zeros(segments)
     with torch.inference_mode():
-        for w, m in zip(WINDOWS, N_MELS):
-            mel = MelSpectrogram(sample_rate, w, m)
-            diff = (log_mel(mel(r)) - log_mel(mel(e))).abs().mean(dim=(0, 1)).numpy()  # [STFT frames]
-            centre = np.arange(len(diff)) * (w // 4)  # stft's hop is a quarter window, frames centred
+        for window, bands in SCALES:
+            mel = MelSpectrogram(sample_rate, window, bands)
+            loud_r, loud_e = mel(r) ** (2 * LOUDNESS_POWER), mel(e) ** (2 * LOUDNESS_POWER)
+            diff = ((loud_r - loud_e).abs().mean(dim=(0, 1)) / loud_r.mean().clamp_min(1e-9)).numpy()
+            centre = np.arange(len(diff)) * (window // 4)  # stft's hop is a quarter window, frames centred
             seg = np.minimum((centre / segment_samples).astype(np.int64), segments - 1)
             sums = np.bincount(seg, weights=diff, minlength=segments)
             counts = np.bincount(seg, minlength=segments)
             total += np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-    return total / len(WINDOWS)
+    return total / len(SCALES)
 
 
 def distortion_table(codec: Codec, audio: np.ndarray, encoded: EncodedAudio, segment_frames: int) -> np.ndarray:
@@ -55,8 +59,22 @@ def distortion_table(codec: Codec, audio: np.ndarray, encoded: EncodedAudio, seg
 
 
 def choose(table: np.ndarray, reference_n_q: int) -> np.ndarray:
-    """Codebooks per segment `[segments]`: the fewest whose distortion is within the target, the mean distortion of
-    constant `reference_n_q` codebooks (all of them where none reaches it)."""
+    """Codebooks per segment `[segments]` from distortions `table` `[n_q, segments]`: argmin over n of
+    distortion + λ · n, with the largest λ (bisection) whose mean distortion is within that of constant
+    `reference_n_q` codebooks."""
+    counts = np.arange(1, table.shape[0] + 1)[:, None]
     target = float(table[reference_n_q - 1].mean())
-    within = table <= target + 1e-9
-    return np.where(within.any(axis=0), within.argmax(axis=0) + 1, table.shape[0])
+
+    def pick(lam: float) -> np.ndarray:
+        return (table + lam * counts).argmin(axis=0) + 1
+
+    def mean(n: np.ndarray) -> float:
+        return float(table[n - 1, np.arange(table.shape[1])].mean())
+
+    low, high = 0.0, float(np.ptp(table)) + 1.0  # λ = high: one codebook everywhere
+    if mean(pick(high)) <= target:
+        return pick(high)
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if mean(pick(mid)) <= target else (low, mid)
+    return pick(low)
