@@ -158,6 +158,21 @@ def bundled_models() -> dict[str, Path]:
     return out
 
 
+def bundled_name(weights_sha256: str) -> str | None:
+    """The bundled model whose weights hash starts with `weights_sha256` (a 2.x file's model id), if any: read
+    from each bundled file's metadata, no tensor loaded."""
+    from safetensors import safe_open
+
+    for name, path in sorted(bundled_models().items()):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if str((f.metadata() or {}).get("weights_sha256", "")).startswith(weights_sha256):
+                    return name
+        except (SafetensorError, OSError):
+            continue
+    return None
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     """A bundled model's name (None: the default), or a path to a checkpoint file."""
     name = str(name_or_path or DEFAULT_MODEL)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 MODEL = ROOT / "formats" / "golden" / "tiny.safetensors"
-GOLDEN = ROOT / "formats" / "golden" / "speech-16k-2q.ncd"
+GOLDEN = ROOT / "formats" / "golden" / "v2.0-speech-16k-2q.ncd"  # the layout the writer writes
 
 
 def files() -> dict[str, tuple[bytes, list[str]]]:
@@ -41,20 +41,20 @@ def files() -> dict[str, tuple[bytes, list[str]]]:
     h, size = container.parse_header(data)
     out = {}
     # 1. A header length of 2^31 samples with valid CRCs: the decoder padded to it in one allocation.
-    index_at = struct.unpack_from("<Q", data, len(data) - container.TRAILER.size)[0]
-    _, count, total, _ = container.INDEX_HEAD.unpack_from(data, index_at)
-    end = len(data) - container.TRAILER.size - 4
-    body = container.INDEX_HEAD.pack(container.INDEX_SYNC, count, total, 2**31)
-    body += data[index_at + container.INDEX_HEAD.size: end]
-    long = pack_header(dataclasses.replace(h, length=2**31)) + data[size:index_at] + body
-    long += struct.pack("<I", container.crc32(body)) + data[end + 4:]
+    parsed = container.parse(data)
+    entries = [(c.offset, c.first_frame) for c in parsed.chunks]
+    back = struct.unpack_from("<I", data, len(data) - container.TRAILER_V2.size)[0]
+    header = pack_header(dataclasses.replace(h, length=2**31))
+    shift = len(header) - size
+    long = header + data[size: len(data) - back] + container.index_bytes(
+        [(off + shift, first) for off, first in entries], parsed.total_frames, 2**31)
     out["length-2^31"] = (long, ["--decode-through-errors"])
-    # 2. A chunk 10^9 frames ahead (CRC valid): a 10^9-frame gap of silence under --decode-through-errors.
-    first = container.parse(data).chunks[1].offset
-    head = bytearray(data[first: first + container.CHUNK.size])
-    struct.pack_into("<Q", head, 8, 10**9)
-    out["gap-10^9"] = (data[:first] + bytes(head) + struct.pack("<I", container.crc32(bytes(head)))
-                       + data[first + 32:], ["--decode-through-errors"])
+    # 2. A chunk 10^9 frames ahead (checks valid): a 10^9-frame gap of silence under --decode-through-errors.
+    second = parsed.chunks[1]
+    head = container.chunk_header(10**9 // 20 * 20, second.frame_count, second.n_q, len(second.payload),
+                                  container.crc32(second.payload))
+    out["gap-10^9"] = (data[: second.offset] + head + data[second.offset + second.header_size:],
+                       ["--decode-through-errors"])
     # 3. Our own writer: 255 channels, one 4096-frame chunk of 4 codebooks, an empty payload.
     buf = io.BytesIO()
     w = container.Writer(buf, dataclasses.replace(h, channels=255, length=None))
@@ -62,7 +62,7 @@ def files() -> dict[str, tuple[bytes, list[str]]]:
     w.close(4096 * 160)
     out["255ch-empty"] = (buf.getvalue(), [])
     # 4. 800 KB of chunk sync words after a valid header (`info`).
-    out["800KB-sync"] = (data[:size] + container.CHUNK_SYNC * 200_000, ["info"])
+    out["800KB-sync"] = (data[:size] + container.CHUNK_SYNC_V2 * 400_000, ["info"])
     return out
 
 

@@ -433,3 +433,46 @@ def test_resynchronisation_is_linear_in_the_file_size(monkeypatch, sync):
     assert parsed.chunks == [] and parsed.damage
     assert scanners[0].searched <= 2 * len(data)
     assert sum(crc_bytes) <= 10 * len(data) + 4 * len(data) + 65536  # ≤ 20 header bytes per 2-byte sync, + budget
+
+
+# ------------------------------------------------------------------------------------------- the 2.x context model
+def test_mix_freqs_is_integer_arithmetic_pinned():
+    """The mixer's tables are fixed by integers alone (pinned values, so any change of arithmetic shows)."""
+    assert entropy.mix_freqs(np.array([0, -8, -16, -400])).tolist() == [37449, 18724, 9362, 1]
+    assert entropy.mix_freqs(np.array([3, 3, 0, 1])).tolist() == [18145, 18143, 13991, 15257]
+    rows = entropy.mix_freqs(np.random.default_rng(0).integers(-300, 100, (50, 1024)))
+    assert rows.min() >= 1 and np.all(rows.sum(-1) == entropy.TOTAL)
+
+
+def test_mixed_model_beats_either_context_alone_on_held_out_codes():
+    """Codes that follow their previous frame and their coarser code: the 2.x model (both, mixed) codes held-out
+    data in fewer bits than the 1.x tables (one context each), and the range coder's bytes match its ideal."""
+    rng = np.random.default_rng(3)
+    k = 256
+
+    def seq(n):
+        c0 = np.cumsum(rng.integers(-2, 3, n)) % k
+        c1 = (c0 * 5 + rng.integers(0, 6, n)) % k
+        c1 = np.where(rng.random(n) < 0.5, np.roll(c1, 1), c1)  # half the time, the previous frame's
+        return np.stack([c0, c1])
+
+    train, test = [seq(4000) for _ in range(3)], seq(600)
+    static = entropy.fit(train, 2, k, n_contexts=16)
+    mixed = entropy.fit_mix(train, 2, k, groups=15)
+    static_bits = entropy.code_bits(static, test[None])
+    mixed_bits = entropy.mix_bits(mixed, test[None])
+    assert mixed_bits < 0.95 * static_bits
+    payload = entropy.encode_chunk_v2(mixed, test[None], None, None, np.full(40, 2), 15)
+    assert len(payload) * 8 == pytest.approx(mixed_bits, rel=0.01, abs=64)
+    got, _, _ = entropy.decode_chunk_v2(mixed, payload, 1, 2, 600, None, 15)
+    assert np.array_equal(got[0], test)
+
+
+def test_mixed_model_round_trips_through_its_checkpoint_tensors():
+    model = fitted_model(3, 64).mix
+    again = entropy.MixModel.from_tensors(model.tensors())
+    assert again.sha256 == model.sha256 != entropy.UNIFORM_SHA256
+    assert entropy.MixModel.uniform(3, 64).sha256 == entropy.UNIFORM_SHA256
+    bad = dict(model.tensors(), **{"entropy.mix.prev_map": np.full((3, 64), 99, np.int16)})
+    with pytest.raises(FormatError, match="outside its tables"):
+        entropy.MixModel.from_tensors(bad)

@@ -94,3 +94,32 @@ def test_level_is_kept_through_files_on_a_fade_and_an_onset(tmp_path):
         assert 0.95 < np.sqrt(np.mean(y.astype(np.float64) ** 2) / np.mean(x.astype(np.float64) ** 2)) < 1.05
         if name == "onset":  # silence stays silence
             assert level_out[: 24000 // window - 1].max() < -60
+
+
+def test_quality_spends_codebooks_where_they_buy_quality(tmp_path):
+    """Variable rate: speech then 3 s of near silence. The quiet segments get fewer codebooks than the speech, the
+    file is smaller than constant rate, `info` shows the codebooks per chunk, and it decodes to the input's
+    length."""
+    import json
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from neurocodec.cli import app
+
+    speech, sr = sf.read(Path(__file__).parent / "data" / "librivox_0930.flac", dtype="float32")
+    quiet = 1e-4 * np.random.default_rng(0).standard_normal(3 * sr).astype(np.float32)
+    src = tmp_path / "in.wav"
+    sf.write(src, np.concatenate([speech, quiet]), sr)
+    runner = CliRunner()
+    vbr, cbr, out = tmp_path / "vbr.ncd", tmp_path / "cbr.ncd", tmp_path / "out.wav"
+    assert runner.invoke(app, ["encode", str(src), str(vbr), "--quality", "6"]).exit_code == 0
+    assert runner.invoke(app, ["encode", str(src), str(cbr), "--bitrate", "6"]).exit_code == 0
+    assert vbr.stat().st_size < cbr.stat().st_size
+    info = json.loads(runner.invoke(app, ["info", str(vbr), "--json"]).output)
+    per_chunk = [float(x) for x in info["codebooks"].removeprefix("per chunk ").split(", ")]
+    assert info["damage"] == [] and per_chunk[-1] < per_chunk[0] and info["codebooks_mean"] < 8
+    assert runner.invoke(app, ["decode", str(vbr), str(out)]).exit_code == 0
+    assert sf.info(str(out)).frames == len(speech) + len(quiet)
+    r = runner.invoke(app, ["encode", str(src), str(vbr), "--quality", "6", "--bitrate", "6"])
+    assert r.exit_code != 0 and "exclude each other" in r.output
