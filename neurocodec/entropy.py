@@ -226,16 +226,7 @@ def encode_chunk(model: EntropyModel, codes: np.ndarray, points: np.ndarray | No
         raise FormatError(f"{n_q} codebooks but the entropy model has {model.n_q}")
     family = constriction.stream.model.Categorical(perfect=False)
     enc = constriction.stream.queue.RangeEncoder()
-    if level is not None:
-        points = np.asarray(points, np.int64)
-        if points.shape != (channels, level.points(frames)) or points.min(initial=0) < 0 or \
-                points.max(initial=0) >= level.levels:
-            raise FormatError(f"level points of shape {points.shape} do not fit a chunk of {frames} frames")
-        probs = level_table(level.levels).astype(np.float64) / TOTAL
-        ref = level_reference(level)
-        for c in range(channels):
-            delta = np.diff(points[c], prepend=ref) + level.levels - 1
-            enc.encode(delta.astype(np.int32), family, np.tile(probs, (len(delta), 1)))
+    _encode_points(enc, family, points, level, channels, frames)
     for c in range(channels):
         ctx = contexts(model, codes[c])
         for q in range(n_q):
@@ -548,6 +539,7 @@ def encode_chunk_v2(model: MixModel, codes: np.ndarray, points: np.ndarray | Non
 
 
 def _encode_points(enc, family, points, level, channels: int, frames: int) -> None:
+    """The level points `[C, ceil(F / spacing)]` that start a payload (1.1 and 2.x alike), if there is a level."""
     if level is None:
         return
     points = np.asarray(points, np.int64)
