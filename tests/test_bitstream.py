@@ -476,3 +476,15 @@ def test_mixed_model_round_trips_through_its_checkpoint_tensors():
     bad = dict(model.tensors(), **{"entropy.mix.prev_map": np.full((3, 64), 99, np.int16)})
     with pytest.raises(FormatError, match="outside its tables"):
         entropy.MixModel.from_tensors(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.integers(0, 2**64 - 1), cut=st.integers(0, 10))
+def test_varints_round_trip_and_refuse_what_runs_past_their_field(value, cut):
+    data = container.varint(value)
+    assert len(data) <= container.MAX_VARINT and container.read_varint(data + b"\x00", 0, len(data) + 1) == (value, len(data))
+    if cut < len(data):
+        with pytest.raises(FormatError, match="runs past"):
+            container.read_varint(data[:cut], 0, cut)
+    with pytest.raises(FormatError, match="runs past"):
+        container.read_varint(b"\xff" * 12, 0, 12)  # more than 10 bytes: never a valid field
