@@ -67,7 +67,8 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
     False encodes about twice as fast and leaves the model's own level error.
     `quality`: variable rate instead (`vbr.py`): each 0.2 s segment gets the fewest codebooks (up to all the
     model's) that keep it within the distortion constant `quality` kbps gives this input on average. The encoder
-    then holds the whole input and decodes it once per codebook count (about 5x real time)."""
+    then holds the whole input and decodes it once per codebook count (about 5x real time); the level loop
+    decodes what the reader will (each segment's codebooks)."""
     check_distinct(input, output)
     with AudioReader(input, max_seconds) as reader:
         if reader.channels > container.MAX_CHANNELS:
@@ -122,9 +123,12 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                                        loop=level_loop)
             else:
                 audio = np.concatenate([np.zeros((reader.channels, 0), np.float32)] + list(blocks()), axis=-1)
-                encoded = encode_audio(model.codec, audio, reader.sample_rate, model.config.quantizer.n_q,
-                                       loop=level_loop)
+                top = model.config.quantizer.n_q
+                encoded = encode_audio(model.codec, audio, reader.sample_rate, top, loop=False)
                 counts = vbr.choose(vbr.distortion_table(model.codec, audio, encoded, header.segment_frames), n_q)
+                if level_loop:  # the same codes again, the envelope corrected for the codebooks each frame keeps
+                    present = np.repeat(counts, header.segment_frames)[: encoded.codes.shape[-1]]
+                    encoded = encode_audio(model.codec, audio, reader.sample_rate, top, present=present)
                 source = [CodeBlock(encoded.codes, encoded.points)]
                 codes = np.zeros((reader.channels, encoded.codes.shape[1], 0), np.int64)
                 del audio

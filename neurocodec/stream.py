@@ -87,11 +87,14 @@ def stream_encode(
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     level: LevelCoder | None = None,
     loop: bool = True,
+    present: np.ndarray | None = None,
 ) -> Iterator[CodeBlock]:
     """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
     level envelope before the model, and the envelope's points come with the codes (in order, from the file's
     start, a little behind them). With `loop` too, the encoder decodes its own codes and corrects the points so
-    that the decoded level is the input's (`LevelLoop`): about twice the work, the model's own level error gone."""
+    that the decoded level is the input's (`LevelLoop`): about twice the work, the model's own level error gone.
+    `present` `[T_frames]`: the codebooks each frame will keep (variable rate); the loop then decodes only those,
+    as the reader will."""
     resampler = Resampler(sample_rate, codec.sample_rate, channels)
     window = window_for(channels, window_frames)
     n_q = n_q or codec.n_q
@@ -104,6 +107,16 @@ def stream_encode(
         for block in blocks:
             yield resampler(block)
         yield resampler(np.zeros((channels, 0), np.float32), last=True)
+
+    coded = 0  # frames the encoder has produced
+
+    def as_read(codes: torch.Tensor) -> torch.Tensor:
+        """The codes the reader will decode: -1 beyond each frame's `present` codebooks."""
+        if present is None or not codes.shape[-1]:
+            return codes
+        keep = torch.from_numpy(np.asarray(present[coded: coded + codes.shape[-1]], np.int64))
+        keep = torch.nn.functional.pad(keep, (0, codes.shape[-1] - keep.shape[0]), value=n_q)
+        return torch.where(torch.arange(n_q)[None, :, None] < keep[None, None, :], codes, -1)
 
     with torch.inference_mode():
         pieces = model_rate()
@@ -119,10 +132,11 @@ def stream_encode(
             if done:
                 codes = torch.cat([codes, stream.flush()], dim=-1)
             if closed is not None:
-                out = decoder.push(codes) if codes.shape[-1] else torch.zeros(channels, 0)
+                out = decoder.push(as_read(codes)) if codes.shape[-1] else torch.zeros(channels, 0)
                 if done:
                     out = torch.cat([out, decoder.flush()], dim=-1)
                 points = closed.push(x, points, out, last=done)
+            coded += codes.shape[-1]
             if codes.shape[-1] or (points is not None and points.shape[-1]):
                 yield CodeBlock(codes.cpu().numpy(), None if points is None else points.numpy())
 
@@ -203,14 +217,16 @@ def stream_decode(
 
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
-                 window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True, loop: bool = True) -> EncodedAudio:
+                 window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True, loop: bool = True,
+                 present: np.ndarray | None = None) -> EncodedAudio:
     """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` and, with `level`, the level envelope
-    the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding)."""
+    the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding, of
+    the `present` codebooks per frame if given)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
     coder = LevelCoder.for_model(codec.sample_rate, codec.hop_length) if level else None
-    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop))
+    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop, present))
     n_q = n_q or codec.n_q
     channels = audio.shape[0]
     codes = np.concatenate([np.zeros((channels, n_q, 0), np.int64)] + [p.codes for p in parts], axis=-1)
