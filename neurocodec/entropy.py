@@ -357,13 +357,15 @@ LOG_UNIT = 8  # log2-probabilities are stored in 1/8 bit
 # 2**30 * 2**(-j / 8), j = 0..7, rounded: the only "exp" the mixer uses (integers, so identical everywhere).
 _FRAC = np.array([1073741824, 984625563, 902905664, 827967972, 759250125, 696235378, 638450708, 585463278], np.int64)
 _MAX_SHIFT = 28  # weights below 2**-28 of the largest are 0 before the floor of 1
+MAX_FREQ = TOTAL // 2  # the mixer never gives a code more than half the mass
 
 
 def mix_freqs(logits: np.ndarray) -> np.ndarray:
     """Integer log2-probabilities in 1/8 bit `[..., K]` (int64) → frequencies `[..., K]` ≥ 1 summing to 2**16.
 
     w = 2**((L - max L) / 8) as `_FRAC[d % 8] >> (d // 8)`; f = 1 + floor(w * (2**16 - K) / sum w); what integer
-    division leaves goes to the first most probable code. Integer arithmetic only."""
+    division leaves goes to the first most probable code; that code keeps at most 2**15, the others share the
+    rest. Integer arithmetic only."""
     logits = np.asarray(logits, np.int64)
     k = logits.shape[-1]
     d = np.minimum(logits.max(axis=-1, keepdims=True) - logits, LOG_UNIT * _MAX_SHIFT + LOG_UNIT - 1)
@@ -371,6 +373,14 @@ def mix_freqs(logits: np.ndarray) -> np.ndarray:
     freqs = 1 + (w * (TOTAL - k)) // w.sum(axis=-1, keepdims=True)
     top = np.argmax(w, axis=-1)[..., None]
     np.put_along_axis(freqs, top, np.take_along_axis(freqs, top, -1) + TOTAL - freqs.sum(-1, keepdims=True), -1)
+    # No code above half the mass: every code costs at least a bit, so a payload's bytes bound the codes it holds
+    # (the reader's work), at 0.007 bit per code on held-out codes. The excess is shared by the others, the first
+    # ones (in code order) taking what division leaves.
+    excess = np.maximum(np.take_along_axis(freqs, top, -1) - MAX_FREQ, 0)
+    share, extra = np.divmod(excess, k - 1)
+    idx = np.arange(k)
+    rank = idx - (idx > top)  # place among the other codes
+    freqs = freqs + np.where(idx == top, -excess, share + (rank < extra))
     return freqs
 
 
