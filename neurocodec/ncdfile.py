@@ -123,12 +123,12 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                                        loop=level_loop)
             else:
                 audio = np.concatenate([np.zeros((reader.channels, 0), np.float32)] + list(blocks()), axis=-1)
-                top = model.config.quantizer.n_q
-                encoded = encode_audio(model.codec, audio, reader.sample_rate, top, loop=False)
+                every = model.config.quantizer.n_q
+                encoded = encode_audio(model.codec, audio, reader.sample_rate, every, loop=False)
                 counts = vbr.choose(vbr.distortion_table(model.codec, audio, encoded, header.segment_frames), n_q)
                 if level_loop:  # the same codes again, the envelope corrected for the codebooks each frame keeps
                     present = np.repeat(counts, header.segment_frames)[: encoded.codes.shape[-1]]
-                    encoded = encode_audio(model.codec, audio, reader.sample_rate, top, present=present)
+                    encoded = encode_audio(model.codec, audio, reader.sample_rate, every, present=present)
                 source = [CodeBlock(encoded.codes, encoded.points)]
                 codes = np.zeros((reader.channels, encoded.codes.shape[1], 0), np.int64)
                 del audio
