@@ -41,6 +41,28 @@ def codes_sha256(codes: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").tobytes()).hexdigest()
 
 
+def with_counts(path: Path, model, pattern: list[int]) -> None:
+    """Rewrite a constant-rate 2.0 file with its segments' codebook counts cycling through `pattern`: a golden
+    vector of the variable-rate layout that does not depend on how an encoder chooses the counts."""
+    import io
+
+    parsed = container.parse(path.read_bytes())
+    h = parsed.header
+    buf = io.BytesIO()
+    writer = container.Writer(buf, h)
+    segment = 0
+    for chunk in parsed.chunks:
+        block = decode_chunk(h, chunk, model.entropy)
+        count = -(-chunk.frame_count // h.segment_frames)
+        counts = np.array([pattern[(segment + i) % len(pattern)] for i in range(count)])
+        segment += count
+        top = int(counts.max())
+        writer.write_chunk(entropy.encode_chunk_v2(model.entropy.coder, block.codes[:, :top], block.points, h.level,
+                                                   counts, h.segment_frames), chunk.frame_count, top)
+    writer.close(parsed.length)
+    path.write_bytes(buf.getvalue())
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     tmp_model = OUT / "tiny.safetensors"
@@ -81,13 +103,15 @@ def main() -> None:
         "v2.0-speech-16k-4q": (speech, 2.4, None),
         "v2.0-speech-16k-2q": (speech, 1.2, None),
         "v2.0-stereo-44k-1q": (stereo, 1.2, None),  # kbps for the file: 0.6 per channel
-        "v2.0-speech-16k-vbr": (speech, None, 1.2),  # variable rate: codebooks per segment
+        "v2.0-speech-16k-vbr": (speech, 2.4, "vbr"),  # codebooks per segment: 4, 1, 3, 2, 4, 1, … (the layout)
     }
     expected_path = OUT / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
-    for name, (src, kbps, quality) in cases.items():
+    for name, (src, kbps, variable) in cases.items():
         path = OUT / f"{name}.ncd"
-        encode_file(model, str(src), str(path), kbps=kbps, chunk_frames=60, quality=quality)
+        encode_file(model, str(src), str(path), kbps=kbps, chunk_frames=60)
+        if variable:
+            with_counts(path, model, [4, 1, 3, 2])
         parsed = container.parse(path.read_bytes())
         assert not parsed.damage, parsed.damage
         blocks = [decode_chunk(parsed.header, c, model.entropy) for c in parsed.chunks]

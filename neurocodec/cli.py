@@ -184,6 +184,10 @@ def info(
         typer.echo(json.dumps(desc, indent=1))
     else:
         for key, value in desc.items():
+            if isinstance(value, list) and len(value) > 12:
+                value = ", ".join(map(str, value[:12])) + f", … ({len(value)} in all; --json lists them)"
+            elif isinstance(value, list):
+                value = ", ".join(map(str, value))
             if key != "damage":
                 typer.echo(f"{key:>18}: {value}")
         for line in desc["damage"]:

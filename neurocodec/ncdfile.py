@@ -327,7 +327,8 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
         "frames": frames,
         "chunks": len(parsed.chunks),
         "codebooks": (f"{distinct[0]:g}" if len(distinct) == 1 else
-                      "per chunk " + ", ".join(f"{x:.2f}" for x in per_chunk)) if per_chunk else "-",
+                      f"variable: {min(per_chunk):.2f} to {max(per_chunk):.2f} per chunk") if per_chunk else "-",
+        "codebooks_by_chunk": [round(x, 2) for x in per_chunk],
         "codebooks_mean": round(coded / frames, 3) if frames else None,
         "nominal_kbps": round(coded / frames * bits * frame_rate * h.channels / 1000, 3) if frames else None,
         "bitrate_kbps": round(parsed.size * 8 / duration / 1000, 3) if duration > 0 else None,
