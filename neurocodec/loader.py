@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import container, ncdfile
+from . import container, ncdfile, vbr
 from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .entropy import EntropyModel
 from .errors import CheckpointError, ConfigError, FormatError
@@ -105,11 +105,18 @@ class LoadedModel:
 
     # ------------------------------------------------------------------------------------------- coding
     def encode(self, audio: np.ndarray, sample_rate: int, kbps: float | None = DEFAULT_KBPS,
-               level_loop: bool = True) -> EncodedAudio:
+               level_loop: bool = True, quality: float | None = None) -> EncodedAudio:
         """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length,
-        and the level envelope. `kbps` is the total: the channels share it. `level_loop`: see `encode_file`."""
+        and the level envelope. `kbps` is the total: the channels share it. `level_loop`: see `encode_file`.
+        `quality`: variable rate (see `encode_file`); the codes are -1 where a segment keeps fewer codebooks."""
         channels = 1 if np.ndim(audio) == 1 else int(np.shape(audio)[0])
-        return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps, channels), loop=level_loop)
+        if quality is None:
+            return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps, channels), loop=level_loop)
+        audio = np.asarray(audio, np.float32).reshape(channels, -1)
+        spacing = self.level.spacing_frames
+        encoded, counts = vbr.encode(self.codec, audio, sample_rate, self.n_q_for_kbps(quality, channels), spacing,
+                                     level_loop)
+        return encoded._replace(codes=vbr.as_read(encoded.codes, counts, spacing))
 
     def decode(self, encoded: EncodedAudio) -> np.ndarray:
         """codes → audio `[C, length]` float32 at the original sample rate."""

@@ -19,7 +19,7 @@ from .checkpoint import bundled_name
 from .errors import AudioError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
 from .level import LevelCoder
-from .stream import CodeBlock, encode_audio, stream_decode, stream_encode
+from .stream import CodeBlock, stream_decode, stream_encode
 
 if TYPE_CHECKING:  # only for annotations: the loader imports this module
     from .loader import LoadedModel
@@ -123,14 +123,8 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                                        loop=level_loop)
             else:
                 audio = np.concatenate([np.zeros((reader.channels, 0), np.float32)] + list(blocks()), axis=-1)
-                every = model.config.quantizer.n_q
-                # The distortions are measured on the envelope corrected for every codebook (measured on validation:
-                # the open-loop envelope's level errors cost 0.02 of PESQ-WB at 4 % fewer bits).
-                encoded = encode_audio(model.codec, audio, reader.sample_rate, every, loop=level_loop)
-                counts = vbr.choose(vbr.distortion_table(model.codec, audio, encoded, header.segment_frames), n_q)
-                if level_loop:  # the same codes again, the envelope corrected for the codebooks each frame keeps
-                    present = np.repeat(counts, header.segment_frames)[: encoded.codes.shape[-1]]
-                    encoded = encode_audio(model.codec, audio, reader.sample_rate, every, present=present)
+                encoded, counts = vbr.encode(model.codec, audio, reader.sample_rate, n_q, header.segment_frames,
+                                             level_loop)
                 source = [CodeBlock(encoded.codes, encoded.points)]
                 codes = np.zeros((reader.channels, encoded.codes.shape[1], 0), np.int64)
                 del audio

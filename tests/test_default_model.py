@@ -124,3 +124,20 @@ def test_quality_spends_codebooks_where_they_buy_quality(tmp_path):
     assert sf.info(str(out)).frames == len(speech) + len(quiet)
     r = runner.invoke(app, ["encode", str(src), str(vbr), "--quality", "6", "--bitrate", "6"])
     assert r.exit_code != 0 and "exclude each other" in r.output
+
+
+def test_quality_through_the_python_api_matches_the_file():
+    """`LoadedModel.encode(..., quality=)` gives the codes a variable-rate file carries (-1 where a segment keeps
+    fewer codebooks), and they decode."""
+    import soundfile as sf
+
+    from neurocodec import load_model
+
+    model = load_model()
+    audio, sr = sf.read(Path(__file__).parent / "data" / "librivox_0930.flac", dtype="float32")
+    encoded = model.encode(audio, sr, quality=3)
+    kept = (encoded.codes[0] >= 0).sum(axis=0)
+    assert kept.min() >= 1 and kept.max() <= 16 and 1 < kept.mean() < 16
+    assert np.all((encoded.codes[0] >= 0)[:-1] >= (encoded.codes[0] >= 0)[1:])  # codebooks kept coarse to fine
+    out = model.decode(encoded)
+    assert out.shape == (1, len(audio)) and np.isfinite(out).all()
