@@ -106,7 +106,7 @@ def encode(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present)."),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
     level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
-    quality: Optional[float] = typer.Option(None, "--quality", "-Q", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). Holds the input in memory; about 5x real time. --bitrate is the constant-rate mode."),
+    quality: Optional[float] = typer.Option(None, "--quality", "-Q", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). Holds the input in memory; about 3x real time. --bitrate is the constant-rate mode."),
     max_hours: float = MAX_HOURS,
     quiet: bool = QUIET,
 ) -> None:

@@ -67,7 +67,7 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
     False encodes about twice as fast and leaves the model's own level error.
     `quality`: variable rate instead (`vbr.py`): each 0.2 s segment gets the fewest codebooks (up to all the
     model's) that keep it within the distortion constant `quality` kbps gives this input on average. The encoder
-    then holds the whole input and decodes it once per codebook count (about 5x real time); the level loop
+    then holds the whole input and decodes it once per codebook count (about 3x real time); the level loop
     decodes what the reader will (each segment's codebooks)."""
     check_distinct(input, output)
     with AudioReader(input, max_seconds) as reader:
