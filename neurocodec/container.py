@@ -13,6 +13,7 @@ resynchronisation after damage costs time linear in the file's size.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -63,8 +64,9 @@ TRAILER_MAGIC_V2 = b"N\xff"
 TRAILER_V2 = struct.Struct("<I2s")  # bytes from the index's first byte to the end of the file, end magic
 ID_BYTES = 8  # model and entropy identities: the first 8 bytes of their SHA-256
 MAX_VARINT = 10  # bytes of a LEB128 integer below 2**64
-MAX_FRAME = 1 << 48  # a first frame or total above this is out of spec (10^5 years at 75 Hz)
+MAX_FRAME = 1 << 48  # a chunk's first frame above this is out of spec, either layout (10^5 years at 75 Hz)
 CHUNK_MIN_V2 = 2 + 1 + 1 + 1 + 1 + 4 + 2  # sync, 1-byte varints and n_q, payload CRC, header check
+CHUNK_MAX_V2 = 2 + 3 * MAX_VARINT + 1 + 4 + 2  # the same with 10-byte varints
 MAX_SEGMENT = MAX_CHUNK_FRAMES
 
 
@@ -401,21 +403,7 @@ def _chunk_at(data: bytes, pos: int, header: Header) -> Chunk | Miss:
         return _miss("no chunk sync word")
     if crc32(data[pos: pos + CHUNK.size]) != struct.unpack_from("<I", data, pos + CHUNK.size)[0]:
         return _miss("chunk header CRC-32 mismatch")
-    # The header verified, so its fields are as written; still refuse values no writer produces.
-    if not 1 <= frames <= MAX_CHUNK_FRAMES or not 1 <= n_q <= header.model_n_q:
-        return _miss(f"chunk header out of bounds ({frames} frames, {n_q} codebooks)")
-    if size > max_payload(header.channels, n_q, frames, header.level):
-        return _miss(f"chunk payload size {size} exceeds the bound for its frames")
-    if header.level is not None and first % header.level.spacing_frames:
-        return _miss(f"chunk starts at frame {first}, not a multiple of the level envelope's "
-                     f"{header.level.spacing_frames}")
-    start = pos + CHUNK_HEADER_SIZE
-    if start + size > len(data):
-        return _miss(f"chunk {index} truncated: payload needs {size} bytes, {len(data) - start} left")
-    payload = data[start: start + size]
-    if crc32(payload) != payload_crc:
-        return _miss(f"chunk {index} (frames {first}-{first + frames - 1}) payload CRC-32 mismatch", size)
-    return Chunk(index, first, frames, n_q, payload, pos)
+    return _verified_chunk(data, pos, header, Chunk(index, first, frames, n_q, b"", pos), size, payload_crc)
 
 
 def _chunk_at_v2(data: bytes, pos: int, header: Header) -> Chunk | Miss:
@@ -423,7 +411,7 @@ def _chunk_at_v2(data: bytes, pos: int, header: Header) -> Chunk | Miss:
     CRC-32, then the low 16 bits of the CRC-32 of those bytes, checked before any field is trusted."""
     if data[pos: pos + 2] != CHUNK_SYNC_V2:
         return _miss("no chunk sync word")
-    end = min(len(data), pos + 2 + 3 * MAX_VARINT + 1 + 4 + 2)
+    end = min(len(data), pos + CHUNK_MAX_V2)
     try:
         first, at = read_varint(data, pos + 2, end)
         frames, at = read_varint(data, at, end)
@@ -438,20 +426,30 @@ def _chunk_at_v2(data: bytes, pos: int, header: Header) -> Chunk | Miss:
     payload_crc, check = struct.unpack_from("<IH", data, at)
     if crc32(data[pos: at + 4]) & 0xFFFF != check:
         return _miss("chunk header check mismatch")
-    start = at + 6
+    return _verified_chunk(data, pos, header, Chunk(-1, first, frames, n_q, b"", pos, at + 6 - pos), size,
+                           payload_crc)
+
+
+def _verified_chunk(data: bytes, pos: int, header: Header, head: Chunk, size: int, payload_crc: int
+                    ) -> Chunk | Miss:
+    """After a chunk header verified (its fields are as written, `head` without its payload): refuse values no
+    writer produces, then bound, find and check the payload of `size` bytes (both layouts)."""
+    first, frames, n_q = head.first_frame, head.frame_count, head.n_q
     if not 1 <= frames <= MAX_CHUNK_FRAMES or not 1 <= n_q <= header.model_n_q or first > MAX_FRAME:
         return _miss(f"chunk header out of bounds ({frames} frames, {n_q} codebooks)")
-    if size > max_payload(header.channels, n_q, frames, header.level, header.segment_frames):
+    segment = header.segment_frames if header.version_major != 1 else None
+    if size > max_payload(header.channels, n_q, frames, header.level, segment):
         return _miss(f"chunk payload size {size} exceeds the bound for its frames")
     if header.level is not None and first % header.level.spacing_frames:
         return _miss(f"chunk starts at frame {first}, not a multiple of the level envelope's "
                      f"{header.level.spacing_frames}")
+    start = pos + head.header_size
     if start + size > len(data):
-        return _miss(f"chunk at frame {first} truncated: payload needs {size} bytes, {len(data) - start} left")
+        return _miss(f"{head.label} truncated: payload needs {size} bytes, {len(data) - start} left")
     payload = data[start: start + size]
     if crc32(payload) != payload_crc:
-        return _miss(f"chunk at frame {first} (frames {first}-{first + frames - 1}) payload CRC-32 mismatch", size)
-    return Chunk(-1, first, frames, n_q, payload, pos, start - pos)
+        return _miss(f"{head.label} (frames {first}-{first + frames - 1}) payload CRC-32 mismatch", size)
+    return dataclasses.replace(head, payload=payload)
 
 
 def justified_frames(header: Header, nbytes: int, min_bits_per_symbol: float | None = None) -> int:

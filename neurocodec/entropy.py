@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,6 +181,31 @@ def level_reference(level: LevelExtension) -> int:
     return min(level.levels - 1, max(0, round((level.target_db - level.floor_db) / level.step_db)))
 
 
+def _decoder(payload: bytes):
+    """(range decoder over `payload`, the symbol family); FormatError for a payload of partial 32-bit words."""
+    import constriction
+
+    if len(payload) % 4:
+        raise FormatError("payload is not a whole number of 32-bit words")
+    return (constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32)),
+            constriction.stream.model.Categorical(perfect=False))
+
+
+@contextmanager
+def _decoding():
+    """What the range decoder raises on a damaged payload becomes a FormatError."""
+    try:
+        yield
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise FormatError(f"entropy decoding failed ({exc})") from None
+
+
+def _check_room(payload: bytes, symbols: int, min_bits: float, claim: str = "it claims") -> None:
+    """A payload must hold the codes its chunk claims at their cheapest: decoding work is tied to its bytes."""
+    if len(payload) * 8 + SLACK_BITS < symbols * min_bits:
+        raise FormatError(f"payload of {len(payload)} bytes is too short for the {symbols} codes {claim}")
+
+
 def _decode_points(dec, family, channels: int, frames: int, level: LevelExtension) -> np.ndarray:
     table = level_table(level.levels).astype(np.float64) / TOTAL
     count = level.points(frames)
@@ -195,15 +221,9 @@ def _decode_points(dec, family, channels: int, frames: int, level: LevelExtensio
 def decode_points(payload: bytes, channels: int, frames: int, level: LevelExtension) -> np.ndarray:
     """Only the level points `[C, ceil(F / spacing)]` at the start of a chunk's payload (they need no entropy
     model): what `neurocodec info` shows of the envelope. Raises FormatError as `decode_chunk`."""
-    import constriction
-
-    if len(payload) % 4:
-        raise FormatError("payload is not a whole number of 32-bit words")
-    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-    try:
-        return _decode_points(dec, constriction.stream.model.Categorical(perfect=False), channels, frames, level)
-    except (ValueError, RuntimeError, AssertionError) as exc:
-        raise FormatError(f"entropy decoding failed ({exc})") from None
+    dec, family = _decoder(payload)
+    with _decoding():
+        return _decode_points(dec, family, channels, frames, level)
 
 
 def level_bits(points: np.ndarray, level: LevelExtension) -> float:
@@ -240,21 +260,13 @@ def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, f
     Raises FormatError for a payload that is not a whole number of words, that is too short for the codes it
     claims (so decoding work is tied to the bytes in the file), that holds data past its last code (the decoder
     must consume its payload), or a level point outside the envelope's range (never trusted)."""
-    import constriction
-
-    if len(payload) % 4:
-        raise FormatError("payload is not a whole number of 32-bit words")
+    dec, family = _decoder(payload)
     if n_q > model.n_q:
         raise FormatError(f"{n_q} codebooks but the entropy model has {model.n_q}")
-    symbols = channels * n_q * frames
-    if len(payload) * 8 + SLACK_BITS < symbols * model.min_bits_per_symbol:
-        raise FormatError(f"payload of {len(payload)} bytes is too short for the {symbols} codes it claims")
-    family = constriction.stream.model.Categorical(perfect=False)
-    words = np.frombuffer(payload, "<u4").astype(np.uint32)
-    dec = constriction.stream.queue.RangeDecoder(words)
+    _check_room(payload, channels * n_q * frames, model.min_bits_per_symbol)
     codes = np.empty((channels, n_q, frames), np.int32)
     start = model.n_contexts - 1
-    try:
+    with _decoding():
         if level is not None:
             points = _decode_points(dec, family, channels, frames, level)
         for c in range(channels):
@@ -270,8 +282,6 @@ def decode_chunk(model: EntropyModel, payload: bytes, channels: int, n_q: int, f
             for q in range(1, n_q):
                 ctx = model.context_map[q, codes[c, q - 1]]
                 codes[c, q] = dec.decode(family, _probs(model, q, ctx))
-    except (ValueError, RuntimeError, AssertionError) as exc:
-        raise FormatError(f"entropy decoding failed ({exc})") from None
     if not dec.maybe_exhausted():
         raise FormatError("payload holds data past its last code")
     return codes if level is None else (codes, points)
@@ -374,7 +384,7 @@ def mix_freqs(logits: np.ndarray) -> np.ndarray:
     top = np.argmax(w, axis=-1)[..., None]
     np.put_along_axis(freqs, top, np.take_along_axis(freqs, top, -1) + TOTAL - freqs.sum(-1, keepdims=True), -1)
     # No code above half the mass: every code costs at least a bit, so a payload's bytes bound the codes it holds
-    # (the reader's work), at 0.007 bit per code on held-out codes. The excess is shared by the others, the first
+    # (the reader's work); codes that predictable are rare. The excess is shared by the others, the first
     # ones (in code order) taking what division leaves.
     excess = np.maximum(np.take_along_axis(freqs, top, -1) - MAX_FREQ, 0)
     share, extra = np.divmod(excess, k - 1)
@@ -491,14 +501,21 @@ def segment_table(n_q: int) -> np.ndarray:
     return freqs
 
 
-def _layout(n_qs: np.ndarray, segment: int, frames: int) -> np.ndarray:
-    """Codebooks per frame `[F]` from codebooks per segment."""
+def frame_counts(n_qs: np.ndarray, segment: int, frames: int) -> np.ndarray:
+    """Codebooks per frame `[F]` from codebooks per segment `[ceil(F / segment)]`."""
     return np.repeat(np.asarray(n_qs, np.int64), segment)[:frames]
 
 
-def mix_contexts(model: MixModel, codes: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """codes `[n_q, F]` of one channel and `present` `[F]` (codebooks coded at each frame) → (the codebook and
-    table row of every coded symbol, in coding order: frame by frame, codebooks coarse to fine; `[N]` each)."""
+def keep_codebooks(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """codes `[C, n_q, F]` as a reader decodes them: -1 (absent, the decoder adds nothing) beyond each frame's
+    `present` `[F]` codebooks."""
+    return np.where(np.arange(codes.shape[1])[None, :, None] < np.asarray(present)[None, None, :], codes, -1)
+
+
+def mix_contexts(model: MixModel, codes: np.ndarray, present: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """codes `[n_q, F]` of one channel and `present` `[F]` (codebooks coded at each frame) → (the codebook, table
+    row and code of every coded symbol, in coding order: frame by frame, codebooks coarse to fine; `[N]` each)."""
     n_q, frames = codes.shape
     g = model.groups
     qs = np.arange(n_q)[:, None]
@@ -513,7 +530,7 @@ def mix_contexts(model: MixModel, codes: np.ndarray, present: np.ndarray) -> tup
     c = np.where(qs > 0, model.coarse_map[qs, coarse_codes], g)
     rows = p * (g + 1) + c
     order = coded.T  # frame-major
-    return np.broadcast_to(qs, codes.shape).T[order], rows.T[order]
+    return np.broadcast_to(qs, codes.shape).T[order], rows.T[order], codes.T[order]
 
 
 def encode_chunk_v2(model: MixModel, codes: np.ndarray, points: np.ndarray | None, level: LevelExtension | None,
@@ -536,10 +553,9 @@ def encode_chunk_v2(model: MixModel, codes: np.ndarray, points: np.ndarray | Non
     table = segment_table(n_q).astype(np.float64) / TOTAL
     delta = np.diff(n_qs, prepend=n_q) + len(table) // 2
     enc.encode(delta.astype(np.int32), family, np.tile(table, (len(delta), 1)))
-    present = _layout(n_qs, segment, frames)
+    present = frame_counts(n_qs, segment, frames)
     for ch in range(channels):
-        qs, rows = mix_contexts(model, codes[ch], present)
-        symbols = codes[ch].T[(np.arange(n_q)[None, :] < present[:, None])]
+        qs, rows, symbols = mix_contexts(model, codes[ch], present)
         probs = np.empty((len(rows), model.codebook_size), np.float64)
         for q in np.unique(qs):
             sel = qs == q
@@ -569,25 +585,17 @@ def decode_chunk_v2(model: MixModel, payload: bytes, channels: int, n_q: int, fr
     """payload → (codes `[C, n_q, F]` int32 (0 where a segment coded fewer codebooks), level points
     `[C, ceil(F / spacing)]` or None, codebooks per segment `[ceil(F / segment)]`). Raises FormatError as
     `decode_chunk`, and for a segment count outside 1 … n_q."""
-    import constriction
-
-    if len(payload) % 4:
-        raise FormatError("payload is not a whole number of 32-bit words")
+    dec, family = _decoder(payload)
     if n_q > model.n_q:
         raise FormatError(f"{n_q} codebooks but the entropy model has {model.n_q}")
-    family = constriction.stream.model.Categorical(perfect=False)
-    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+    # A codebook per frame at least before the segments' counts are known, then all the codes they claim.
+    _check_room(payload, channels * frames, model.min_bits_per_symbol, "it claims at least")
     codes = np.zeros((channels, n_q, frames), np.int32)
     g = model.groups
-    if len(payload) * 8 + SLACK_BITS < channels * frames * model.min_bits_per_symbol:
-        raise FormatError(f"payload of {len(payload)} bytes is too short for the {channels * frames} codes it "
-                          "claims at least")
-    try:
+    with _decoding():
         points, n_qs = _decode_side(dec, family, channels, n_q, frames, level, segment)
-        present = _layout(n_qs, segment, frames)
-        symbols = channels * int(present.sum())
-        if len(payload) * 8 + SLACK_BITS < symbols * model.min_bits_per_symbol:
-            raise FormatError(f"payload of {len(payload)} bytes is too short for the {symbols} codes it claims")
+        present = frame_counts(n_qs, segment, frames)
+        _check_room(payload, channels * int(present.sum()), model.min_bits_per_symbol)
         tables = [model.probs(q) for q in range(n_q)]
         pmap, cmap = model.prev_map, model.coarse_map
         for ch in range(channels):
@@ -603,8 +611,6 @@ def decode_chunk_v2(model: MixModel, payload: bytes, channels: int, n_q: int, fr
                     if q + 1 < up:
                         coarse_row = cmap[q + 1, code]
                 before = up
-    except (ValueError, RuntimeError, AssertionError) as exc:
-        raise FormatError(f"entropy decoding failed ({exc})") from None
     if not dec.maybe_exhausted():
         raise FormatError("payload holds data past its last code")
     return codes, points, n_qs
@@ -625,27 +631,19 @@ def decode_side(payload: bytes, channels: int, n_q: int, frames: int, level: Lev
                 segment: int) -> tuple[np.ndarray | None, np.ndarray]:
     """Only what a 2.x payload starts with (fixed tables, no entropy model): (level points `[C, ceil(F /
     spacing)]` or None, codebooks per segment `[ceil(F / segment)]`). What `neurocodec info` shows."""
-    import constriction
-
-    if len(payload) % 4:
-        raise FormatError("payload is not a whole number of 32-bit words")
-    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-    try:
-        return _decode_side(dec, constriction.stream.model.Categorical(perfect=False), channels, n_q, frames, level,
-                            segment)
-    except (ValueError, RuntimeError, AssertionError) as exc:
-        raise FormatError(f"entropy decoding failed ({exc})") from None
+    dec, family = _decoder(payload)
+    with _decoding():
+        return _decode_side(dec, family, channels, n_q, frames, level, segment)
 
 
 def mix_bits(model: MixModel, codes: np.ndarray, n_qs: np.ndarray | None = None, segment: int = 1) -> float:
     """Ideal code length in bits of codes `[C, n_q, F]` under the mixed model (all codebooks at every frame, or
     `n_qs` per segment)."""
     channels, n_q, frames = codes.shape
-    present = np.full(frames, n_q) if n_qs is None else _layout(n_qs, segment, frames)
+    present = np.full(frames, n_q) if n_qs is None else frame_counts(n_qs, segment, frames)
     total = 0.0
     for ch in range(channels):
-        qs, rows = mix_contexts(model, codes[ch], present)
-        symbols = codes[ch].T[(np.arange(n_q)[None, :] < present[:, None])]
+        qs, rows, symbols = mix_contexts(model, codes[ch], present)
         for q in np.unique(qs):
             sel = qs == q
             total -= float(np.log2(model.probs(int(q))[rows[sel], symbols[sel]]).sum())

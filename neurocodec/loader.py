@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import container, ncdfile, vbr
+from . import container, entropy, ncdfile, vbr
 from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .entropy import EntropyModel
 from .errors import CheckpointError, ConfigError, FormatError
@@ -116,7 +116,8 @@ class LoadedModel:
         spacing = self.level.spacing_frames
         encoded, counts = vbr.encode(self.codec, audio, sample_rate, self.n_q_for_kbps(quality, channels), spacing,
                                      level_loop)
-        return encoded._replace(codes=vbr.as_read(encoded.codes, counts, spacing))
+        present = entropy.frame_counts(counts, spacing, encoded.codes.shape[-1])
+        return encoded._replace(codes=entropy.keep_codebooks(encoded.codes, present))
 
     def decode(self, encoded: EncodedAudio) -> np.ndarray:
         """codes → audio `[C, length]` float32 at the original sample rate."""

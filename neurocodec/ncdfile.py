@@ -96,15 +96,16 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
             writer = container.Writer(out, header)
             codes = np.zeros((reader.channels, n_q, 0), np.int64)
             points = np.zeros((reader.channels, 0), np.int64)
+            counts = None  # codebooks per segment of the whole file (variable rate)
+            done = 0  # frames written
 
             def write(frames: int) -> None:
-                nonlocal codes, points
+                nonlocal codes, points, done
                 count = level.points(frames)
                 chunk_points = points[:, :count]
                 if chunk_points.shape[-1] < count:  # the model padded past the last point: hold the level
                     chunk_points = np.concatenate(
                         [chunk_points, np.repeat(chunk_points[:, -1:], count - chunk_points.shape[-1], axis=-1)], -1)
-                nonlocal done
                 segment = header.segment_frames
                 if counts is None:
                     chunk_counts = np.full(-(-frames // segment), n_q)
@@ -117,7 +118,6 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                 codes, points = codes[..., frames:], points[:, count:]
                 done += frames
 
-            counts = None  # codebooks per segment of the whole file (variable rate)
             if quality is None:
                 source = stream_encode(model.codec, blocks(), reader.sample_rate, reader.channels, n_q, level=level,
                                        loop=level_loop)
@@ -128,7 +128,6 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                 source = [CodeBlock(encoded.codes, encoded.points)]
                 codes = np.zeros((reader.channels, encoded.codes.shape[1], 0), np.int64)
                 del audio
-            done = 0  # frames written
 
             for block in source:
                 codes = np.concatenate([codes, block.codes], axis=-1)
@@ -191,8 +190,7 @@ def decode_chunk(header: container.Header, chunk: container.Chunk, model_entropy
         return CodeBlock(*block) if h.level is not None else block
     codes, points, n_qs = entropy.decode_chunk_v2(model_entropy.coder, chunk.payload, h.channels, chunk.n_q,
                                                   chunk.frame_count, h.level, h.segment_frames)
-    present = np.repeat(n_qs, h.segment_frames)[: chunk.frame_count]
-    codes = np.where(np.arange(chunk.n_q)[None, :, None] < present[None, None, :], codes, -1)
+    codes = entropy.keep_codebooks(codes, entropy.frame_counts(n_qs, h.segment_frames, chunk.frame_count))
     return CodeBlock(codes, points) if h.level is not None else codes
 
 
@@ -207,9 +205,12 @@ def read_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
 
 
 def max_bytes(header: container.Header, seconds: float) -> int:
-    """The most bytes a valid file of `seconds` can take: every frame in its own chunk, every code at the coder's
-    worst 32 bits. A longer input is refused before it is read whole."""
-    per_frame = container.CHUNK_HEADER_SIZE + container.INDEX_ENTRY.size + header.channels * header.model_n_q * 4 + 4
+    """The most bytes a valid file of `seconds` can take, in either layout: every frame in its own chunk (with its
+    index entry, at most 2 varints in 2.x), every code, level point and segment count at the coder's worst 32
+    bits. A longer input is refused before it is read whole."""
+    chunk = max(container.CHUNK_HEADER_SIZE, container.CHUNK_MAX_V2)
+    entry = max(container.INDEX_ENTRY.size, 2 * container.MAX_VARINT)
+    per_frame = chunk + entry + header.channels * (header.model_n_q + 1) * 4 + 4
     frames = math.ceil(seconds * header.model_sample_rate / header.hop_length) + 1
     return container.MAX_HEADER + frames * per_frame + container.TRAILER.size + container.INDEX_HEAD.size + 4
 
@@ -237,7 +238,6 @@ def read_ncd(input: str, max_seconds: float = MAX_SECONDS, model_entropy: entrop
         raise FormatError(f"{where}: longer than {max_seconds / 3600:g} h of audio can be (--max-hours raises the "
                           "limit)")
     try:
-        header = container.parse_header(data)[0]
         return where, container.parse(data, min_bits(header, model_entropy) if model_entropy else None)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
@@ -297,7 +297,7 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
                                    np.full(c.frame_count, c.n_q))
             else:
                 points, counts = entropy.decode_side(c.payload, h.channels, c.n_q, c.frame_count, lv, h.segment_frames)
-                present = np.repeat(counts, h.segment_frames)[: c.frame_count]
+                present = entropy.frame_counts(counts, h.segment_frames, c.frame_count)
         except FormatError as exc:
             parsed.damage.append(f"{c.label} at byte {c.offset}: {exc}")
             continue

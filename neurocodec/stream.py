@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .audio import Resampler
+from .entropy import keep_codebooks
 from .level import LevelCoder, LevelLoop, LevelNormalizer, LevelRestorer
 from .model import Codec
 from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
@@ -111,12 +112,11 @@ def stream_encode(
     coded = 0  # frames the encoder has produced
 
     def as_read(codes: torch.Tensor) -> torch.Tensor:
-        """The codes the reader will decode: -1 beyond each frame's `present` codebooks."""
+        """The codes the reader will decode (`present`: each frame's codebooks, the rest absent)."""
         if present is None or not codes.shape[-1]:
             return codes
-        keep = torch.from_numpy(np.asarray(present[coded: coded + codes.shape[-1]], np.int64))
-        keep = torch.nn.functional.pad(keep, (0, codes.shape[-1] - keep.shape[0]), value=n_q)
-        return torch.where(torch.arange(n_q)[None, :, None] < keep[None, None, :], codes, -1)
+        kept = keep_codebooks(codes.cpu().numpy(), present[coded: coded + codes.shape[-1]])
+        return torch.from_numpy(kept).to(codes.device)
 
     with torch.inference_mode():
         pieces = model_rate()

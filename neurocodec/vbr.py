@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .entropy import frame_counts
 from .model import Codec
 from .spectral import MelSpectrogram
 from .stream import EncodedAudio, decode_audio, encode_audio
@@ -83,20 +84,14 @@ def choose(table: np.ndarray, reference_n_q: int) -> np.ndarray:
 def encode(codec: Codec, audio: np.ndarray, sample_rate: int, reference_n_q: int, segment_frames: int,
            loop: bool = True) -> tuple[EncodedAudio, np.ndarray]:
     """audio `[C, T]` → (codes of every codebook `[C, n_q, T_frames]` with the level envelope, codebooks per
-    segment `[ceil(T_frames / segment_frames)]`) for the quality of constant `reference_n_q` codebooks. The
-    distortions are measured on the envelope corrected for every codebook (on validation, the open-loop envelope's
-    level errors cost 0.02 of PESQ-WB); with `loop`, the same codes are encoded again and the envelope corrected
+    segment `[ceil(T_frames / segment_frames)]`) for the quality of constant `reference_n_q` codebooks. With
+    `loop`, the distortions are measured with the envelope corrected for every codebook (so that the model's own
+    level error does not count as distortion), then the same codes are encoded again and the envelope corrected
     for the codebooks each frame keeps, as the reader will decode them."""
     every = codec.n_q
     encoded = encode_audio(codec, audio, sample_rate, every, loop=loop)
     counts = choose(distortion_table(codec, audio, encoded, segment_frames), reference_n_q)
     if loop:
-        present = np.repeat(counts, segment_frames)[: encoded.codes.shape[-1]]
+        present = frame_counts(counts, segment_frames, encoded.codes.shape[-1])
         encoded = encode_audio(codec, audio, sample_rate, every, present=present)
     return encoded, counts
-
-
-def as_read(codes: np.ndarray, counts: np.ndarray, segment_frames: int) -> np.ndarray:
-    """codes `[C, n_q, T_frames]` with -1 beyond each segment's codebooks: what a reader decodes."""
-    present = np.repeat(counts, segment_frames)[: codes.shape[-1]]
-    return np.where(np.arange(codes.shape[1])[None, :, None] < present[None, None, :], codes, -1)
