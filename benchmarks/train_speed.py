@@ -42,8 +42,8 @@ def variant(cfg, path: str, args):
         tc = dataclasses.replace(tc, precision="bf16", compile=compile_, sync_every=args.sync_every,
                                  log_every=args.sync_every, batch_size=args.fast_batch or tc.batch_size)
         dc = dataclasses.replace(dc, resident=True)
-    elif args.old_batch:
-        tc = dataclasses.replace(tc, batch_size=args.old_batch)
+    else:  # today's path whatever the config asks for
+        tc = dataclasses.replace(tc, precision="fp32", compile=False, batch_size=args.old_batch or tc.batch_size)
     return dataclasses.replace(cfg, train=tc, data=dc)
 
 

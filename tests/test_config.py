@@ -21,7 +21,7 @@ def test_gpu_config_is_the_default_recipe_with_only_its_stated_changes():
               if isinstance(base[section], dict) and base[section][key] != gpu[section][key]}
     assert {s for s in base if not isinstance(base[s], dict) and base[s] != gpu[s]} == set()
     assert differ == {("data", "train"), ("data", "valid"), ("data", "preload"), ("data", "resident"),
-                      ("train", "batch_size"), ("train", "lr"), ("train", "gan_start_step"), ("train", "eval_every"),
+                      ("train", "batch_size"), ("train", "warmup_steps"), ("train", "gan_start_step"), ("train", "eval_every"),
                       ("train", "checkpoint_every"), ("train", "log_every"), ("train", "precision"),
                       ("train", "compile"), ("train", "sync_every")}
 

@@ -64,8 +64,11 @@ class VectorQuantizer(nn.Module):
         return self.out_proj(z_q), codes, commitment, codebook
 
     @torch.no_grad()
-    def count(self, codes: torch.Tensor) -> None:
-        self.usage += torch.bincount(codes.reshape(-1), minlength=self.codebook_size).to(self.usage)
+    def count(self, codes: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Add `codes` (any shape) to the usage counts, each counted `weight` times (same shape; default 1). Fixed
+        shapes only (no boolean indexing), so that a compiled training step has no graph break here."""
+        weight = torch.ones_like(codes, dtype=self.usage.dtype) if weight is None else weight.to(self.usage.dtype)
+        self.usage.index_add_(0, codes.reshape(-1), weight.reshape(-1))
 
     def dead_codes(self, threshold: float, min_per_code: float = 16.0) -> torch.Tensor | None:
         """Indices of codes used fewer than `threshold` times since the last re-seeding, or None while the counts
@@ -141,7 +144,7 @@ class ResidualVectorQuantizer(nn.Module):
             commitment = commitment + (commit_i * mask).mean()
             codebook = codebook + (cb_i * mask).mean()
             if self.training:
-                vq.count(idx[mask.bool()])
+                vq.count(idx, mask[:, None].expand_as(idx))
             codes.append(idx)
         return QuantizerOutput(z_q, torch.stack(codes, dim=1), commitment, codebook, per_item)
 

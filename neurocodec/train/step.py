@@ -90,6 +90,23 @@ class TrainStep:
     def parts(self) -> Parts:
         return Parts(self.codec, self.opt_g, self.sched_g, self.disc, self.opt_d, self.sched_d)
 
+    @contextlib.contextmanager
+    def _warmup(self, opt: torch.optim.Optimizer, step: int):
+        """During `train.warmup_steps`, the optimiser steps with its scheduled rate scaled by (step + 1) / warmup;
+        the schedule itself is left as it is."""
+        warmup = self.cfg.train.warmup_steps
+        if step >= warmup:
+            yield
+            return
+        scheduled = [group["lr"] for group in opt.param_groups]
+        for group in opt.param_groups:
+            group["lr"] = group["lr"] * (step + 1) / warmup
+        try:
+            yield
+        finally:
+            for group, lr in zip(opt.param_groups, scheduled):
+                group["lr"] = lr
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
@@ -136,13 +153,16 @@ class TrainStep:
         logs: dict[str, torch.Tensor | float] = {}
         if gan_on:
             self.disc.train()
+            # Real and generated audio in one call: one launch per layer, and one compiled graph.
             with self._autocast():
-                real, fake = self.d_model(audio), self.d_model(out.audio.detach())
-            d_loss = discriminator_loss(real, fake)
+                both = self.d_model(torch.cat([audio, out.audio.detach()]))
+            n = audio.shape[0]
+            d_loss = discriminator_loss([[f[:n] for f in d] for d in both], [[f[n:] for f in d] for d in both])
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(self.disc.parameters(), tc.discriminator_grad_clip)
-            self.opt_d.step()
+            with self._warmup(self.opt_d, step):
+                self.opt_d.step()
             logs["loss_d"] = d_loss.detach()
             clock("discriminators (forward, backward, step)")
 
@@ -161,7 +181,8 @@ class TrainStep:
             self.bad_since_sync = self.bad_since_sync | bad
         if sync:
             self.check_finite(loss)
-        self.opt_g.step()
+        with self._warmup(self.opt_g, step):
+            self.opt_g.step()
         self.sched_g.step()
         if gan_on:
             self.sched_d.step()
