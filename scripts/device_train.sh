@@ -26,7 +26,8 @@
 # MINUTES (the whole command's budget, default 9.5), BENCH (0 skips the benchmark), TRAIN (0 skips training),
 # CONFIG (default examples/default-gpu.toml), INIT (weights a new run starts from, default the released model;
 # empty: none), STATE (the folder of a previous burst's packed state, default .devstate), KEEP (where data parts
-# wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's .devdata/train there).
+# wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's .devdata/train there),
+# EAGER (1: the config without torch.compile).
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
@@ -37,6 +38,9 @@ INIT=${INIT-neurocodec/weights/default.safetensors}
 STATE=${STATE:-.devstate}
 KEEP=${KEEP:-/tmp/keep}
 START=$(date +%s)
+if [ "${EAGER:-0}" = 1 ]; then  # compiling failed or gave NaN on the benchmark: the same config, uncompiled
+  sed 's/^compile = true/compile = false/' "$CONFIG" > "${CONFIG%.toml}-eager.toml" && CONFIG=${CONFIG%.toml}-eager.toml
+fi
 mkdir -p "$OUT"
 # Data parts: this call's is kept for the next call (STASH=1), or joins those earlier calls kept.
 if [ "${STASH:-0}" = 1 ]; then
