@@ -76,6 +76,43 @@ def test_synchronising_every_n_steps_trains_the_same_weights(tmp_path):
     assert [e["step"] for e in events if e["type"] == "step"] == [4]
 
 
+def _first_update(cfg, speech):
+    """The largest weight change of one generator + discriminator update from fixed weights, and the optimiser's
+    rate afterwards."""
+    torch.manual_seed(0)
+    codec, disc = Codec(cfg.model), Discriminator(cfg.discriminator)
+    before = [p.detach().clone() for p in codec.parameters()]
+    step = TrainStep(cfg, codec, disc, torch.device("cpu"))
+    audio = torch.from_numpy(speech[0][0, : 4 * 6000].reshape(4, 1, 6000).copy())
+    torch.manual_seed(1)
+    step(audio, 0, gan_on=True)
+    moved = max(float((p.detach() - b).abs().max()) for p, b in zip(codec.parameters(), before))
+    return moved, step.opt_g.param_groups[0]["lr"], step.sched_g.get_last_lr()[0]
+
+
+def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone(speech):
+    """A fresh Adam's first step moves every weight by about lr (m / sqrt(v) is ±1): warm-up over W steps makes
+    step 0 move it by lr / W, and the schedule (ExponentialLR) goes on as without warm-up."""
+    plain = tiny(lr=1e-3, lr_decay=0.5)
+    warm = tiny(lr=1e-3, lr_decay=0.5, warmup_steps=4)
+    moved_plain, lr_plain, sched_plain = _first_update(plain, speech)
+    moved_warm, lr_warm, sched_warm = _first_update(warm, speech)
+    assert moved_plain == pytest.approx(1e-3, rel=0.05)
+    assert moved_warm == pytest.approx(1e-3 / 4, rel=0.05)
+    assert lr_warm == lr_plain == sched_warm == sched_plain == pytest.approx(5e-4)
+
+
+def test_usage_counts_only_the_stages_an_item_used():
+    """Quantizer dropout: an item that used i stages counts codes in those stages only (fixed-shape counting)."""
+    from neurocodec.model.quantize import VectorQuantizer
+
+    vq = VectorQuantizer(8, 16, 4)
+    codes = torch.tensor([[1, 1, 3], [2, 5, 5]])
+    vq.count(codes, torch.tensor([[1.0] * 3, [0.0] * 3]))
+    vq.count(torch.tensor([[7]]))
+    assert vq.usage.tolist() == [0, 2, 0, 1, 0, 0, 0, 1] + [0] * 8
+
+
 def test_a_nan_is_caught_at_the_next_synchronised_step_and_nothing_is_saved(tmp_path):
     from neurocodec.train.diagnostics import TrainingDiverged
 
