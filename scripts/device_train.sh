@@ -5,20 +5,23 @@
 #              --opus-level 0.85 --slice N       (about 77 min of Ogg Opus at 46 kbps; each slice other excerpts)
 #            (and Python wheels the image lacks in .whl/: librosa, soundfile, soxr, constriction and their needs)
 #            a previous burst's state, if any: .devstate/state-*.safetensors (scripts/shards.py pack-state RUN …)
-#   there:   A call carries the repository (36 MB) and at most 28 MB more, so a burst's data travels in parts:
-#            call 1 (carry .devdata with slice N, .whl):  STASH=1 TRAIN=0 bash scripts/device_train.sh
-#                   keeps the part in $KEEP and runs the benchmark (about 2.5 min with compiling);
-#            call 2 (carry .devdata with slice N+1, .whl), at once, while the machine is warm:
+#   there:   A call carries the repository (36 MB; 11 MB without the released weights, which need not travel when
+#            a state's generator does) and what `carry` names, 64 MiB in all, so a burst's data and state travel in
+#            parts, kept on the warm machine (KEEP) for the call that trains:
+#            call 1 (carry .devdata with slice N, .whl, and .devstate with some shards, if any):
+#                   STASH=1 TRAIN=0 bash scripts/device_train.sh   keeps them, runs the benchmark (about a minute);
+#            call 2 (carry .devdata with slice N+1 or .devdata2 moved into place, .whl, the other shards), at once,
+#                   while the machine is warm (it goes back 30 s after a call):
 #                   MINUTES=8 BENCH=0 bash scripts/device_train.sh      (timeout_s = MINUTES x 60 + 30)
-#                   trains on this part and every part kept before (about 2.6 hours of audio in two parts).
-#            A state that travels (54 MB, 4 shards) goes the same way, in calls that copy .devstate into /tmp/keep,
-#            and the training call runs with STATE=/tmp/keep (a warm machine keeps its files between calls).
+#                   trains on every part kept and its own (the first H100 burst: 153 min of audio in two parts).
+#            With no state (none packed, or a fresh machine lost it), training starts from the released weights
+#            (--init) with fresh discriminators and optimiser, the learning rate ramped (train.warmup_steps).
 #   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: ~/.cache/neurocodec/runs/gpu)
 #            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
 #            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
 #
-# Steps: (1) benchmarks/train_speed.py, old path against fast path on this GPU (about two minutes with compiling),
-# (2) training on the fast path (examples/default-gpu.toml) until a minute and a half before MINUTES run out,
+# Steps: (1) benchmarks/train_speed.py, old path against fast path on this GPU (about a minute, uncompiled),
+# (2) training on the fast path (examples/default-gpu.toml) until two minutes before MINUTES run out,
 # continuing .devstate when it is there (discriminators, optimiser moments and schedule included), else starting
 # from the released weights with fresh discriminators, (3) the state packed into 16 MiB shards under OUT with the
 # run log and the benchmark's JSON (at most 8 files come back).
@@ -26,8 +29,8 @@
 # MINUTES (the whole command's budget, default 9.5), BENCH (0 skips the benchmark), TRAIN (0 skips training),
 # CONFIG (default examples/default-gpu.toml), INIT (weights a new run starts from, default the released model;
 # empty: none), STATE (the folder of a previous burst's packed state, default .devstate), KEEP (where data parts
-# wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's .devdata/train there),
-# EAGER (1: the config without torch.compile).
+# wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's .devdata/train and state shards there),
+# BENCH_SECONDS (the benchmark's limit, default 120), BENCH_ARGS (more benchmark options, e.g. --compile).
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
@@ -38,15 +41,20 @@ INIT=${INIT-neurocodec/weights/default.safetensors}
 STATE=${STATE:-.devstate}
 KEEP=${KEEP:-/tmp/keep}
 START=$(date +%s)
-if [ "${EAGER:-0}" = 1 ]; then  # compiling failed or gave NaN on the benchmark: the same config, uncompiled
-  sed 's/^compile = true/compile = false/' "$CONFIG" > "${CONFIG%.toml}-eager.toml" && CONFIG=${CONFIG%.toml}-eager.toml
-fi
 mkdir -p "$OUT"
-# Data parts: this call's is kept for the next call (STASH=1), or joins those earlier calls kept.
+# Data and state in parts: this call's are kept for the next call (STASH=1), or join those earlier calls kept.
 if [ "${STASH:-0}" = 1 ]; then
-  mkdir -p "$KEEP" && cp -r .devdata/train "$KEEP/train-$START"
-elif ls -d "$KEEP"/train-* >/dev/null 2>&1; then
-  for part in "$KEEP"/train-*; do mv "$part" ".devdata/train/$(basename "$part")"; done
+  mkdir -p "$KEEP/state"
+  if [ -d .devdata/train ]; then cp -r .devdata/train "$KEEP/train-$START"; fi
+  cp "$STATE"/state-*.safetensors "$KEEP/state/" 2>/dev/null || true
+else
+  if ls -d "$KEEP"/train-* >/dev/null 2>&1; then
+    for part in "$KEEP"/train-*; do mv "$part" ".devdata/train/$(basename "$part")"; done
+  fi
+  if ls "$KEEP"/state/state-*.safetensors >/dev/null 2>&1; then
+    cp "$STATE"/state-*.safetensors "$KEEP/state/" 2>/dev/null || true
+    STATE=$KEEP/state
+  fi
 fi
 echo "training data: $(find .devdata/train -type f | wc -l) files, $(du -sm .devdata/train | cut -f1) MB"
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
@@ -58,8 +66,11 @@ fi
 export PYTHONUNBUFFERED=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 if [ "${BENCH:-1}" != 0 ]; then
-  $PY benchmarks/train_speed.py --device cuda --config "$CONFIG" --steps 20 --warmup 8 \
-    --old-batch 32 --json "$OUT/train_speed.json" 2>&1 | grep -v Warning || true
+  # Bounded (BENCH_SECONDS), and its lines reach the log as they come: the first burst's benchmark, piped through
+  # a block-buffered grep, spent its 4.5 minutes compiling and returned nothing. BENCH_ARGS: e.g. --compile.
+  timeout "${BENCH_SECONDS:-120}" $PY benchmarks/train_speed.py --device cuda --config "$CONFIG" --steps 16 \
+    --warmup 6 --profile-steps 3 --old-batch 32 --no-compile ${BENCH_ARGS:-} --json "$OUT/train_speed.json" 2>&1 \
+    | grep --line-buffered -v Warning | tee "$OUT/bench.log" || true
 fi
 if [ "${TRAIN:-1}" = 0 ]; then
   ls -l "$OUT"
