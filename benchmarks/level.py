@@ -41,7 +41,7 @@ def main() -> int:
     from neurocodec.eval.run import collect
     from neurocodec import entropy
     from neurocodec.loader import load_model
-    from neurocodec.ncdfile import NCD_CHUNK_FRAMES
+    from neurocodec.ncdfile import chunk_frames_for
     from neurocodec.stream import encode_audio
     from neurocodec.train.diagnostics import coded
 
@@ -73,7 +73,9 @@ def main() -> int:
             encoded = model.encode(as_file, sr, kbps=args.kbps)
             y = model.decode(encoded)[0]
             ext = encoded.level.extension()
-            per_chunk = ext.points(NCD_CHUNK_FRAMES)
+            chunk = chunk_frames_for(model.config.kbps(n_q), model.config.frame_rate,
+                                     encoded.level.spacing_frames)  # the chunks a file at this rate has
+            per_chunk = ext.points(chunk)
             bits = sum(entropy.level_bits(encoded.points[:, i:i + per_chunk], ext)
                        for i in range(0, encoded.points.shape[-1], per_chunk))
             side.setdefault(item.kind, []).append(bits / (len(x) / sr) / 1000)
@@ -102,7 +104,7 @@ def main() -> int:
     print("as a file, the worst single file: " + "; ".join(
         f"{kind} " + ", ".join(f"{min(v):.2f}-{max(v):.2f} at {lv}" for lv, v in by.items())
         for kind, by in sorted(ratios.items())))
-    print("level side information (closed loop, 1 s chunks), kbps: " + "; ".join(
+    print("level side information (closed loop, as chunked in files), kbps: " + "; ".join(
         f"{kind} mean {np.mean(v):.3f}, max {np.max(v):.3f}" for kind, v in sorted(side.items())))
     print("files whose input peaks above full scale: " + "; ".join(
         f"{kind} " + ", ".join(f"{n} at {lv}" for lv, n in by.items() if n) for kind, by in sorted(clipped.items())))
