@@ -88,4 +88,9 @@ def test_fit_entropy_keeps_the_weights_and_beats_uniform_tables(tmp_path):
     _, fitted = read_model(out)
     assert fitted.weights_sha256 == read_model(uniform)[1].weights_sha256
     assert read_model(uniform)[1].entropy.coder.is_uniform and not fitted.entropy.coder.is_uniform
-    assert fitted.entropy.sha256 == read_model(uniform)[1].entropy.sha256  # the 1.x tables are kept as they were
+    # A model without 1.x tables (a run's generator) gets them fitted; a model with them keeps them as they were.
+    assert read_model(uniform)[1].entropy.is_uniform and not fitted.entropy.is_uniform
+    again = tmp_path / "again.safetensors"
+    r = CliRunner().invoke(app, ["fit-entropy", str(out), str(SPEECH.parent), "-o", str(again), "--contexts", "4"])
+    assert r.exit_code == 0, r.output
+    assert read_model(again)[1].entropy.sha256 == fitted.entropy.sha256
