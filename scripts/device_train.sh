@@ -30,7 +30,8 @@
 # CONFIG (default examples/default-gpu.toml), INIT (weights a new run starts from, default the released model;
 # empty: none), STATE (the folder of a previous burst's packed state, default .devstate), KEEP (where data parts
 # wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's .devdata/train and state shards there),
-# BENCH_SECONDS (the benchmark's limit, default 120), BENCH_ARGS (more benchmark options, e.g. --compile).
+# BENCH_SECONDS (the benchmark's limit, default 120), BENCH_ARGS (more benchmark options, e.g. --compile),
+# BATCH (another batch size than the config's, e.g. 128).
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
@@ -41,6 +42,10 @@ INIT=${INIT-neurocodec/weights/default.safetensors}
 STATE=${STATE:-.devstate}
 KEEP=${KEEP:-/tmp/keep}
 START=$(date +%s)
+if [ -n "${BATCH:-}" ]; then  # the same config at another batch size
+  B_CONFIG=/tmp/$(basename "${CONFIG%.toml}")-b$BATCH.toml  # data paths in configs are relative to the working folder
+  sed "s/^batch_size = .*/batch_size = $BATCH/" "$CONFIG" > "$B_CONFIG" && CONFIG=$B_CONFIG
+fi
 mkdir -p "$OUT"
 # Data and state in parts: this call's are kept for the next call (STASH=1), or join those earlier calls kept.
 if [ "${STASH:-0}" = 1 ]; then
