@@ -26,9 +26,8 @@ def fit_entropy_model(model: str | os.PathLike | None, sources: list[str], outpu
                       max_seconds: float = 3600.0, device: str | None = None) -> dict:
     """Fit the 2.x context model (`entropy.fit_mix`, `n_contexts - 1` clusters per expert) on the codes of real
     audio and write `output`: the same weights (same hash) and 1.x tables (fitted here when uniform), with the
-    fitted model. `sources`:
-    folders, manifests or files of *training* audio (never the evaluation set). Returns figures measured on the
-    fitting data: bits per code, fitted vs uniform."""
+    fitted model. `sources`: folders, manifests or files of *training* audio (never the evaluation set). Returns
+    figures measured on the fitting data: bits per code, fitted vs uniform."""
     state, info = read_model(resolve_model(model))  # read and verified once: the codec is built from these tensors
     loaded = LoadedModel.build(state, info, device)
     files = list_audio(sources)

@@ -20,7 +20,7 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fm
     try:
         import librosa
     except ImportError:
-        raise MissingDependencyError("librosa is needed for mel spectrograms: pip install 'neurocodec[train]'") from None
+        raise MissingDependencyError("librosa is needed for mel spectrograms: pip install librosa") from None
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney")
 
 

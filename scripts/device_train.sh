@@ -29,7 +29,7 @@
 # MINUTES (the whole command's budget, default 9.5), BENCH (0 skips the benchmark), TRAIN (0 skips training),
 # CONFIG (default examples/default-gpu.toml), INIT (weights a new run starts from, default the released model;
 # empty: none), STATE (the folder of a previous burst's packed state, default .devstate), KEEP (where data parts
-# wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's .devdata/train and state shards there),
+# and state shards wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's there),
 # BENCH_SECONDS (the benchmark's limit, default 120), BENCH_ARGS (more benchmark options, e.g. --compile),
 # BATCH (another batch size than the config's, e.g. 128).
 set -euo pipefail
