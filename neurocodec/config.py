@@ -140,6 +140,21 @@ class DataConfig:
     resident: bool = False
     mix_probability: float = 0.0  # resident only: chance that a crop has a second crop added at a random level
 
+    def __post_init__(self) -> None:
+        _at_least("data", self, segment_seconds=(0.0, False), valid_segment_seconds=(0.0, False), valid_clips=(1, True),
+                  gain_db=(0.0, True), mix_probability=(0.0, True))
+        if self.mix_probability > 1:
+            raise ConfigError(f"data.mix_probability must be in [0, 1], got {self.mix_probability}")
+
+
+def _at_least(section: str, cfg: Any, **bounds: tuple[float, bool]) -> None:
+    """ConfigError for a field below its bound (`name=(bound, inclusive)`): a batch of 0 or a negative learning
+    rate is refused when the config is read, not met as a traceback mid-run."""
+    for name, (bound, inclusive) in bounds.items():
+        value = getattr(cfg, name)
+        if not (value >= bound if inclusive else value > bound):
+            raise ConfigError(f"{section}.{name} must be {'at least' if inclusive else 'above'} {bound:g}, got {value!r}")
+
 
 # The generator's loss terms, in one table: each is a `LossConfig` field holding its weight, and the name under which
 # the step computes it, the log records it ("loss_<name>", unweighted), the display shows it and the plots draw it.
@@ -225,6 +240,9 @@ class TrainConfig:
     sync_every: int = 1
 
     def __post_init__(self) -> None:
+        _at_least("train", self, steps=(0, True), batch_size=(1, True), lr=(0.0, False), warmup_steps=(0, True),
+                  threads=(0, True), log_every=(1, True), eval_every=(1, True), checkpoint_every=(1, True),
+                  checkpoint_minutes=(0.0, False), gan_start_step=(0, True), sync_every=(1, True))
         if self.sync_every < 1 or self.log_every % self.sync_every:
             raise ConfigError(f"train.log_every ({self.log_every}) must be a multiple of train.sync_every "
                               f"({self.sync_every}): losses reach the host only at synchronised steps")

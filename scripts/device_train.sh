@@ -31,7 +31,8 @@
 # empty: none), STATE (the folder of a previous burst's packed state, default .devstate), KEEP (where data parts
 # and state shards wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's there),
 # BENCH_SECONDS (the benchmark's limit, default 120), BENCH_ARGS (more benchmark options, e.g. --compile),
-# BATCH (another batch size than the config's, e.g. 128).
+# BATCH (another batch size than the config's, e.g. 128), FALLBACK_BATCH (the batch of a second try when the
+# first leaves no checkpoint, default 128; empty: no second try).
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
@@ -75,7 +76,7 @@ if [ "${BENCH:-1}" != 0 ]; then
   # a block-buffered grep, spent its 4.5 minutes compiling and returned nothing. BENCH_ARGS: e.g. --compile.
   timeout "${BENCH_SECONDS:-120}" $PY benchmarks/train_speed.py --device cuda --config "$CONFIG" --steps 16 \
     --warmup 6 --profile-steps 3 --old-batch 32 --no-compile ${BENCH_ARGS:-} --json "$OUT/train_speed.json" 2>&1 \
-    | grep --line-buffered -v Warning | tee "$OUT/bench.log" || true
+    | grep --line-buffered -v Warning | tee "$OUT/console.log" || true
 fi
 if [ "${TRAIN:-1}" = 0 ]; then
   ls -l "$OUT"
@@ -95,10 +96,28 @@ fi
 # (the trainer checkpoints on KeyboardInterrupt), so that the state is packed and comes back all the same.
 LEFT=$($PY -c "print(max(0.5, $MINUTES - ($(date +%s) - $START) / 60 - 2.0))")
 HARD=$($PY -c "print(max(60, int($MINUTES * 60 - ($(date +%s) - $START) - 40)))")
+touch "$OUT/.started"  # a checkpoint newer than this: the run trained
 echo "training for $LEFT minutes (interrupted after $HARD s at the latest)"
 TRAIN_CMD=(-c "import sys, torch; torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True; torch.backends.cudnn.benchmark = True; sys.argv[0] = 'neurocodec'; from neurocodec.cli import main; main()")
 timeout --signal=INT "$HARD" $PY "${TRAIN_CMD[@]}" train "$CONFIG" --run-dir "$RUN" "${FROM[@]}" --minutes "$LEFT" --quiet \
-  ${DEVICE_ARGS:-} || echo "training stopped with status $?"
+  ${DEVICE_ARGS:-} 2>&1 | tee -a "$OUT/console.log" || echo "training stopped with status $?"
+# The config's batch (512) was never measured on a GPU: should the run die before its first checkpoint (out of
+# memory, say), the rest of the budget trains at the measured batch (FALLBACK_BATCH, default 128) instead of
+# coming back empty.
+if [ ! "$RUN/state.safetensors" -nt "$OUT/.started" ] && [ -n "${FALLBACK_BATCH-128}" ]; then
+  LEFT=$($PY -c "print($MINUTES - ($(date +%s) - $START) / 60 - 2.0)")
+  HARD=$($PY -c "print(int($MINUTES * 60 - ($(date +%s) - $START) - 40))")
+  if $PY -c "import sys; sys.exit(0 if $LEFT >= 1.0 else 1)"; then
+    F_CONFIG=/tmp/$(basename "${CONFIG%.toml}")-fallback.toml
+    sed "s/^batch_size = .*/batch_size = ${FALLBACK_BATCH:-128}/" "$CONFIG" > "$F_CONFIG"
+    echo "no checkpoint: training again at batch ${FALLBACK_BATCH:-128} for $LEFT minutes"
+    rm -rf "$RUN"
+    if [ "${FROM[0]:-}" = --resume ]; then $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"; fi
+    timeout --signal=INT "$HARD" $PY "${TRAIN_CMD[@]}" train "$F_CONFIG" --run-dir "$RUN" "${FROM[@]}" \
+      --minutes "$LEFT" --quiet ${DEVICE_ARGS:-} 2>&1 | tee -a "$OUT/console.log" || echo "training stopped with status $?"
+  fi
+fi
 $PY scripts/shards.py pack-state "$RUN" "$OUT/state"
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"
+rm -f "$OUT/.started"
 ls -l "$OUT"

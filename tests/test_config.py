@@ -73,3 +73,17 @@ def test_kind_selects_dataclass_and_bad_values_fail(tmp_path):
 def test_config_is_frozen(tiny_config):
     with pytest.raises(dataclasses.FrozenInstanceError):
         tiny_config.model.hop_length = 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[train]\nbatch_size = 0\n", r"train.batch_size must be at least 1, got 0"),
+    ("[train]\nlr = -1e-4\n", r"train.lr must be above 0"),
+    ("[train]\nwarmup_steps = -5\n", r"train.warmup_steps must be at least 0"),
+    ("[train]\neval_every = 0\n", r"train.eval_every must be at least 1"),
+    ("[data]\nsegment_seconds = 0\n", r"data.segment_seconds must be above 0"),
+    ("[data]\nvalid_clips = 0\n", r"data.valid_clips must be at least 1"),
+    ("[data]\nmix_probability = 1.5\n", r"data.mix_probability must be in \[0, 1\]"),
+])
+def test_out_of_range_training_values_are_refused_when_read(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
