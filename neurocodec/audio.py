@@ -45,6 +45,8 @@ class AudioReader:
             if is_stream(path):
                 source = self._spool = self._read_stream(path)
             else:
+                if Path(path).is_dir():
+                    raise AudioError(f"{path}: is a folder, not an audio file")
                 if not Path(path).is_file():
                     raise AudioError(f"{path}: no such file")
                 source = str(path)

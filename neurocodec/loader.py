@@ -69,6 +69,14 @@ class LoadedModel:
                 raise
             raise ConfigError(f"{kbps:g} kbps for {channels} channels: {exc} per channel") from None
 
+    def n_q_for_quality(self, quality: float, channels: int = 1) -> int:
+        """The codebooks of constant `quality` kbps, the reference of variable rate (`vbr.py`); `ConfigError` as
+        `n_q_for_kbps`, naming the quality."""
+        try:
+            return self.n_q_for_kbps(quality, channels)
+        except ConfigError as exc:
+            raise ConfigError(f"quality {quality:g}: {exc}") from None
+
     # ------------------------------------------------------------------------------------------- .ncd headers
     def header(self, sample_rate: int, channels: int, length: int | None) -> container.Header:
         """The `.ncd` header of a file this model codes: the audio's facts and the model's identity and geometry."""
@@ -114,7 +122,7 @@ class LoadedModel:
             return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps, channels), loop=level_loop)
         audio = np.asarray(audio, np.float32).reshape(channels, -1)
         spacing = self.level.spacing_frames
-        encoded, counts = vbr.encode(self.codec, audio, sample_rate, self.n_q_for_kbps(quality, channels), spacing,
+        encoded, counts = vbr.encode(self.codec, audio, sample_rate, self.n_q_for_quality(quality, channels), spacing,
                                      level_loop)
         present = entropy.frame_counts(counts, spacing, encoded.codes.shape[-1])
         return encoded._replace(codes=entropy.keep_codebooks(encoded.codes, present))
