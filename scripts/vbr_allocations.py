@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Variable-rate allocations side by side: which segments should give up codebooks, measured by PESQ-WB?
+
+    python scripts/vbr_allocations.py [--allocations quality,count0.74,count0.74@1,…] [--files 20] [--reference 8]
+
+A development set of 12 s speech files is made from the validation folder (its short clips joined source by
+source, pauses between prompts included, like the evaluation set's 12 s excerpts; never the evaluation set). Each
+file is encoded with every codebook and decoded with 1 … 16 (once, cached); then each allocation picks the
+codebooks of every 0.2 s segment (`vbr.py`'s segments), the codes are encoded again with the level loop for them
+and decoded as a reader would. Printed: bits (mixed context model, the segments' counts) against constant
+`--reference` codebooks, log-mel distance and PESQ-WB (means over the files), and how many segments got each count.
+
+Allocations (`NAME` or `NAME@ALPHA`; with `@ALPHA` the segment distance is relative to the segment's own
+loudness plus ALPHA times the file's, instead of the file's alone as in `vbr.segment_distances`):
+  * quality     what `--quality` does: argmin distortion + λ · codebooks, mean distortion within the reference's;
+  * countR      the same argmin with λ set so that the mean count per file is R x reference (equal bits, so that
+                distance measures compare at one rate);
+  * pauseX      the reference everywhere except segments X dB below the file's 90th-percentile segment level,
+                which get the fewest codebooks within 1.5 x the reference's distance there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from neurocodec import entropy, metrics, vbr  # noqa: E402
+from neurocodec.audio import list_audio, read_audio, resample  # noqa: E402
+from neurocodec.loader import load_model  # noqa: E402
+from neurocodec.spectral import MelSpectrogram  # noqa: E402
+from neurocodec.stream import decode_audio, encode_audio  # noqa: E402
+
+VALID = Path("~/.cache/neurocodec/corpus/valid/speech").expanduser()
+SECONDS = 12
+
+
+def development_set(sample_rate: int, files: int) -> list[np.ndarray]:
+    """12 s files `[T]` joined from the validation speech clips of each source (a random `files` of them)."""
+    out = []
+    for source in sorted(p for p in VALID.iterdir() if p.is_dir()):
+        joined: list[np.ndarray] = []
+        for f in list_audio([source]):
+            audio, sr = read_audio(f)
+            joined.append(resample(audio.mean(0, keepdims=True), sr, sample_rate)[0])
+            if sum(map(len, joined)) >= SECONDS * sample_rate:
+                out.append(np.concatenate(joined)[: SECONDS * sample_rate].astype(np.float32))
+                joined = []
+    pick = sorted(np.random.default_rng(0).permutation(len(out))[:files])
+    return [out[i] for i in pick]
+
+
+def relative_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: int, segments: int,
+                       alpha: float) -> np.ndarray:
+    """As `vbr.segment_distances`, each segment's L1 over (its own mean loudness + alpha x the file's)."""
+    n = min(ref.shape[-1], est.shape[-1])
+    r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], np.float32))
+    e = torch.from_numpy(np.ascontiguousarray(est[:, :n], np.float32))
+    total = np.zeros(segments)
+    with torch.inference_mode():
+        for window, bands in vbr.SCALES:
+            mel = MelSpectrogram(sample_rate, window, bands)
+            loud_r, loud_e = mel(r) ** (2 * vbr.LOUDNESS_POWER), mel(e) ** (2 * vbr.LOUDNESS_POWER)
+            diff = (loud_r - loud_e).abs().mean(dim=(0, 1)).numpy()
+            level = loud_r.mean(dim=(0, 1)).numpy()
+            seg = np.minimum((np.arange(len(diff)) * (window // 4) / segment_samples).astype(np.int64), segments - 1)
+            count = np.maximum(np.bincount(seg, minlength=segments), 1)
+            own = np.bincount(seg, weights=level, minlength=segments) / count
+            total += np.bincount(seg, weights=diff, minlength=segments) / count / (own + alpha * level.mean() + 1e-9)
+    return total / len(vbr.SCALES)
+
+
+def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
+    """argmin over n of table + λ n `[segments]`, with the smallest λ (bisection) whose mean count is at most
+    `mean_count`."""
+    counts = np.arange(1, table.shape[0] + 1)[:, None]
+
+    def pick(lam: float) -> np.ndarray:
+        return (table + lam * counts).argmin(axis=0) + 1
+
+    low, high = 0.0, float(np.ptp(table)) + 1.0
+    for _ in range(50):
+        mid = (low + high) / 2
+        low, high = (low, mid) if pick(mid).mean() <= mean_count else (mid, high)
+    return pick(high)
+
+
+def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, segment_samples: int) -> np.ndarray:
+    segments = np.arange(table.shape[1])
+    if name == "constant":
+        return np.full(table.shape[1], reference)
+    if name == "quality":
+        return vbr.choose(table, reference)
+    if name.startswith("count"):
+        ratio = float(name[5:])
+        return at_count(table, ratio * reference)
+    if name.startswith("pause"):
+        below = float(name[5:])
+        level = np.array([10 * np.log10(np.mean(audio[i * segment_samples:(i + 1) * segment_samples] ** 2) + 1e-12)
+                          for i in segments])
+        out = np.full(table.shape[1], reference)
+        for s in np.nonzero(level < np.percentile(level, 90) - below)[0]:
+            ok = np.nonzero(table[:, s] <= 1.5 * table[reference - 1, s])[0]
+            out[s] = ok[0] + 1 if len(ok) else reference
+        return out
+    raise SystemExit(f"unknown allocation {name!r}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--allocations", default="quality,count0.74,count0.74@1,count0.74@0.3,count0.74@3,pause30")
+    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--reference", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.model)
+    codec, mix, sr = loaded.codec, loaded.entropy.coder, loaded.sample_rate
+    spacing = loaded.level.spacing_frames
+    segment_samples = spacing * codec.hop_length
+    files = development_set(sr, args.files)
+    print(f"{len(files)} development files of {SECONDS} s", flush=True)
+    decoded = []
+    for audio in files:
+        every = encode_audio(codec, audio[None], sr, codec.n_q)
+        decoded.append([decode_audio(codec, every._replace(codes=every.codes[:, :n])) for n in range(1, codec.n_q + 1)])
+
+    def run(name: str) -> tuple[float, float, float, np.ndarray]:
+        alloc, _, alpha = name.partition("@")
+        bits, mel, pesq, used = 0.0, [], [], []
+        for audio, ests in zip(files, decoded):
+            x = audio[None]
+            frames = -(-len(audio) // codec.hop_length)
+            segments = -(-frames // spacing)
+            table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments) if not alpha else
+                              relative_distances(x, e, sr, segment_samples, segments, float(alpha)) for e in ests])
+            counts = allocate(alloc, table, audio, args.reference, segment_samples)
+            present = entropy.frame_counts(counts, spacing, frames)
+            encoded = encode_audio(codec, x, sr, codec.n_q, present=present)
+            bits += entropy.mix_bits(mix, encoded.codes, counts, spacing)
+            est = decode_audio(codec, encoded._replace(codes=entropy.keep_codebooks(encoded.codes, present)))[0]
+            mel.append(metrics.mel_distance(audio, est, sr))
+            pesq.append(metrics.pesq_wb(audio, est, sr))
+            used.append(counts)
+        return bits, float(np.mean(mel)), float(np.mean(pesq)), np.bincount(np.concatenate(used), minlength=codec.n_q + 1)[1:]
+
+    bits0, mel0, pesq0, _ = run("constant")
+    print(f"\n| allocation | bits vs constant {args.reference} | log-mel distance | PESQ-WB | segments per codebook count "
+          f"(1 … {codec.n_q}) |\n|---|---|---|---|---|")
+    print(f"| constant {args.reference} | 1.000 | {mel0:.4f} | {pesq0:.3f} | |", flush=True)
+    for name in args.allocations.split(","):
+        bits, mel, pesq, hist = run(name)
+        print(f"| {name} | {bits / bits0:.3f} | {mel:.4f} ({mel - mel0:+.4f}) | {pesq:.3f} ({pesq - pesq0:+.3f}) | "
+              f"{' '.join(map(str, hist.tolist()))} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
