@@ -10,8 +10,9 @@
 #            parts, kept on the warm machine (KEEP) for the call that trains:
 #            call 1 (carry .devdata with slice N, .whl, and .devstate with some shards, if any):
 #                   STASH=1 TRAIN=0 bash scripts/device_train.sh   keeps them, runs the benchmark (about a minute);
-#            call 2 (carry .devdata with slice N+1 or .devdata2 moved into place, .whl, the other shards), at once,
-#                   while the machine is warm (it goes back 30 s after a call):
+#            call 2 (carry .devdata with slice N+1 or .devdata2 moved into place, the other shards; the wheels
+#                   call 1 installed stay in /tmp/site), at once, while the machine is warm (it goes back 30 s after
+#                   a call):
 #                   MINUTES=8 BENCH=0 bash scripts/device_train.sh      (timeout_s = MINUTES x 60 + 30)
 #                   trains on every part kept and its own (the first H100 burst: 153 min of audio in two parts).
 #            With no state (none packed, or a fresh machine lost it), training starts from the released weights
@@ -65,10 +66,9 @@ fi
 echo "training data: $(find .devdata/train -type f | wc -l) files, $(du -sm .devdata/train | cut -f1) MB"
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
 fi
+# Wheels an earlier call installed on this warm machine serve this one too (a call need not carry them twice).
+if [ -d /tmp/site ] && [ -z "${NO_WHEELS:-}" ]; then export PYTHONPATH=/tmp/site:$PWD; else export PYTHONPATH=$PWD; fi
 export PYTHONUNBUFFERED=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 if [ "${BENCH:-1}" != 0 ]; then
