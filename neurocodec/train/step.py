@@ -77,11 +77,13 @@ class TrainStep:
                                           lc.mel_fmax, lc.mel_filterbank).to(device)
         self.stft_loss = MultiResolutionSTFTLoss(lc.stft_windows)
         self.complex_loss = ComplexSTFTLoss(lc.stft_windows)
-        self.opt_g = torch.optim.AdamW(codec.parameters(), lr=tc.lr, betas=tc.betas)
+        # Fused AdamW: one kernel over every parameter instead of about ten per parameter (the single-tensor
+        # path, the CPU's default, is 45 % of a step's operator calls: 578 parameters); the same update.
+        self.opt_g = torch.optim.AdamW(codec.parameters(), lr=tc.lr, betas=tc.betas, fused=True)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, tc.lr_decay)
         self.opt_d = self.sched_d = None
         if disc is not None:
-            self.opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.lr, betas=tc.betas)
+            self.opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.lr, betas=tc.betas, fused=True)
             self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, tc.lr_decay)
         self.bad_since_sync: torch.Tensor | None = None  # device flag: a non-finite loss or gradient since
         self.bad_step: torch.Tensor | None = None  # the last check, and the first step where it happened
