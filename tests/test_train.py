@@ -319,3 +319,32 @@ def test_level_alarm_fires_on_a_codec_that_loses_level_and_not_on_one_that_keeps
     assert alone[-40] > 1.5 and alone[-6] < 0.7
     sweep = level_sweep(Compressor(), clips, cfg.level_sweep_db)
     assert max(sweep.values()) - min(sweep.values()) < 0.03 and min(sweep.values()) > 1.1, sweep
+
+
+def test_a_state_saved_by_the_per_parameter_adamw_resumes_fused_and_steps_the_same():
+    """Runs saved before the fused optimiser resume fused (torch would take `fused` from the saved groups), and the
+    next update is the per-parameter one's."""
+    import copy
+
+    from neurocodec.train.state import load_optimizer
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    old = torch.optim.AdamW(net.parameters(), lr=1e-2, foreach=False)
+    net(torch.randn(5, 4)).sum().backward()
+    old.step()
+    saved = copy.deepcopy(old.state_dict())
+    plain = torch.optim.AdamW(copy.deepcopy(net).parameters(), lr=1e-2, fused=True)
+    plain.load_state_dict(copy.deepcopy(saved))
+    assert not plain.param_groups[0]["fused"]  # what load_optimizer is there for
+    twin = copy.deepcopy(net)
+    new = torch.optim.AdamW(twin.parameters(), lr=1e-2, fused=True)
+    load_optimizer(new, saved)
+    assert all(g["fused"] for g in new.param_groups)
+    x = torch.randn(5, 4)
+    for module, opt in ((net, old), (twin, new)):
+        opt.zero_grad()
+        module(x).sum().backward()
+        opt.step()
+    for a, b in zip(net.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

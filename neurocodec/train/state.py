@@ -80,6 +80,24 @@ def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: di
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+_IMPLEMENTATION = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """`opt.load_state_dict(saved)`, keeping `opt`'s own implementation options (fused, foreach, …): torch takes
+    them from the saved groups, so a state saved by the per-parameter AdamW would resume unfused. The step counters
+    move to the parameters' device, as a fused update needs them."""
+    own = [{k: g[k] for k in _IMPLEMENTATION if k in g} for g in opt.param_groups]
+    opt.load_state_dict(saved)
+    for group, options in zip(opt.param_groups, own):
+        group.update(options)
+        if group.get("fused") or group.get("capturable"):
+            for p in group["params"]:
+                state = opt.state.get(p, {})
+                if torch.is_tensor(state.get("step")):
+                    state["step"] = state["step"].to(dtype=torch.float32, device=p.device)
+
+
 def save_state(path: str | os.PathLike, parts: Parts, progress: Progress, config: Config) -> None:
     """Write the state atomically."""
     tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in parts.codec.state_dict().items()}
@@ -125,11 +143,11 @@ def load_state(path: str | os.PathLike, parts: Parts, config: Config) -> tuple[P
         vq.usage.copy_(tensors[f"vq.{i}.usage"])
         if f"vq.{i}.recent" in tensors:
             vq.recent = tensors[f"vq.{i}.recent"].to(device)
-    parts.opt_g.load_state_dict(_unflatten_optimizer("opt_g", tensors, meta["opt_g"]))
+    load_optimizer(parts.opt_g, _unflatten_optimizer("opt_g", tensors, meta["opt_g"]))
     parts.sched_g.load_state_dict(meta["sched_g"])
     if parts.disc is not None and "opt_d" in meta:
         parts.disc.load_state_dict({k[14:]: v for k, v in tensors.items() if k.startswith("discriminator.")})
-        parts.opt_d.load_state_dict(_unflatten_optimizer("opt_d", tensors, meta["opt_d"]))
+        load_optimizer(parts.opt_d, _unflatten_optimizer("opt_d", tensors, meta["opt_d"]))
         parts.sched_d.load_state_dict(meta["sched_d"])
     step = int(meta["step"])
     tc, old = config.train, saved_cfg.train
