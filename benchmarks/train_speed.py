@@ -11,7 +11,8 @@ Both paths build the same model and losses from the config, on the same device, 
     crops cut on the device (`data.resident`), a host sync every `--sync-every` steps, `--fast-batch` items.
 The GAN is on from the first step (the full cost). After warm-up, `--steps` steps are timed end to end; then a
 few more steps are profiled with a device sync after each phase (data, generator forward, discriminators,
-losses, generator backward, optimiser), which shows where the time goes (profiled steps are slower). Peak memory:
+losses, generator backward, optimiser), which shows where the time goes (profiled steps are slower), and one
+step's operator calls are counted (uncompiled paths; about one kernel launch each on a GPU). Peak memory:
 the GPU allocator's peak on CUDA, the process's peak RSS on the CPU. Audio comes from examples/ (any audio
 works: speed does not depend on it). On this 2-core CPU a run takes about a minute with the defaults below.
 """
@@ -47,6 +48,23 @@ def variant(cfg, path: str, args):
     return dataclasses.replace(cfg, train=tc, data=dc)
 
 
+def count_operators(step) -> int:
+    """Operator calls that reach the dispatcher in `step()` (forward, backward and optimiser): on a GPU each is
+    about one kernel launch, what bounds a step of a model this small."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count() as counter:
+        step()
+    return counter.calls
+
+
 def measure(cfg, device: str, steps: int, warmup: int, profile_steps: int) -> dict:
     import torch
 
@@ -75,6 +93,7 @@ def measure(cfg, device: str, steps: int, warmup: int, profile_steps: int) -> di
         seconds = run(steps)
         phases: dict[str, float] = {}
         run(profile_steps, phases)
+        ops = None if tc.compile else count_operators(lambda: run(1))
         peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         audio = tc.batch_size * cfg.data.segment_seconds
@@ -85,7 +104,7 @@ def measure(cfg, device: str, steps: int, warmup: int, profile_steps: int) -> di
                 "audio_s_per_s": round(steps * audio / seconds, 2), "peak_memory_mb": round(peak),
                 "notes": trainer.update.notes,
                 "phases_percent": {k: round(100 * v / total, 1) for k, v in phases.items()},
-                "profiled_ms_per_step": round(1000 * total / max(profile_steps, 1), 1)}
+                "profiled_ms_per_step": round(1000 * total / max(profile_steps, 1), 1), "operators_per_step": ops}
 
 
 def main() -> int:
@@ -130,7 +149,8 @@ def main() -> int:
         print(f"{path:>5}: batch {r['batch']} x {r['segment_s']} s, {r['precision']}, compile {r['compile']}, "
               f"resident {r['resident']}, sync every {r['sync_every']}: {r['steps_per_s']} steps/s = "
               f"{r['audio_s_per_s']} s of audio per s, peak {r['peak_memory_mb']} MB", flush=True)
-        print("       where the time goes (profiled): " + ", ".join(f"{k} {v}%" for k, v in r["phases_percent"].items()))
+        print("       where the time goes (profiled): " + ", ".join(f"{k} {v}%" for k, v in r["phases_percent"].items())
+              + (f"; {r['operators_per_step']} operator calls per step" if r["operators_per_step"] else ""))
         for note in r["notes"]:
             print(f"       note: {note}")
     if {"old", "fast"} <= set(results["paths"]):

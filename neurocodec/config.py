@@ -243,7 +243,7 @@ class TrainConfig:
         _at_least("train", self, steps=(0, True), batch_size=(1, True), lr=(0.0, False), warmup_steps=(0, True),
                   threads=(0, True), log_every=(1, True), eval_every=(1, True), checkpoint_every=(1, True),
                   checkpoint_minutes=(0.0, False), gan_start_step=(0, True), sync_every=(1, True))
-        if self.sync_every < 1 or self.log_every % self.sync_every:
+        if self.log_every % self.sync_every:
             raise ConfigError(f"train.log_every ({self.log_every}) must be a multiple of train.sync_every "
                               f"({self.sync_every}): losses reach the host only at synchronised steps")
 

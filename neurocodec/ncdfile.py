@@ -73,7 +73,8 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
     with AudioReader(input, max_seconds) as reader:
         if reader.channels > container.MAX_CHANNELS:
             raise AudioError(f"{reader.name}: {reader.channels} channels; .ncd holds at most {container.MAX_CHANNELS}")
-        n_q = model.n_q_for_kbps(kbps, reader.channels) if quality is None else model.n_q_for_quality(quality, reader.channels)
+        n_q = (model.n_q_for_kbps(kbps, reader.channels) if quality is None
+               else model.n_q_for_quality(quality, reader.channels))
         known = not is_stream(input)
         header = model.header(reader.sample_rate, reader.channels, reader.samples if known else None)
         samples = 0

@@ -25,10 +25,11 @@ LOUDNESS_POWER = 0.3  # of mel power (0.6 of mel magnitude)
 
 
 def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float,
-                      segments: int) -> np.ndarray:
+                      segments: int, relative: float | None = None) -> np.ndarray:
     """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
-    loudness (power ** 0.3) of the STFT frames centred in the segment, over the input's mean loudness; mean over
-    scales (`segment_samples` at `sample_rate`)."""
+    loudness (power ** 0.3) of the STFT frames centred in the segment, over the input's mean loudness (with
+    `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
+    `scripts/vbr_allocations.py` compares); mean over scales (`segment_samples` at `sample_rate`)."""
     n = min(ref.shape[-1], est.shape[-1])
     r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], dtype=np.float32))
     e = torch.from_numpy(np.ascontiguousarray(est[:, :n], dtype=np.float32))
@@ -37,12 +38,20 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
         for window, bands in SCALES:
             mel = MelSpectrogram(sample_rate, window, bands)
             loud_r, loud_e = mel(r) ** (2 * LOUDNESS_POWER), mel(e) ** (2 * LOUDNESS_POWER)
-            diff = ((loud_r - loud_e).abs().mean(dim=(0, 1)) / loud_r.mean().clamp_min(1e-9)).numpy()
+            diff = (loud_r - loud_e).abs().mean(dim=(0, 1))
+            if relative is None:
+                diff = diff / loud_r.mean().clamp_min(1e-9)
+            diff = diff.numpy()
             centre = np.arange(len(diff)) * (window // 4)  # stft's hop is a quarter window, frames centred
             seg = np.minimum((centre / segment_samples).astype(np.int64), segments - 1)
             sums = np.bincount(seg, weights=diff, minlength=segments)
             counts = np.bincount(seg, minlength=segments)
-            total += np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+            if relative is None:
+                total += np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+            else:
+                level = loud_r.mean(dim=(0, 1)).numpy()
+                own = np.bincount(seg, weights=level, minlength=segments) / np.maximum(counts, 1)
+                total += sums / np.maximum(counts, 1) / (own + relative * level.mean() + 1e-9)
     return total / len(SCALES)
 
 

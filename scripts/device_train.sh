@@ -44,10 +44,13 @@ INIT=${INIT-neurocodec/weights/default.safetensors}
 STATE=${STATE:-.devstate}
 KEEP=${KEEP:-/tmp/keep}
 START=$(date +%s)
-if [ -n "${BATCH:-}" ]; then  # the same config at another batch size
-  B_CONFIG=/tmp/$(basename "${CONFIG%.toml}")-b$BATCH.toml  # data paths in configs are relative to the working folder
-  sed "s/^batch_size = .*/batch_size = $BATCH/" "$CONFIG" > "$B_CONFIG" && CONFIG=$B_CONFIG
-fi
+# The same config at another batch size ($2), written to /tmp (data paths in configs are relative to the working
+# folder); prints its path.
+at_batch() {
+  local out=/tmp/$(basename "${1%.toml}")-b$2.toml
+  sed "s/^batch_size = .*/batch_size = $2/" "$1" > "$out" && echo "$out"
+}
+if [ -n "${BATCH:-}" ]; then CONFIG=$(at_batch "$CONFIG" "$BATCH"); fi
 mkdir -p "$OUT"
 # Data and state in parts: this call's are kept for the next call (STASH=1), or join those earlier calls kept.
 if [ "${STASH:-0}" = 1 ]; then
@@ -82,40 +85,39 @@ if [ "${TRAIN:-1}" = 0 ]; then
   ls -l "$OUT"
   exit 0
 fi
-rm -rf "$RUN"
 if ls "$STATE"/state-*.safetensors >/dev/null 2>&1; then
-  $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"
   FROM=(--resume)
 elif [ -n "$INIT" ]; then
   FROM=(--init "$INIT")
 else
   FROM=()
 fi
-# Time left for training: the budget, less what has gone, less 2 min for loading the data, the last evaluation,
-# packing and copying. Should training overrun, an interrupt at the budget less 40 s makes it save its state
-# (the trainer checkpoints on KeyboardInterrupt), so that the state is packed and comes back all the same.
-LEFT=$($PY -c "print(max(0.5, $MINUTES - ($(date +%s) - $START) / 60 - 2.0))")
-HARD=$($PY -c "print(max(60, int($MINUTES * 60 - ($(date +%s) - $START) - 40)))")
-touch "$OUT/.started"  # a checkpoint newer than this: the run trained
-echo "training for $LEFT minutes (interrupted after $HARD s at the latest)"
 TRAIN_CMD=(-c "import sys, torch; torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True; torch.backends.cudnn.benchmark = True; sys.argv[0] = 'neurocodec'; from neurocodec.cli import main; main()")
-timeout --signal=INT "$HARD" $PY "${TRAIN_CMD[@]}" train "$CONFIG" --run-dir "$RUN" "${FROM[@]}" --minutes "$LEFT" --quiet \
-  ${DEVICE_ARGS:-} 2>&1 | tee -a "$OUT/console.log" || echo "training stopped with status $?"
+# minutes of the budget left for training: the budget, less what has gone, less 2 min for loading the data, the
+# last evaluation, packing and copying
+left() { $PY -c "print($MINUTES - ($(date +%s) - $START) / 60 - 2.0)"; }
+# Train CONFIG ($1) in RUN (a fresh folder, or the unpacked state) for what is left. Should training overrun, an
+# interrupt at the budget less 40 s makes it save its state (the trainer checkpoints on KeyboardInterrupt), so
+# that the state is packed and comes back all the same.
+train_for_the_rest() {
+  rm -rf "$RUN"
+  if [ "${FROM[0]:-}" = --resume ]; then $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"; fi
+  touch "$OUT/.started"  # a checkpoint newer than this: the run trained
+  local minutes hard
+  minutes=$($PY -c "print(max(0.5, $(left)))")
+  hard=$($PY -c "print(max(60, int($MINUTES * 60 - ($(date +%s) - $START) - 40)))")
+  echo "training $1 for $minutes minutes (interrupted after $hard s at the latest)"
+  timeout --signal=INT "$hard" $PY "${TRAIN_CMD[@]}" train "$1" --run-dir "$RUN" "${FROM[@]}" --minutes "$minutes" \
+    --quiet ${DEVICE_ARGS:-} 2>&1 | tee -a "$OUT/console.log" || echo "training stopped with status $?"
+}
+train_for_the_rest "$CONFIG"
 # The config's batch (512) was never measured on a GPU: should the run die before its first checkpoint (out of
 # memory, say), the rest of the budget trains at the measured batch (FALLBACK_BATCH, default 128) instead of
 # coming back empty.
-if [ ! "$RUN/state.safetensors" -nt "$OUT/.started" ] && [ -n "${FALLBACK_BATCH-128}" ]; then
-  LEFT=$($PY -c "print($MINUTES - ($(date +%s) - $START) / 60 - 2.0)")
-  HARD=$($PY -c "print(int($MINUTES * 60 - ($(date +%s) - $START) - 40))")
-  if $PY -c "import sys; sys.exit(0 if $LEFT >= 1.0 else 1)"; then
-    F_CONFIG=/tmp/$(basename "${CONFIG%.toml}")-fallback.toml
-    sed "s/^batch_size = .*/batch_size = ${FALLBACK_BATCH:-128}/" "$CONFIG" > "$F_CONFIG"
-    echo "no checkpoint: training again at batch ${FALLBACK_BATCH:-128} for $LEFT minutes"
-    rm -rf "$RUN"
-    if [ "${FROM[0]:-}" = --resume ]; then $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"; fi
-    timeout --signal=INT "$HARD" $PY "${TRAIN_CMD[@]}" train "$F_CONFIG" --run-dir "$RUN" "${FROM[@]}" \
-      --minutes "$LEFT" --quiet ${DEVICE_ARGS:-} 2>&1 | tee -a "$OUT/console.log" || echo "training stopped with status $?"
-  fi
+if [ ! "$RUN/state.safetensors" -nt "$OUT/.started" ] && [ -n "${FALLBACK_BATCH-128}" ] && \
+    $PY -c "import sys; sys.exit(0 if $(left) >= 1.0 else 1)"; then
+  echo "no checkpoint: training again at batch ${FALLBACK_BATCH:-128}"
+  train_for_the_rest "$(at_batch "$CONFIG" "${FALLBACK_BATCH:-128}")"
 fi
 $PY scripts/shards.py pack-state "$RUN" "$OUT/state"
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"

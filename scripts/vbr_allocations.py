@@ -11,7 +11,7 @@ and decoded as a reader would. Printed: bits (mixed context model, the segments'
 `--reference` codebooks, log-mel distance and PESQ-WB (means over the files), and how many segments got each count.
 
 Allocations (`NAME` or `NAME@ALPHA`; with `@ALPHA` the segment distance is relative to the segment's own
-loudness plus ALPHA times the file's, instead of the file's alone as in `vbr.segment_distances`):
+loudness plus ALPHA times the file's, `vbr.segment_distances(relative=ALPHA)`, instead of the file's alone):
   * quality     what `--quality` does: argmin distortion + λ · codebooks, mean distortion within the reference's;
   * countR      the same argmin with λ set so that the mean count per file is R x reference (equal bits, so that
                 distance measures compare at one rate);
@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from neurocodec import entropy, metrics, vbr  # noqa: E402
 from neurocodec.audio import list_audio, read_audio, resample  # noqa: E402
 from neurocodec.loader import load_model  # noqa: E402
-from neurocodec.spectral import MelSpectrogram  # noqa: E402
 from neurocodec.stream import decode_audio, encode_audio  # noqa: E402
 
 VALID = Path("~/.cache/neurocodec/corpus/valid/speech").expanduser()
@@ -53,26 +52,6 @@ def development_set(sample_rate: int, files: int) -> list[np.ndarray]:
                 joined = []
     pick = sorted(np.random.default_rng(0).permutation(len(out))[:files])
     return [out[i] for i in pick]
-
-
-def relative_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: int, segments: int,
-                       alpha: float) -> np.ndarray:
-    """As `vbr.segment_distances`, each segment's L1 over (its own mean loudness + alpha x the file's)."""
-    n = min(ref.shape[-1], est.shape[-1])
-    r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], np.float32))
-    e = torch.from_numpy(np.ascontiguousarray(est[:, :n], np.float32))
-    total = np.zeros(segments)
-    with torch.inference_mode():
-        for window, bands in vbr.SCALES:
-            mel = MelSpectrogram(sample_rate, window, bands)
-            loud_r, loud_e = mel(r) ** (2 * vbr.LOUDNESS_POWER), mel(e) ** (2 * vbr.LOUDNESS_POWER)
-            diff = (loud_r - loud_e).abs().mean(dim=(0, 1)).numpy()
-            level = loud_r.mean(dim=(0, 1)).numpy()
-            seg = np.minimum((np.arange(len(diff)) * (window // 4) / segment_samples).astype(np.int64), segments - 1)
-            count = np.maximum(np.bincount(seg, minlength=segments), 1)
-            own = np.bincount(seg, weights=level, minlength=segments) / count
-            total += np.bincount(seg, weights=diff, minlength=segments) / count / (own + alpha * level.mean() + 1e-9)
-    return total / len(vbr.SCALES)
 
 
 def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
@@ -138,8 +117,8 @@ def main() -> int:
             x = audio[None]
             frames = -(-len(audio) // codec.hop_length)
             segments = -(-frames // spacing)
-            table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments) if not alpha else
-                              relative_distances(x, e, sr, segment_samples, segments, float(alpha)) for e in ests])
+            table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments,
+                                                    float(alpha) if alpha else None) for e in ests])
             counts = allocate(alloc, table, audio, args.reference, segment_samples)
             present = entropy.frame_counts(counts, spacing, frames)
             encoded = encode_audio(codec, x, sr, codec.n_q, present=present)

@@ -78,7 +78,7 @@ class TrainStep:
         self.stft_loss = MultiResolutionSTFTLoss(lc.stft_windows)
         self.complex_loss = ComplexSTFTLoss(lc.stft_windows)
         # Fused AdamW: one kernel over every parameter instead of about ten per parameter (the single-tensor
-        # path, the CPU's default, is 45 % of a step's operator calls: 578 parameters); the same update.
+        # path, the CPU's default, was 40-45 % of a step's operator calls: benchmarks/train_speed.py); the same update.
         self.opt_g = torch.optim.AdamW(codec.parameters(), lr=tc.lr, betas=tc.betas, fused=True)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, tc.lr_decay)
         self.opt_d = self.sched_d = None
