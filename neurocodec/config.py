@@ -153,7 +153,8 @@ def _at_least(section: str, cfg: Any, **bounds: tuple[float, bool]) -> None:
     for name, (bound, inclusive) in bounds.items():
         value = getattr(cfg, name)
         if not (value >= bound if inclusive else value > bound):
-            raise ConfigError(f"{section}.{name} must be {'at least' if inclusive else 'above'} {bound:g}, got {value!r}")
+            relation = "at least" if inclusive else "above"
+            raise ConfigError(f"{section}.{name} must be {relation} {bound:g}, got {value!r}")
 
 
 # The generator's loss terms, in one table: each is a `LossConfig` field holding its weight, and the name under which

@@ -127,11 +127,12 @@ def main() -> int:
             mel.append(metrics.mel_distance(audio, est, sr))
             pesq.append(metrics.pesq_wb(audio, est, sr))
             used.append(counts)
-        return bits, float(np.mean(mel)), float(np.mean(pesq)), np.bincount(np.concatenate(used), minlength=codec.n_q + 1)[1:]
+        histogram = np.bincount(np.concatenate(used), minlength=codec.n_q + 1)[1:]
+        return bits, float(np.mean(mel)), float(np.mean(pesq)), histogram
 
     bits0, mel0, pesq0, _ = run("constant")
-    print(f"\n| allocation | bits vs constant {args.reference} | log-mel distance | PESQ-WB | segments per codebook count "
-          f"(1 … {codec.n_q}) |\n|---|---|---|---|---|")
+    print(f"\n| allocation | bits vs constant {args.reference} | log-mel distance | PESQ-WB | segments per codebook "
+          f"count (1 … {codec.n_q}) |\n|---|---|---|---|---|")
     print(f"| constant {args.reference} | 1.000 | {mel0:.4f} | {pesq0:.3f} | |", flush=True)
     for name in args.allocations.split(","):
         bits, mel, pesq, hist = run(name)
