@@ -160,7 +160,7 @@ def _at_least(section: str, cfg: Any, **bounds: tuple[float, bool]) -> None:
 # The generator's loss terms, in one table: each is a `LossConfig` field holding its weight, and the name under which
 # the step computes it, the log records it ("loss_<name>", unweighted), the display shows it and the plots draw it.
 LOSS_TERMS = ("mel", "magnitude", "level", "waveform_l1", "stft", "complex_stft", "commitment", "codebook",
-              "adversarial", "feature_matching")
+              "rate", "adversarial", "feature_matching")
 
 
 @dataclass(frozen=True)
@@ -184,8 +184,15 @@ class LossConfig:
     feature_matching: float = 2.0
     commitment: float = 0.25
     codebook: float = 1.0
+    # Entropy-aware training: bits per code under each codebook's running code frequencies, the nearest code
+    # relaxed to a softmax over cosine similarity / rate_temperature (ResidualVectorQuantizer.rate_temperature).
+    rate: float = 0.0
+    rate_temperature: float = 0.02
     # Broken on purpose, for tests that prove the collapse alarm fires: "librosa" or "random".
     mel_filterbank: Literal["librosa", "random"] = "librosa"
+
+    def __post_init__(self) -> None:
+        _at_least("loss", self, rate=(0.0, True), rate_temperature=(0.0, False))
 
     def weights(self) -> dict[str, float]:
         """Weight of every term in `LOSS_TERMS`, by name."""

@@ -83,6 +83,8 @@ def test_config_is_frozen(tiny_config):
     ("[data]\nsegment_seconds = 0\n", r"data.segment_seconds must be above 0"),
     ("[data]\nvalid_clips = 0\n", r"data.valid_clips must be at least 1"),
     ("[data]\nmix_probability = 1.5\n", r"data.mix_probability must be in \[0, 1\]"),
+    ("[loss]\nrate = -0.5\n", r"loss.rate must be at least 0"),
+    ("[loss]\nrate_temperature = 0\n", r"loss.rate_temperature must be above 0"),
 ])
 def test_out_of_range_training_values_are_refused_when_read(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

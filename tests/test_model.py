@@ -194,3 +194,53 @@ def test_weight_norm_folding_keeps_output():
         after = codec.decode_frames(codec.encode_frames(audio, 4))
     assert torch.allclose(before, after, atol=1e-5)
     assert not any("parametrizations" in k for k in codec.state_dict())
+
+
+def _rate_quantizer(temperature: float = 0.02):
+    rvq = Codec(CONFIGS["conv-even"]).quantizer.train()
+    rvq.rate_temperature = temperature
+    return rvq
+
+
+def test_rate_is_off_unless_asked():
+    rvq = Codec(CONFIGS["conv-even"]).quantizer.train()
+    assert float(rvq(torch.randn(4, 8, 10)).rate) == 0.0
+
+
+def test_rate_at_low_temperature_is_what_the_frequencies_price_the_codes_at():
+    """Soft assignment at a tiny temperature is the nearest code: the rate is the hard codes' mean cost in bits
+    under the running frequencies (with dropout off, every item uses every stage)."""
+    torch.manual_seed(0)
+    rvq = _rate_quantizer(1e-5).eval()  # eval: the forward does not count these codes
+    for vq in rvq.quantizers:
+        vq.frequencies.copy_(torch.rand(32) * 10 + 0.1)
+    out = rvq(torch.randn(6, 8, 10))
+    expected = torch.stack([-torch.log2(vq.frequencies / vq.frequencies.sum())[out.codes[:, i]].mean()
+                            for i, vq in enumerate(rvq.quantizers)]).mean()
+    assert float(out.rate.detach()) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_rate_gradient_moves_codes_towards_frequent_ones():
+    """Its gradient reaches encoder outputs and codebooks, and a step down it makes the frequent code more likely."""
+    torch.manual_seed(0)
+    rvq = _rate_quantizer(0.5).eval()
+    vq = rvq.quantizers[0]
+    vq.frequencies.fill_(1.0)
+    vq.frequencies[3] = 1000.0
+    z = torch.randn(8, 8, 20, requires_grad=True)
+    out = rvq(z, n_q=1)
+    out.rate.backward()
+    assert vq.codebook.weight.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
+    with torch.no_grad():
+        before = float((rvq(z, n_q=1).codes == 3).float().mean())
+        after = float((rvq(z - 20.0 * z.grad, n_q=1).codes == 3).float().mean())
+        assert float(rvq(z - 20.0 * z.grad, n_q=1).rate) < float(out.rate)
+    assert after > before
+
+
+def test_training_counts_decay_into_the_rate_frequencies():
+    rvq = _rate_quantizer()
+    vq = rvq.quantizers[0]
+    out = rvq(torch.randn(4, 8, 10))
+    used = torch.bincount(out.codes[:, 0].flatten(), minlength=32).float()
+    assert torch.allclose(vq.frequencies, torch.ones(32) * 0.998 + used)

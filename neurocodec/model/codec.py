@@ -21,6 +21,7 @@ class CodecOutput(NamedTuple):
     latent: torch.Tensor  # [B, latent_dim, T_frames], before quantisation
     commitment_loss: torch.Tensor
     codebook_loss: torch.Tensor
+    rate: torch.Tensor  # bits per code (the quantizer's rate term; 0 when off)
 
 
 class Codec(nn.Module):
@@ -58,7 +59,7 @@ class Codec(nn.Module):
         with torch.autocast(latent.device.type, enabled=False):  # nearest codes in float32 (bf16 training)
             q = self.quantizer(latent, n_q)
         recon = self.decoder(q.latent)[..., :length]
-        return CodecOutput(recon, q.codes, latent, q.commitment_loss, q.codebook_loss)
+        return CodecOutput(recon, q.codes, latent, q.commitment_loss, q.codebook_loss, q.rate)
 
     def encode_frames(self, audio: torch.Tensor, n_q: int) -> torch.Tensor:
         """One pass: audio `[B, 1, T]` → codes `[B, n_q, ceil(T / hop)]`."""

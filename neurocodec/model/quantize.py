@@ -22,6 +22,10 @@ class QuantizerOutput(NamedTuple):
     commitment_loss: torch.Tensor  # scalar
     codebook_loss: torch.Tensor  # scalar
     n_q_per_item: torch.Tensor  # [B]: how many stages each item used (quantizer dropout)
+    rate: torch.Tensor  # scalar: bits per code (`ResidualVectorQuantizer.rate_temperature` set), else 0
+
+
+RATE_DECAY = 0.998  # per training step: about 500 steps' codes price the rate term
 
 
 class VectorQuantizer(nn.Module):
@@ -35,6 +39,8 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Embedding(codebook_size, codebook_dim)
         # Training statistics, not weights: kept out of checkpoints' model tensors.
         self.register_buffer("usage", torch.zeros(codebook_size), persistent=False)
+        # Running code frequencies for the rate term (counts decaying by RATE_DECAY per step, Laplace start).
+        self.register_buffer("frequencies", torch.ones(codebook_size), persistent=False)
         self.recent: torch.Tensor | None = None  # recent projected encoder outputs [N, codebook_dim]
 
     def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
@@ -51,17 +57,31 @@ class VectorQuantizer(nn.Module):
         """codes `[B, T]` → latent contribution `[B, latent_dim, T]`."""
         return self.out_proj(self.lookup(codes))
 
-    def forward(self, z: torch.Tensor):
-        """z `[B, latent_dim, T]` → (quantised latent, codes `[B, T]`, per-item commitment and codebook losses `[B]`)."""
+    def forward(self, z: torch.Tensor, rate_temperature: float | None = None):
+        """z `[B, latent_dim, T]` → (quantised latent, codes `[B, T]`, per-item commitment and codebook losses `[B]`,
+        per-item rate `[B]` in bits per code, or None without `rate_temperature`).
+
+        The rate relaxes the nearest code to a softmax over cosine similarity / `rate_temperature` and prices it
+        at the running code frequencies: the cross-entropy −Σ_k p_k log2 f_k, what a per-codebook entropy coder
+        would pay. Its gradient moves encoder outputs and codes towards frequent codes (entropy-constrained VQ
+        learnt); the frequencies themselves are counted, not learnt."""
         z_e = self.in_proj(z)
-        codes = self.nearest(z_e)
+        enc = F.normalize(z_e.transpose(1, 2), dim=2)  # [B, T, codebook_dim]
+        cb = F.normalize(self.codebook.weight, dim=1)
+        similarity = enc @ cb.t()  # [B, T, codebook_size]
+        codes = similarity.detach().argmax(dim=2)
         z_q = self.lookup(codes)
         commitment = F.mse_loss(z_e, z_q.detach(), reduction="none").mean(dim=(1, 2))
         codebook = F.mse_loss(z_q, z_e.detach(), reduction="none").mean(dim=(1, 2))
+        rate = None
+        if rate_temperature is not None:
+            log_f = torch.log2(self.frequencies / self.frequencies.sum())
+            soft = torch.softmax(similarity / rate_temperature, dim=2)
+            rate = -(soft * log_f).sum(dim=2).mean(dim=1)
         z_q = z_e + (z_q - z_e).detach()  # straight-through
         if self.training:
             self.recent = z_e.detach().transpose(1, 2).reshape(-1, z_e.shape[1])[-4 * self.codebook_size :]
-        return self.out_proj(z_q), codes, commitment, codebook
+        return self.out_proj(z_q), codes, commitment, codebook, rate
 
     @torch.no_grad()
     def count(self, codes: torch.Tensor, weight: torch.Tensor | None = None) -> None:
@@ -69,6 +89,7 @@ class VectorQuantizer(nn.Module):
         shapes only (no boolean indexing), so that a compiled training step has no graph break here."""
         weight = torch.ones_like(codes, dtype=self.usage.dtype) if weight is None else weight.to(self.usage.dtype)
         self.usage.index_add_(0, codes.reshape(-1), weight.reshape(-1))
+        self.frequencies.mul_(RATE_DECAY).index_add_(0, codes.reshape(-1), weight.reshape(-1))
 
     def dead_codes(self, threshold: float, min_per_code: float = 16.0) -> torch.Tensor | None:
         """Indices of codes used fewer than `threshold` times since the last re-seeding, or None while the counts
@@ -107,6 +128,7 @@ class ResidualVectorQuantizer(nn.Module):
 
     def __init__(self, cfg: QuantizerConfig, latent_dim: int):
         super().__init__()
+        self.rate_temperature: float | None = None  # set (`loss.rate_temperature`) to compute the rate term
         self.n_q = cfg.n_q
         self.codebook_size = cfg.codebook_size
         self.dropout = cfg.dropout
@@ -135,18 +157,22 @@ class ResidualVectorQuantizer(nn.Module):
         z_q = torch.zeros_like(z)
         commitment = z.new_zeros(())
         codebook = z.new_zeros(())
+        bits = z.new_zeros(())
         codes = []
         for i, vq in enumerate(self.quantizers[:stages]):
-            out, idx, commit_i, cb_i = vq(residual)
+            out, idx, commit_i, cb_i, rate_i = vq(residual, self.rate_temperature)
             mask = (per_item > i).to(z.dtype)
             z_q = z_q + out * mask[:, None, None]
             residual = residual - out
             commitment = commitment + (commit_i * mask).mean()
             codebook = codebook + (cb_i * mask).mean()
+            if rate_i is not None:
+                bits = bits + (rate_i * mask).sum()
             if self.training:
                 vq.count(idx, mask[:, None].expand_as(idx))
             codes.append(idx)
-        return QuantizerOutput(z_q, torch.stack(codes, dim=1), commitment, codebook, per_item)
+        rate = bits / per_item.clamp_max(stages).sum().to(z.dtype)  # bits per code used
+        return QuantizerOutput(z_q, torch.stack(codes, dim=1), commitment, codebook, per_item, rate)
 
     def encode(self, z: torch.Tensor, n_q: int) -> torch.Tensor:
         """z `[B, latent_dim, T]` → codes `[B, n_q, T]`."""

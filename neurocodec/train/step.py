@@ -73,6 +73,7 @@ class TrainStep:
         # The model trains on what encoding gives it: audio normalised by its level envelope.
         self.level = LevelCoder.for_model(cfg.model.sample_rate, cfg.model.hop_length)
         self.weights = lc.weights()
+        codec.quantizer.rate_temperature = lc.rate_temperature if lc.rate else None
         self.mel_loss = MultiScaleMelLoss(cfg.model.sample_rate, lc.mel_windows, lc.mel_n_mels, lc.mel_fmin,
                                           lc.mel_fmax, lc.mel_filterbank).to(device)
         self.stft_loss = MultiResolutionSTFTLoss(lc.stft_windows)
@@ -128,6 +129,8 @@ class TrainStep:
             terms["complex_stft"] = self.complex_loss(audio, recon, spectra)
         terms["commitment"] = out.commitment_loss
         terms["codebook"] = out.codebook_loss
+        if w["rate"]:
+            terms["rate"] = out.rate
         if gan_on:
             # The discriminator is frozen here; its unwrapped module avoids a gradient all-reduce for nothing.
             self.disc.requires_grad_(False)
