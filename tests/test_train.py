@@ -95,8 +95,11 @@ def test_collapse_alarm_fires_on_a_random_filterbank_run_and_not_on_a_healthy_on
     assert any(r.get("alarms") for r in log)
 
 
-def test_resume_replays_the_same_trajectory(tmp_path):
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_resume_replays_the_same_trajectory(tmp_path, rate):
+    """With the rate term on, its running code frequencies travel in the state too."""
     cfg = tiny(eval_every=3, checkpoint_every=3, log_every=1, gan_start_step=2)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, rate=rate))
     full, parts = [], []
     Trainer(cfg, tmp_path / "a", on_event=full.append).run(6)
     Trainer(cfg, tmp_path / "b", on_event=parts.append).run(3)

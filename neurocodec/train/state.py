@@ -1,7 +1,7 @@
 """The run state file (`RunDir.state`): everything a run needs to continue exactly where it stopped. Never pickle.
 
 Tensors: `generator.*`, `discriminator.*`, `vq.<i>.usage` / `vq.<i>.recent` (codebook usage since the last
-re-seeding), `opt_g.<param>.<name>` / `opt_d.…` (AdamW moments). Metadata: `trainer` (step, best validation mel
+re-seeding), `vq.<i>.frequencies` (the rate term's running code frequencies; absent from older states), `opt_g.<param>.<name>` / `opt_d.…` (AdamW moments). Metadata: `trainer` (step, best validation mel
 distance, optimiser and scheduler bookkeeping, SNR history) and `config` (the run's config as JSON).
 
 A resumed run may change its recipe (loss weights, schedule) and parameter-free model options, never a tensor's
@@ -103,6 +103,7 @@ def save_state(path: str | os.PathLike, parts: Parts, progress: Progress, config
     tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in parts.codec.state_dict().items()}
     for i, vq in enumerate(parts.codec.quantizer.quantizers):
         tensors[f"vq.{i}.usage"] = vq.usage.cpu()
+        tensors[f"vq.{i}.frequencies"] = vq.frequencies.cpu()
         if vq.recent is not None:
             tensors[f"vq.{i}.recent"] = vq.recent.cpu().contiguous()
     opt_t, opt_meta = _flatten_optimizer("opt_g", parts.opt_g.state_dict())
@@ -141,6 +142,8 @@ def load_state(path: str | os.PathLike, parts: Parts, config: Config) -> tuple[P
     parts.codec.load_state_dict(generator)
     for i, vq in enumerate(parts.codec.quantizer.quantizers):
         vq.usage.copy_(tensors[f"vq.{i}.usage"])
+        if f"vq.{i}.frequencies" in tensors:
+            vq.frequencies.copy_(tensors[f"vq.{i}.frequencies"])
         if f"vq.{i}.recent" in tensors:
             vq.recent = tensors[f"vq.{i}.recent"].to(device)
     load_optimizer(parts.opt_g, _unflatten_optimizer("opt_g", tensors, meta["opt_g"]))
