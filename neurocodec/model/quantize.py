@@ -43,11 +43,15 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("frequencies", torch.ones(codebook_size), persistent=False)
         self.recent: torch.Tensor | None = None  # recent projected encoder outputs [N, codebook_dim]
 
-    def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
-        """z_e `[B, codebook_dim, T]` → indices `[B, T]` of the code with the highest cosine similarity."""
+    def similarity(self, z_e: torch.Tensor) -> torch.Tensor:
+        """z_e `[B, codebook_dim, T]` → cosine similarity to every code `[B, T, codebook_size]`."""
         enc = F.normalize(z_e.transpose(1, 2).reshape(-1, z_e.shape[1]), dim=1)
         cb = F.normalize(self.codebook.weight, dim=1)
-        return (enc @ cb.t()).argmax(dim=1).reshape(z_e.shape[0], z_e.shape[2])
+        return (enc @ cb.t()).reshape(z_e.shape[0], z_e.shape[2], -1)
+
+    def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
+        """z_e `[B, codebook_dim, T]` → indices `[B, T]` of the code with the highest cosine similarity."""
+        return self.similarity(z_e).argmax(dim=2)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """codes `[B, T]` → code vectors `[B, codebook_dim, T]` (before the output projection)."""
@@ -66,9 +70,7 @@ class VectorQuantizer(nn.Module):
         would pay. Its gradient moves encoder outputs and codes towards frequent codes (entropy-constrained VQ
         learnt); the frequencies themselves are counted, not learnt."""
         z_e = self.in_proj(z)
-        enc = F.normalize(z_e.transpose(1, 2), dim=2)  # [B, T, codebook_dim]
-        cb = F.normalize(self.codebook.weight, dim=1)
-        similarity = enc @ cb.t()  # [B, T, codebook_size]
+        similarity = self.similarity(z_e)  # [B, T, codebook_size]
         codes = similarity.detach().argmax(dim=2)
         z_q = self.lookup(codes)
         commitment = F.mse_loss(z_e, z_q.detach(), reduction="none").mean(dim=(1, 2))
