@@ -173,7 +173,7 @@ class ResidualVectorQuantizer(nn.Module):
             if self.training:
                 vq.count(idx, mask[:, None].expand_as(idx))
             codes.append(idx)
-        rate = bits / per_item.clamp_max(stages).sum().to(z.dtype)  # bits per code used
+        rate = bits / per_item.sum().to(z.dtype)  # bits per code used
         return QuantizerOutput(z_q, torch.stack(codes, dim=1), commitment, codebook, per_item, rate)
 
     def encode(self, z: torch.Tensor, n_q: int) -> torch.Tensor:

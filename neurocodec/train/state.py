@@ -1,8 +1,9 @@
 """The run state file (`RunDir.state`): everything a run needs to continue exactly where it stopped. Never pickle.
 
 Tensors: `generator.*`, `discriminator.*`, `vq.<i>.usage` / `vq.<i>.recent` (codebook usage since the last
-re-seeding), `vq.<i>.frequencies` (the rate term's running code frequencies; absent from older states), `opt_g.<param>.<name>` / `opt_d.…` (AdamW moments). Metadata: `trainer` (step, best validation mel
-distance, optimiser and scheduler bookkeeping, SNR history) and `config` (the run's config as JSON).
+re-seeding), `vq.<i>.frequencies` (the rate term's running code frequencies; absent from older states),
+`opt_g.<param>.<name>` / `opt_d.…` (AdamW moments). Metadata: `trainer` (step, best validation mel distance,
+optimiser and scheduler bookkeeping, SNR history) and `config` (the run's config as JSON).
 
 A resumed run may change its recipe (loss weights, schedule) and parameter-free model options, never a tensor's
 shape; `config_diff` lists what changed, for config.json and the log.
