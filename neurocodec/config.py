@@ -229,7 +229,11 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     checkpoint_minutes: float = 5.0  # also checkpoint when this much wall time passed since the last one
-    dead_code_threshold: float = 2.0  # codes used fewer times than this between evaluations are re-seeded
+    dead_code_threshold: float = 2.0  # codes used fewer times than this between evaluations are dead (alarm)
+    # Dead codes are re-seeded from recent encoder outputs at every evaluation. False: counted and alarmed on, never
+    # replaced: with the rate term (loss.rate) on, re-seeding works against it (each one raised the logged rate by
+    # about 1 bit per code, the new codes starting at a low running frequency).
+    reseed_dead_codes: bool = True
     alarm_rms_low: float = 0.5
     alarm_rms_high: float = 2.0
     alarm_snr_falls: int = 3  # SNR falling at this many evaluations in a row raises an alarm

@@ -118,6 +118,12 @@ def test_usage_counts_and_dead_code_reseeding():
     # 200 counts for 32 codes: too little evidence to call anything dead at 16 per code; counting goes on.
     assert vq.dead_codes(threshold=1) is None and vq.reseed_dead_codes(threshold=1) == 0
     assert torch.equal(vq.codebook.weight, before) and vq.usage.sum() == 4 * 50
+    usage = vq.usage.clone()
+    # Re-seeding off (a rate-term run): the same codes are dead, none is replaced, the counting restarts.
+    assert int(len(vq.dead_codes(threshold=1, min_per_code=4))) == dead
+    assert vq.reseed_dead_codes(threshold=1, min_per_code=4, replace=False) == 0
+    assert torch.equal(vq.codebook.weight, before) and vq.usage.sum() == 0
+    vq.usage.copy_(usage)
     assert vq.reseed_dead_codes(threshold=1, min_per_code=4) == dead
     changed = (vq.codebook.weight != before).any(dim=1)
     assert int(changed.sum()) == dead and vq.usage.sum() == 0

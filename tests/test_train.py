@@ -368,3 +368,23 @@ def test_rate_term_is_logged_and_trained_down(tmp_path):
     on.run(30)
     rates = [e["loss_rate"] for e in events if e["type"] == "step"]
     assert len(rates) == 6 and rates[-1] < rates[1] - 0.5, rates  # measured: 1.52 → 0.58 bits
+
+
+@pytest.mark.parametrize("reseed", [True, False])
+def test_dead_codes_alarm_whether_or_not_they_are_reseeded(tmp_path, reseed):
+    """A codebook collapsed onto two codes raises the dead-code alarm at an evaluation; `train.reseed_dead_codes`
+    decides only whether the dead codes are then replaced (off: a rate-term run keeps its codebooks)."""
+    trainer = Trainer(tiny(reseed_dead_codes=reseed), tmp_path / "run")
+    trainer.codec.train()
+    trainer.codec(torch.randn(2, 1, 4000))  # fills the recent encoder outputs re-seeding draws from
+    vq = trainer.codec.quantizer.quantizers[0]
+    size = vq.codebook_size
+    vq.usage.zero_()
+    vq.usage[:2] = 16.0 * size  # every count on two codes: enough evidence, all the others dead
+    before = vq.codebook.weight.clone()
+    record = trainer.evaluate()
+    assert record["dead_codes"][0] == size - 2
+    assert any(f"codebook 0: {size - 2}/{size} codes dead" in a for a in record["alarms"])
+    assert record["reseeded_codes"][0] == (size - 2 if reseed else 0)
+    changed = int((vq.codebook.weight != before).any(dim=1).sum())
+    assert changed == (size - 2 if reseed else 0) and vq.usage.sum() == 0

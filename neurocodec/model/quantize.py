@@ -104,16 +104,18 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def reseed_dead_codes(self, threshold: float, generator: torch.Generator | None = None,
-                          min_per_code: float = 16.0) -> int:
+                          min_per_code: float = 16.0, replace: bool = True) -> int:
         """Replace the `dead_codes` by recent encoder outputs; returns how many were replaced.
 
         Usage counts restart afterwards; while the evidence is too thin, nothing is replaced and counting goes on.
+        `replace` False: the counting restarts the same way but no code is replaced (dead codes are still counted
+        and alarmed on by the caller; a rate-term run, where re-seeding works against the term).
         """
         dead = self.dead_codes(threshold, min_per_code)
         if dead is None:
             return 0
         n = 0
-        if len(dead) and self.recent is not None and len(self.recent):
+        if replace and len(dead) and self.recent is not None and len(self.recent):
             pick = torch.randint(len(self.recent), (len(dead),), generator=generator, device=self.recent.device)
             self.codebook.weight[dead.to(self.codebook.weight.device)] = self.recent[pick].to(self.codebook.weight)
             n = len(dead)

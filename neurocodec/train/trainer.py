@@ -139,7 +139,8 @@ class Trainer:
             record["level_sweep"] = level_sweep(self.codec, self.valid_clips, tc.level_sweep_db)
         record.update(codebook_stats(self.codec.quantizer, tc.dead_code_threshold))
         generator = torch.Generator(device=self.device).manual_seed(tc.seed + self.step)
-        record["reseeded_codes"] = [vq.reseed_dead_codes(tc.dead_code_threshold, generator) for vq in self.codec.quantizer.quantizers]
+        record["reseeded_codes"] = [vq.reseed_dead_codes(tc.dead_code_threshold, generator, replace=tc.reseed_dead_codes)
+                                    for vq in self.codec.quantizer.quantizers]
         if self.distributed:  # every rank must keep identical codebooks
             for vq in self.codec.quantizer.quantizers:
                 dist.broadcast(vq.codebook.weight.data, src=0)
