@@ -17,7 +17,7 @@
 #                   trains on every part kept and its own (the first H100 burst: 153 min of audio in two parts).
 #            With no state (none packed, or a fresh machine lost it), training starts from the released weights
 #            (--init) with fresh discriminators and optimiser, the learning rate ramped (train.warmup_steps).
-#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/rate-ft)
+#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/rate-ft5)
 #            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
 #            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
 #

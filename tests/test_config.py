@@ -23,7 +23,7 @@ def test_gpu_config_is_the_default_recipe_with_only_its_stated_changes():
     assert differ == {("data", "train"), ("data", "valid"), ("data", "preload"), ("data", "resident"),
                       ("train", "batch_size"), ("train", "warmup_steps"), ("train", "gan_start_step"), ("train", "eval_every"),
                       ("train", "checkpoint_every"), ("train", "log_every"), ("train", "precision"),
-                      ("train", "sync_every"), ("loss", "rate")}
+                      ("train", "sync_every"), ("train", "reseed_dead_codes"), ("loss", "rate")}
 
 
 def test_default_config_bitrates():
