@@ -25,11 +25,12 @@ LOUDNESS_POWER = 0.3  # of mel power (0.6 of mel magnitude)
 
 
 def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float,
-                      segments: int, relative: float | None = None) -> np.ndarray:
+                      segments: int, relative: float | None = None, asymmetry: float = 1.0) -> np.ndarray:
     """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
     loudness (power ** 0.3) of the STFT frames centred in the segment, over the input's mean loudness (with
     `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
-    `scripts/vbr_allocations.py` compares); mean over scales (`segment_samples` at `sample_rate`)."""
+    `scripts/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
+    misses); mean over scales (`segment_samples` at `sample_rate`)."""
     n = min(ref.shape[-1], est.shape[-1])
     r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], dtype=np.float32))
     e = torch.from_numpy(np.ascontiguousarray(est[:, :n], dtype=np.float32))
@@ -38,7 +39,7 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
         for window, bands in SCALES:
             mel = MelSpectrogram(sample_rate, window, bands)
             loud_r, loud_e = mel(r) ** (2 * LOUDNESS_POWER), mel(e) ** (2 * LOUDNESS_POWER)
-            diff = (loud_r - loud_e).abs().mean(dim=(0, 1))
+            diff = ((loud_r - loud_e).clamp_min(0) + asymmetry * (loud_e - loud_r).clamp_min(0)).mean(dim=(0, 1))
             if relative is None:
                 diff = diff / loud_r.mean().clamp_min(1e-9)
             diff = diff.numpy()
@@ -68,23 +69,29 @@ def distortion_table(codec: Codec, audio: np.ndarray, encoded: EncodedAudio, seg
     return table
 
 
-def choose(table: np.ndarray, reference_n_q: int) -> np.ndarray:
+def choose(table: np.ndarray, reference_n_q: int, cost: np.ndarray | None = None) -> np.ndarray:
     """Codebooks per segment `[segments]` from distortions `table` `[n_q, segments]`: argmin over n of
-    distortion + λ · n, with the largest λ (bisection) whose mean distortion is within that of constant
-    `reference_n_q` codebooks."""
-    counts = np.arange(1, table.shape[0] + 1)[:, None]
+    distortion + λ · cost, with the largest λ (bisection) whose mean distortion is within that of constant
+    `reference_n_q` codebooks. `cost` `[n_q, segments]`: each segment's cost with 1 … n_q codebooks (None: n, every
+    codebook costs the same, as `--quality` does; `scripts/vbr_allocations.py` compares bits under the context
+    model, which spend fewer codebooks where the fine ones are cheap and lose more PESQ for it)."""
+    if cost is None:
+        cost = np.broadcast_to(np.arange(1, table.shape[0] + 1.0)[:, None], table.shape)
+    cost = cost / max(float(cost[-1].mean()) / table.shape[0], 1e-9)  # in units of the mean codebook's cost
     target = float(table[reference_n_q - 1].mean())
 
     def pick(lam: float) -> np.ndarray:
-        return (table + lam * counts).argmin(axis=0) + 1
+        return (table + lam * cost).argmin(axis=0) + 1
 
     def mean(n: np.ndarray) -> float:
         return float(table[n - 1, np.arange(table.shape[1])].mean())
 
-    low, high = 0.0, float(np.ptp(table)) + 1.0  # λ = high: one codebook everywhere
+    step = np.diff(cost, axis=0)
+    least = float(step[step > 0].min()) if (step > 0).any() else 1.0
+    low, high = 0.0, (float(np.ptp(table)) + 1.0) / least  # λ = high: one codebook everywhere
     if mean(pick(high)) <= target:
         return pick(high)
-    for _ in range(40):
+    for _ in range(60):
         mid = (low + high) / 2
         low, high = (mid, high) if mean(pick(mid)) <= target else (low, mid)
     return pick(low)

@@ -10,9 +10,14 @@ codebooks of every 0.2 s segment (`vbr.py`'s segments), the codes are encoded ag
 and decoded as a reader would. Printed: bits (mixed context model, the segments' counts) against constant
 `--reference` codebooks, log-mel distance and PESQ-WB (means over the files), and how many segments got each count.
 
-Allocations (`NAME` or `NAME@ALPHA`; with `@ALPHA` the segment distance is relative to the segment's own
-loudness plus ALPHA times the file's, `vbr.segment_distances(relative=ALPHA)`, instead of the file's alone):
+Allocations (`NAME[@ALPHA][^P][~A]`; with `@ALPHA` the segment distance is relative to the segment's own
+loudness plus ALPHA times the file's, `vbr.segment_distances(relative=ALPHA)`, instead of the file's alone; with
+`^P` the allocation works on distance ** P (a mean target on d ** P weighs a segment's worst more, as PESQ's L6
+over its split-second intervals does); with `~A` loudness the decoding adds counts A times what it misses, as
+PESQ's asymmetric disturbance does, `vbr.segment_distances(asymmetry=A)`):
   * quality     what `--quality` does: argmin distortion + λ · codebooks, mean distortion within the reference's;
+  * bits        the same with λ · bits (each segment's bits with n codebooks under the mixed model, `bit_table`):
+                a fine codebook costs a fraction of a coarse one, so hard segments take more of them;
   * countR      the same argmin with λ set so that the mean count per file is R x reference (equal bits, so that
                 distance measures compare at one rate);
   * pauseX      the reference everywhere except segments X dB below the file's 90th-percentile segment level,
@@ -22,6 +27,7 @@ loudness plus ALPHA times the file's, `vbr.segment_distances(relative=ALPHA)`, i
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -54,6 +60,24 @@ def development_set(sample_rate: int, files: int) -> list[np.ndarray]:
     return [out[i] for i in pick]
 
 
+def bit_table(coder: entropy.MixModel, codes: np.ndarray, segment_frames: int) -> np.ndarray:
+    """`[n_q, segments]`: the ideal bits of each segment's codes with 1 … n_q codebooks under the mixed context
+    model `coder` (codes `[C, n_q, F]`, the channels summed; every code's context as if every codebook were coded at
+    every frame, as constant rate codes them)."""
+    channels, n_q, frames = codes.shape
+    per = np.zeros((n_q, frames))
+    for ch in range(channels):
+        qs, rows, symbols = entropy.mix_contexts(coder, codes[ch], np.full(frames, n_q))
+        bits = np.empty(len(qs))
+        for q in range(n_q):
+            sel = qs == q
+            bits[sel] = -np.log2(coder.probs(q)[rows[sel], symbols[sel]])
+        per += bits.reshape(frames, n_q).T  # coding order is frame-major
+    segments = -(-frames // segment_frames)
+    seg = np.arange(frames) // segment_frames
+    return np.cumsum(np.stack([np.bincount(seg, weights=row, minlength=segments) for row in per]), axis=0)
+
+
 def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
     """argmin over n of table + λ n `[segments]`, with the smallest λ (bisection) whose mean count is at most
     `mean_count`."""
@@ -69,12 +93,15 @@ def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
     return pick(high)
 
 
-def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, segment_samples: int) -> np.ndarray:
+def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, segment_samples: int,
+             bits: np.ndarray) -> np.ndarray:
     segments = np.arange(table.shape[1])
     if name == "constant":
         return np.full(table.shape[1], reference)
     if name == "quality":
         return vbr.choose(table, reference)
+    if name == "bits":
+        return vbr.choose(table, reference, bits)
     if name.startswith("count"):
         ratio = float(name[5:])
         return at_count(table, ratio * reference)
@@ -93,33 +120,56 @@ def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, se
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
-    ap.add_argument("--allocations", default="quality,count0.74,count0.74@1,count0.74@0.3,count0.74@3,pause30")
+    ap.add_argument("--allocations", default="quality,bits")
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--reference", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--segment-frames", type=int, default=0, help="frames per segment (0: the model's level "
+                    "spacing, what `--quality` uses)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     codec, mix, sr = loaded.codec, loaded.entropy.coder, loaded.sample_rate
-    spacing = loaded.level.spacing_frames
+    spacing = args.segment_frames or loaded.level.spacing_frames
     segment_samples = spacing * codec.hop_length
     files = development_set(sr, args.files)
     print(f"{len(files)} development files of {SECONDS} s", flush=True)
-    decoded = []
+    decoded, bit_tables = [], []
     for audio in files:
         every = encode_audio(codec, audio[None], sr, codec.n_q)
+        bit_tables.append(bit_table(mix, every.codes, spacing))
         decoded.append([decode_audio(codec, every._replace(codes=every.codes[:, :n])) for n in range(1, codec.n_q + 1)])
 
+    print(f"\nwhere constant {args.reference} codebooks spend their bits (segment level against its file's "
+          f"90th-percentile segment):\n\n| level | segments | bits | bits per segment with 1 / 4 / 8 / 16 codebooks "
+          f"|\n|---|---|---|---|")
+    rel, cost = [], []
+    for audio, table in zip(files, bit_tables):
+        n = table.shape[1]
+        level = np.array([10 * np.log10(np.mean(audio[i * segment_samples:(i + 1) * segment_samples] ** 2) + 1e-12)
+                          for i in range(n)])
+        rel.append(level - np.percentile(level, 90))
+        cost.append(table)
+    rel, cost = np.concatenate(rel), np.concatenate(cost, axis=1)
+    for lo, hi in ((-np.inf, -40), (-40, -30), (-30, -20), (-20, -10), (-10, np.inf)):
+        m = (rel >= lo) & (rel < hi)
+        per = " / ".join(f"{cost[k - 1, m].mean():.0f}" for k in (1, 4, 8, codec.n_q))
+        print(f"| {lo:g} … {hi:g} dB | {m.mean():.3f} | {cost[args.reference - 1, m].sum() / cost[args.reference - 1].sum():.3f}"
+              f" | {per} |", flush=True)
+
     def run(name: str) -> tuple[float, float, float, np.ndarray]:
-        alloc, _, alpha = name.partition("@")
+        m = re.fullmatch(r"([a-z]+[0-9.]*)(?:@([0-9.]+))?(?:\^([0-9.]+))?(?:~([0-9.]+))?", name)
+        if not m:
+            raise SystemExit(f"bad allocation {name!r}")
+        alloc, alpha, power, asym = m.group(1), m.group(2), float(m.group(3) or 1), float(m.group(4) or 1)
         bits, mel, pesq, used = 0.0, [], [], []
-        for audio, ests in zip(files, decoded):
+        for audio, ests, cost in zip(files, decoded, bit_tables):
             x = audio[None]
             frames = -(-len(audio) // codec.hop_length)
             segments = -(-frames // spacing)
             table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments,
-                                                    float(alpha) if alpha else None) for e in ests])
-            counts = allocate(alloc, table, audio, args.reference, segment_samples)
+                                                    float(alpha) if alpha else None, asym) for e in ests]) ** power
+            counts = allocate(alloc, table, audio, args.reference, segment_samples, cost)
             present = entropy.frame_counts(counts, spacing, frames)
             encoded = encode_audio(codec, x, sr, codec.n_q, present=present)
             bits += entropy.mix_bits(mix, encoded.codes, counts, spacing)

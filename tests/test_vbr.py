@@ -1,0 +1,39 @@
+"""Variable-rate allocation (`neurocodec/vbr.py`) on hand-made distortion tables and signals."""
+
+import numpy as np
+
+from neurocodec import vbr
+
+
+def test_choose_meets_the_target_with_fewer_codebooks_where_they_buy_little():
+    # [n_q = 4, segments = 3]: a pause (flat), a moderate segment, a hard one (every codebook helps)
+    table = np.array([[0.10, 1.0, 4.0],
+                      [0.09, 0.5, 2.0],
+                      [0.09, 0.3, 1.0],
+                      [0.09, 0.2, 0.5]])
+    counts = vbr.choose(table, reference_n_q=3)
+    assert table[counts - 1, np.arange(3)].mean() <= table[2].mean() + 1e-12
+    assert counts[0] == 1 and counts[2] == 4  # the pause gives up what the hard segment takes
+    assert counts.sum() < 3 * 3
+
+
+def test_choose_with_costs_buys_the_cheap_codebooks():
+    table = np.array([[0.9, 1.0],
+                      [0.6, 0.6],
+                      [0.5, 0.5]])
+    assert (vbr.choose(table, reference_n_q=2) == 2).all()  # codebook 3 buys too little to be worth a codebook
+    # ... but in segment 1 it costs almost nothing (bits with 1, 2, 3 codebooks): there it is taken
+    cost = np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 20.5]])
+    assert vbr.choose(table, reference_n_q=2, cost=cost).tolist() == [2, 3]
+
+
+def test_segment_distances_count_added_loudness_by_the_asymmetry():
+    sr, seg = 16000, 3200
+    t = np.arange(4 * seg) / sr
+    ref = (0.1 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    louder, quieter = ref * 1.5, ref * 0.5
+    sym = [vbr.segment_distances(ref, x, sr, seg, 4) for x in (louder, quieter)]
+    asym = [vbr.segment_distances(ref, x, sr, seg, 4, asymmetry=3.0) for x in (louder, quieter)]
+    np.testing.assert_allclose(asym[1], sym[1], rtol=1e-6)  # what is missing counts as before
+    np.testing.assert_allclose(asym[0], 3 * sym[0], rtol=1e-5)  # what is added counts three times
+    assert (vbr.segment_distances(ref, ref, sr, seg, 4) == 0).all()
