@@ -22,12 +22,15 @@ from .stream import EncodedAudio, decode_audio, encode_audio
 
 SCALES = ((512, 64), (1024, 80))  # (window, mel bands): speech-codec resolutions
 LOUDNESS_POWER = 0.3  # of mel power (0.6 of mel magnitude)
+DEAD_ZONE = 0.25  # loudness differences within this fraction of the smaller loudness do not count (PESQ's masking)
 
 
 def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float,
-                      segments: int, relative: float | None = None, asymmetry: float = 1.0) -> np.ndarray:
+                      segments: int, relative: float | None = None, asymmetry: float = 1.0,
+                      dead_zone: float = DEAD_ZONE) -> np.ndarray:
     """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
-    loudness (power ** 0.3) of the STFT frames centred in the segment, over the input's mean loudness (with
+    loudness (power ** 0.3) of the STFT frames centred in the segment beyond a dead zone of `dead_zone` x the
+    smaller of the two loudnesses (as PESQ masks small differences), over the input's mean loudness (with
     `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
     `scripts/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
     misses); mean over scales (`segment_samples` at `sample_rate`)."""
@@ -39,7 +42,9 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
         for window, bands in SCALES:
             mel = MelSpectrogram(sample_rate, window, bands)
             loud_r, loud_e = mel(r) ** (2 * LOUDNESS_POWER), mel(e) ** (2 * LOUDNESS_POWER)
-            diff = ((loud_r - loud_e).clamp_min(0) + asymmetry * (loud_e - loud_r).clamp_min(0)).mean(dim=(0, 1))
+            margin = dead_zone * torch.minimum(loud_r, loud_e)
+            diff = ((loud_r - loud_e - margin).clamp_min(0)
+                    + asymmetry * (loud_e - loud_r - margin).clamp_min(0)).mean(dim=(0, 1))
             if relative is None:
                 diff = diff / loud_r.mean().clamp_min(1e-9)
             diff = diff.numpy()

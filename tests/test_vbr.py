@@ -32,8 +32,21 @@ def test_segment_distances_count_added_loudness_by_the_asymmetry():
     t = np.arange(4 * seg) / sr
     ref = (0.1 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
     louder, quieter = ref * 1.5, ref * 0.5
-    sym = [vbr.segment_distances(ref, x, sr, seg, 4) for x in (louder, quieter)]
-    asym = [vbr.segment_distances(ref, x, sr, seg, 4, asymmetry=3.0) for x in (louder, quieter)]
+    sym = [vbr.segment_distances(ref, x, sr, seg, 4, dead_zone=0) for x in (louder, quieter)]
+    asym = [vbr.segment_distances(ref, x, sr, seg, 4, asymmetry=3.0, dead_zone=0) for x in (louder, quieter)]
     np.testing.assert_allclose(asym[1], sym[1], rtol=1e-6)  # what is missing counts as before
     np.testing.assert_allclose(asym[0], 3 * sym[0], rtol=1e-5)  # what is added counts three times
     assert (vbr.segment_distances(ref, ref, sr, seg, 4) == 0).all()
+
+
+def test_segment_distances_ignore_what_the_dead_zone_masks():
+    sr, seg = 16000, 3200
+    t = np.arange(4 * seg) / sr
+    ref = (0.1 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    slightly, clearly = ref * 10 ** (0.1 / 20), ref * 10 ** (6 / 20)  # +0.1 dB: loudness 0.7 % up; +6 dB: 51 %
+    unmasked = vbr.segment_distances(ref, slightly, sr, seg, 4, dead_zone=0)
+    assert (unmasked > 1e-3).all()
+    assert (vbr.segment_distances(ref, slightly, sr, seg, 4) < 1e-4 * unmasked).all()  # the default 0.25 masks it
+    # (not exactly 0: float32 rounding in bands that hold almost nothing)
+    beyond = vbr.segment_distances(ref, clearly, sr, seg, 4)
+    assert (beyond > 0).all() and (beyond < vbr.segment_distances(ref, clearly, sr, seg, 4, dead_zone=0)).all()
