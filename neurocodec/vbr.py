@@ -27,7 +27,7 @@ DEAD_ZONE = 0.25  # loudness differences within this fraction of the smaller lou
 
 def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float,
                       segments: int, relative: float | None = None, asymmetry: float = 1.0,
-                      dead_zone: float = DEAD_ZONE) -> np.ndarray:
+                      dead_zone: float = DEAD_ZONE, loudness_power: float = LOUDNESS_POWER) -> np.ndarray:
     """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
     loudness (power ** 0.3) of the STFT frames centred in the segment beyond a dead zone of `dead_zone` x the
     smaller of the two loudnesses (as PESQ masks small differences), over the input's mean loudness (with
@@ -41,7 +41,7 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
     with torch.inference_mode():
         for window, bands in SCALES:
             mel = MelSpectrogram(sample_rate, window, bands)
-            loud_r, loud_e = mel(r) ** (2 * LOUDNESS_POWER), mel(e) ** (2 * LOUDNESS_POWER)
+            loud_r, loud_e = mel(r) ** (2 * loudness_power), mel(e) ** (2 * loudness_power)
             margin = dead_zone * torch.minimum(loud_r, loud_e)
             diff = ((loud_r - loud_e - margin).clamp_min(0)
                     + asymmetry * (loud_e - loud_r - margin).clamp_min(0)).mean(dim=(0, 1))
