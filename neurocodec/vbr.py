@@ -3,8 +3,9 @@
 The encoder runs the decoder. For every codebook count n from 1 to the model's, the codes cut to n codebooks are
 decoded (level restored, at the input's rate, as a reader would) and each segment's distortion is measured against
 the input in a loudness domain (`segment_distances`: mel power to the 0.3, the compression of perceptual loudness
-models and of PESQ, L1, relative to the input's mean loudness), so that a pause costs little and a loud vowel
-much. `--quality Q` targets the mean distortion that constant Q kbps gives this very input, and spends codebooks
+models and of PESQ, L1 beyond PESQ's masking dead zone of a quarter of the smaller loudness, relative to the
+input's mean loudness), so that small errors on a loud vowel are masked as PESQ masks them and the same ones in a
+quiet passage are not. `--quality Q` targets the mean distortion that constant Q kbps gives this very input, and spends codebooks
 where they buy the most: each segment takes the count minimising distortion + λ · codebooks, with the largest λ
 whose mean distortion stays within the target (equal marginal returns: the fewest codebooks for that quality).
 Easy segments (pauses, sustained notes) fall below Q kbps, hard ones rise above it, up to every codebook.
@@ -29,7 +30,7 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
                       segments: int, relative: float | None = None, asymmetry: float = 1.0,
                       dead_zone: float = DEAD_ZONE, loudness_power: float = LOUDNESS_POWER) -> np.ndarray:
     """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
-    loudness (power ** 0.3) of the STFT frames centred in the segment beyond a dead zone of `dead_zone` x the
+    loudness (power ** `loudness_power`) of the STFT frames centred in the segment beyond a dead zone of `dead_zone` x the
     smaller of the two loudnesses (as PESQ masks small differences), over the input's mean loudness (with
     `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
     `scripts/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
