@@ -5,9 +5,10 @@ decoded (level restored, at the input's rate, as a reader would) and each segmen
 the input in a loudness domain (`segment_distances`: mel power to the 0.3, the compression of perceptual loudness
 models and of PESQ, L1 beyond PESQ's masking dead zone of a quarter of the smaller loudness, relative to the
 input's mean loudness), so that small errors on a loud vowel are masked as PESQ masks them and the same ones in a
-quiet passage are not. `--quality Q` targets the mean distortion that constant Q kbps gives this very input, and spends codebooks
-where they buy the most: each segment takes the count minimising distortion + λ · codebooks, with the largest λ
-whose mean distortion stays within the target (equal marginal returns: the fewest codebooks for that quality).
+quiet passage are not. `--quality Q` targets the mean distortion that constant Q kbps gives this very input, and
+spends codebooks where they buy the most: each segment takes the count minimising distortion + λ · codebooks,
+with the largest λ whose mean distortion stays within the target (equal marginal returns: the fewest codebooks for
+that quality).
 Easy segments (pauses, sustained notes) fall below Q kbps, hard ones rise above it, up to every codebook.
 """
 
@@ -30,9 +31,9 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
                       segments: int, relative: float | None = None, asymmetry: float = 1.0,
                       dead_zone: float = DEAD_ZONE, loudness_power: float = LOUDNESS_POWER) -> np.ndarray:
     """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
-    loudness (power ** `loudness_power`) of the STFT frames centred in the segment beyond a dead zone of `dead_zone` x the
-    smaller of the two loudnesses (as PESQ masks small differences), over the input's mean loudness (with
-    `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
+    loudness (power ** `loudness_power`) of the STFT frames centred in the segment beyond a dead zone of
+    `dead_zone` x the smaller of the two loudnesses (as PESQ masks small differences), over the input's mean
+    loudness (with `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
     `scripts/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
     misses); mean over scales (`segment_samples` at `sample_rate`)."""
     n = min(ref.shape[-1], est.shape[-1])

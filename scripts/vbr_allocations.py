@@ -80,6 +80,13 @@ def bit_table(coder: entropy.MixModel, codes: np.ndarray, segment_frames: int) -
     return np.cumsum(np.stack([np.bincount(seg, weights=row, minlength=segments) for row in per]), axis=0)
 
 
+def relative_levels(audio: np.ndarray, segment_samples: int, segments: int) -> np.ndarray:
+    """Each segment's level `[segments]` in dB against the file's 90th-percentile segment (audio `[T]`)."""
+    level = np.array([10 * np.log10(np.mean(audio[i * segment_samples:(i + 1) * segment_samples] ** 2) + 1e-12)
+                      for i in range(segments)])
+    return level - np.percentile(level, 90)
+
+
 def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
     """argmin over n of table + λ n `[segments]`, with the smallest λ (bisection) whose mean count is at most
     `mean_count`."""
@@ -97,7 +104,6 @@ def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
 
 def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, segment_samples: int,
              bits: np.ndarray) -> np.ndarray:
-    segments = np.arange(table.shape[1])
     if name == "constant":
         return np.full(table.shape[1], reference)
     if name == "quality":
@@ -109,10 +115,8 @@ def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, se
         return at_count(table, ratio * reference)
     if name.startswith("pause"):
         below = float(name[5:])
-        level = np.array([10 * np.log10(np.mean(audio[i * segment_samples:(i + 1) * segment_samples] ** 2) + 1e-12)
-                          for i in segments])
         out = np.full(table.shape[1], reference)
-        for s in np.nonzero(level < np.percentile(level, 90) - below)[0]:
+        for s in np.nonzero(relative_levels(audio, segment_samples, table.shape[1]) < -below)[0]:
             ok = np.nonzero(table[:, s] <= 1.5 * table[reference - 1, s])[0]
             out[s] = ok[0] + 1 if len(ok) else reference
         return out
@@ -126,6 +130,10 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--reference", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--splice", action="store_true", help="also PESQ of each segment cut from the decoding with its "
+                    "own count alone (are count changes within a file free?)")
+    ap.add_argument("--quiet-gain", type=float, default=1.0, help="with --splice: scale the segments 30 dB below "
+                    "the file's 90th-percentile segment by this (does a quieter pause please PESQ?)")
     ap.add_argument("--segment-frames", type=int, default=0, help="frames per segment (0: the model's level "
                     "spacing, what `--quality` uses)")
     args = ap.parse_args()
@@ -145,19 +153,22 @@ def main() -> int:
     print(f"\nwhere constant {args.reference} codebooks spend their bits (segment level against its file's "
           f"90th-percentile segment):\n\n| level | segments | bits | bits per segment with 1 / 4 / 8 / 16 codebooks "
           f"|\n|---|---|---|---|")
-    rel, cost = [], []
-    for audio, table in zip(files, bit_tables):
-        n = table.shape[1]
-        level = np.array([10 * np.log10(np.mean(audio[i * segment_samples:(i + 1) * segment_samples] ** 2) + 1e-12)
-                          for i in range(n)])
-        rel.append(level - np.percentile(level, 90))
-        cost.append(table)
-    rel, cost = np.concatenate(rel), np.concatenate(cost, axis=1)
+    rel = np.concatenate([relative_levels(a, segment_samples, t.shape[1]) for a, t in zip(files, bit_tables)])
+    cost = np.concatenate(bit_tables, axis=1)
     for lo, hi in ((-np.inf, -40), (-40, -30), (-30, -20), (-20, -10), (-10, np.inf)):
         m = (rel >= lo) & (rel < hi)
         per = " / ".join(f"{cost[k - 1, m].mean():.0f}" for k in (1, 4, 8, codec.n_q))
         print(f"| {lo:g} … {hi:g} dB | {m.mean():.3f} | {cost[args.reference - 1, m].sum() / cost[args.reference - 1].sum():.3f}"
               f" | {per} |", flush=True)
+
+    def spliced(audio: np.ndarray, ests: list[np.ndarray], counts: np.ndarray) -> np.ndarray:
+        """`[T]`: each segment from the decoding with its count's codebooks everywhere (envelope for all)."""
+        quiet = relative_levels(audio, segment_samples, len(counts)) < -30
+        out = np.zeros(ests[0].shape[-1], np.float32)
+        for s, n in enumerate(counts):
+            lo, hi = s * segment_samples, (s + 1) * segment_samples
+            out[lo:hi] = ests[n - 1][0, lo:hi] * (args.quiet_gain if quiet[s] else 1.0)
+        return out
 
     def run(name: str) -> tuple[float, float, float, np.ndarray]:
         m = re.fullmatch(r"([a-z]+[0-9.]*)(?:@([0-9.]+))?(?:\^([0-9.]+))?(?:~([0-9.]+))?(?:%([0-9.]+))?(?:#([0-9.]+))?", name)
@@ -166,7 +177,7 @@ def main() -> int:
         alloc, alpha, power, asym = m.group(1), m.group(2), float(m.group(3) or 1), float(m.group(4) or 1)
         dead = float(m.group(5)) if m.group(5) else vbr.DEAD_ZONE
         loudness = float(m.group(6)) if m.group(6) else vbr.LOUDNESS_POWER
-        bits, mel, pesq, used = 0.0, [], [], []
+        bits, mel, pesq, used, pesq_spliced = 0.0, [], [], [], []
         for audio, ests, cost in zip(files, decoded, bit_tables):
             x = audio[None]
             frames = -(-len(audio) // codec.hop_length)
@@ -181,6 +192,11 @@ def main() -> int:
             mel.append(metrics.mel_distance(audio, est, sr))
             pesq.append(metrics.pesq_wb(audio, est, sr))
             used.append(counts)
+            if args.splice:
+                pesq_spliced.append(metrics.pesq_wb(audio, spliced(audio, ests, counts), sr))
+        if args.splice:
+            print(f"  {name}: spliced PESQ-WB {np.mean(pesq_spliced):.4f} (quiet segments x {args.quiet_gain:g}), "
+                  f"decoded {np.mean(pesq):.4f}", flush=True)
         histogram = np.bincount(np.concatenate(used), minlength=codec.n_q + 1)[1:]
         return bits, float(np.mean(mel)), float(np.mean(pesq)), histogram
 
