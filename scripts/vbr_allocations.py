@@ -23,12 +23,23 @@ instead of `vbr.LOUDNESS_POWER` (0.3; PESQ's Zwicker loudness uses 0.23)):
   * countR      the same argmin with λ set so that the mean count per file is R x reference (equal bits, so that
                 distance measures compare at one rate);
   * pauseX      the reference everywhere except segments X dB below the file's 90th-percentile segment level,
-                which get the fewest codebooks within 1.5 x the reference's distance there.
+                which get the fewest codebooks within 1.5 x the reference's distance there;
+  * oracleR     PESQ itself as the distance, an upper bound on what any segment distance can reach: each
+                segment's cost with n codebooks is the file's PESQ-WB drop when that segment alone is cut from the
+                decoding with n codebooks into the reference's (measured for n in ORACLE_COUNTS, interpolated
+                between), summed over segments as if independent; argmin cost + λ · bits with λ such that the file
+                spends R x the reference's bits (`bit_table`). Costs ~20 min for 19 files on 2 cores
+                (`--oracle-cache FILE` keeps them); `--oracle-shifts 0,192` averages the drops over two PESQ frame
+                grids (PESQ frames are 16 ms from the file's start: drops measured on one grid partly fit that grid,
+                which `--pesq-shifts 96,288`, PESQ on two other grids, exposes);
+  * pesqlikeR   the same with `scripts/pesq_like.py`'s raw-MOS drops, a PESQ-structured disturbance computed from
+                the decodings (what an encoder could run).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import re
 import sys
 from pathlib import Path
@@ -42,6 +53,8 @@ from neurocodec import entropy, metrics, vbr  # noqa: E402
 from neurocodec.audio import list_audio, read_audio, resample  # noqa: E402
 from neurocodec.loader import load_model  # noqa: E402
 from neurocodec.stream import decode_audio, encode_audio  # noqa: E402
+
+import pesq_like  # noqa: E402  (scripts/pesq_like.py)
 
 VALID = Path("~/.cache/neurocodec/corpus/valid/speech").expanduser()
 SECONDS = 12
@@ -102,8 +115,48 @@ def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
     return pick(high)
 
 
+ORACLE_COUNTS = (1, 2, 3, 4, 5, 6, 7, 10, 12, 16)
+
+
+def pesq_drops(job: tuple[np.ndarray, list[np.ndarray], int, int, int, int]) -> np.ndarray:
+    """`[n_q, segments]`: PESQ-WB of the reference decoding minus that with one segment cut from the decoding with
+    n codebooks (0 for the reference; interpolated between ORACLE_COUNTS). job: the input `[T]` and the decodings
+    with 1 … n_q codebooks `[T]`, both at 16 kHz and aligned, the reference count, samples per segment, segments,
+    and the samples cut from the start of both before PESQ (which moves PESQ's frame grid against the segments)."""
+    from pesq import pesq
+    ref, ests, reference, seg, segments, shift = job
+    base = pesq(16000, ref[shift:], ests[reference - 1][shift:], "wb")
+    known = sorted(set(ORACLE_COUNTS) | {reference})
+    drops = np.zeros((len(known), segments))
+    for i, n in enumerate(known):
+        for s in range(segments if n != reference else 0):
+            est = ests[reference - 1].copy()
+            est[s * seg:(s + 1) * seg] = ests[n - 1][s * seg:(s + 1) * seg]
+            drops[i, s] = base - pesq(16000, ref[shift:], est[shift:], "wb")
+    counts = np.arange(1, len(ests) + 1)
+    return np.stack([np.interp(counts, known, drops[:, s]) for s in range(segments)], axis=1)
+
+
+def at_bits(table: np.ndarray, bits: np.ndarray, budget: float) -> np.ndarray:
+    """argmin over n of table + λ · bits `[segments]` (both `[n_q, segments]`), with the smallest λ (bisection)
+    whose bits are at most `budget`."""
+    def pick(lam: float) -> np.ndarray:
+        return (table + lam * bits).argmin(axis=0) + 1
+
+    def spent(n: np.ndarray) -> float:
+        return float(bits[n - 1, np.arange(bits.shape[1])].sum())
+
+    low, high = 0.0, 1.0
+    while spent(pick(high)) > budget and high < 1e6:
+        high *= 2
+    for _ in range(50):
+        mid = (low + high) / 2
+        low, high = (low, mid) if spent(pick(mid)) <= budget else (mid, high)
+    return pick(high)
+
+
 def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, segment_samples: int,
-             bits: np.ndarray) -> np.ndarray:
+             bits: np.ndarray, drops: np.ndarray | None = None) -> np.ndarray:
     if name == "constant":
         return np.full(table.shape[1], reference)
     if name == "quality":
@@ -113,6 +166,10 @@ def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, se
     if name.startswith("count"):
         ratio = float(name[5:])
         return at_count(table, ratio * reference)
+    if name.startswith("pesqlike"):
+        return at_bits(drops, bits, float(name[8:]) * float(bits[reference - 1].sum()))
+    if name.startswith("oracle"):
+        return at_bits(drops, bits, float(name[6:]) * float(bits[reference - 1].sum()))
     if name.startswith("pause"):
         below = float(name[5:])
         out = np.full(table.shape[1], reference)
@@ -134,6 +191,13 @@ def main() -> int:
                     "own count alone (are count changes within a file free?)")
     ap.add_argument("--quiet-gain", type=float, default=1.0, help="with --splice: scale the segments 30 dB below "
                     "the file's 90th-percentile segment by this (does a quieter pause please PESQ?)")
+    ap.add_argument("--oracle-cache", type=Path, default=None, help="npz file keeping the oracle's PESQ drops "
+                    "(made when missing)")
+    ap.add_argument("--oracle-shifts", default="0", help="oracle: samples (at the model's rate) cut from the start "
+                    "of both signals before PESQ, comma-separated: the drops are averaged over these frame grids")
+    ap.add_argument("--pesq-shifts", default="0", help="the PESQ-WB reported is the mean over these cuts from the "
+                    "start of both signals (samples at the model's rate): PESQ frames 16 ms from the start, so an "
+                    "allocation tuned to one grid shows here")
     ap.add_argument("--segment-frames", type=int, default=0, help="frames per segment (0: the model's level "
                     "spacing, what `--quality` uses)")
     args = ap.parse_args()
@@ -149,6 +213,32 @@ def main() -> int:
         every = encode_audio(codec, audio[None], sr, codec.n_q)
         bit_tables.append(bit_table(mix, every.codes, spacing))
         decoded.append([decode_audio(codec, every._replace(codes=every.codes[:, :n])) for n in range(1, codec.n_q + 1)])
+
+    pesq_shifts = [int(x) for x in args.pesq_shifts.split(",")]
+    drops: list[np.ndarray | None] = [None] * len(files)
+    if any(a.startswith("oracle") for a in args.allocations.split(",")):
+        shifts = [int(x) for x in args.oracle_shifts.split(",")]
+        cache = args.oracle_cache
+        kept: dict[str, np.ndarray] = dict(np.load(cache)) if cache is not None and cache.exists() else {}
+        seg16 = segment_samples * 16000 // sr
+        jobs, keys = [], []
+        for i, (audio, ests, t) in enumerate(zip(files, decoded, bit_tables)):
+            missing = [x for x in shifts if f"f{i}_s{x}" not in kept]
+            if missing:
+                ref16 = resample(audio[None], sr, 16000)[0]
+                e16 = [resample(e[:1], sr, 16000)[0][: len(ref16)] for e in ests]
+                for x in missing:
+                    jobs.append((ref16[: len(e16[0])], e16, args.reference, seg16, t.shape[1], x * 16000 // sr))
+                    keys.append(f"f{i}_s{x}")
+        if jobs:
+            with multiprocessing.get_context("spawn").Pool(args.threads) as pool:
+                kept.update(zip(keys, pool.map(pesq_drops, jobs)))
+            if cache is not None:
+                np.savez(cache, **kept)
+        drops = [np.mean([kept[f"f{i}_s{x}"] for x in shifts], axis=0) for i in range(len(files))]
+        print(f"oracle (PESQ frame grid moved by {args.oracle_shifts} samples, drops averaged): PESQ-WB drops per "
+              f"segment summed over segments, mean per file, with n codebooks everywhere: "
+              + " ".join(f"{n}:{np.mean([d[n - 1].sum() for d in drops]):.3f}" for n in ORACLE_COUNTS), flush=True)
 
     print(f"\nwhere constant {args.reference} codebooks spend their bits (segment level against its file's "
           f"90th-percentile segment):\n\n| level | segments | bits | bits per segment with 1 / 4 / 8 / 16 codebooks "
@@ -178,19 +268,23 @@ def main() -> int:
         dead = float(m.group(5)) if m.group(5) else vbr.DEAD_ZONE
         loudness = float(m.group(6)) if m.group(6) else vbr.LOUDNESS_POWER
         bits, mel, pesq, used, pesq_spliced = 0.0, [], [], [], []
-        for audio, ests, cost in zip(files, decoded, bit_tables):
+        for audio, ests, cost, drop in zip(files, decoded, bit_tables, drops):
             x = audio[None]
             frames = -(-len(audio) // codec.hop_length)
             segments = -(-frames // spacing)
             table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments,
                                                     float(alpha) if alpha else None, asym, dead, loudness) for e in ests]) ** power
-            counts = allocate(alloc, table, audio, args.reference, segment_samples, cost)
+            if alloc.startswith("pesqlike"):
+                ref16 = resample(x, sr, 16000)[0]
+                drop = pesq_like.segment_drops(ref16, [resample(e[:1], sr, 16000)[0] for e in ests], args.reference,
+                                               segment_samples * 16000 / sr, segments)
+            counts = allocate(alloc, table, audio, args.reference, segment_samples, cost, drop)
             present = entropy.frame_counts(counts, spacing, frames)
             encoded = encode_audio(codec, x, sr, codec.n_q, present=present)
             bits += entropy.mix_bits(mix, encoded.codes, counts, spacing)
             est = decode_audio(codec, encoded._replace(codes=entropy.keep_codebooks(encoded.codes, present)))[0]
             mel.append(metrics.mel_distance(audio, est, sr))
-            pesq.append(metrics.pesq_wb(audio, est, sr))
+            pesq.append(np.mean([metrics.pesq_wb(audio[x:], est[x:], sr) for x in pesq_shifts]))
             used.append(counts)
             if args.splice:
                 pesq_spliced.append(metrics.pesq_wb(audio, spliced(audio, ests, counts), sr))
