@@ -50,3 +50,33 @@ def test_segment_distances_ignore_what_the_dead_zone_masks():
     # (not exactly 0: float32 rounding in bands that hold almost nothing)
     beyond = vbr.segment_distances(ref, clearly, sr, seg, 4)
     assert (beyond > 0).all() and (beyond < vbr.segment_distances(ref, clearly, sr, seg, 4, dead_zone=0)).all()
+
+
+def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """`[T]` at 16 kHz: a 150 Hz pulse train through a resonance, on and off every 0.3 s, with faint noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    voiced = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20))
+    gate = (np.floor(t / 0.3) % 2 == 0).astype(float)
+    return (0.3 * voiced * gate + 1e-3 * rng.standard_normal(len(t))).astype(np.float64)
+
+
+def test_pesq_like_sees_no_disturbance_in_a_copy_and_charges_a_segment_for_its_noise():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import pesq_like
+
+    ref = _speechlike(3.0)
+    sym, asym = pesq_like.frame_disturbances(ref, ref)
+    assert np.all(sym == 0) and np.all(asym == 0) and pesq_like.raw_mos(sym, asym) == 4.5
+    # a global gain is equalised away (P.862 levels both signals), noise is not
+    quiet = pesq_like.raw_mos(*pesq_like.frame_disturbances(ref, 0.5 * ref))
+    noisy_everywhere = ref + 0.05 * np.random.default_rng(1).standard_normal(len(ref))
+    assert quiet > 4.4 and pesq_like.raw_mos(*pesq_like.frame_disturbances(ref, noisy_everywhere)) < quiet - 0.3
+    # decodings [reference, noisier]: one segment taken from the noisier costs only where it is
+    segment = 0.2 * 16000
+    drops = pesq_like.segment_drops(ref, [ref, noisy_everywhere], reference=1, segment_samples=segment, segments=15)
+    assert drops.shape == (2, 15) and np.all(drops[0] == 0)
+    assert np.all(drops[1] > 0) and drops[1].max() < 0.5 * (4.5 - pesq_like.raw_mos(
+        *pesq_like.frame_disturbances(ref, noisy_everywhere)))
