@@ -166,10 +166,8 @@ def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, se
     if name.startswith("count"):
         ratio = float(name[5:])
         return at_count(table, ratio * reference)
-    if name.startswith("pesqlike"):
-        return at_bits(drops, bits, float(name[8:]) * float(bits[reference - 1].sum()))
-    if name.startswith("oracle"):
-        return at_bits(drops, bits, float(name[6:]) * float(bits[reference - 1].sum()))
+    if name.startswith(("oracle", "pesqlike")):
+        return at_bits(drops, bits, float(name.lstrip("aceiklopqrs")) * float(bits[reference - 1].sum()))
     if name.startswith("pause"):
         below = float(name[5:])
         out = np.full(table.shape[1], reference)
@@ -220,6 +218,9 @@ def main() -> int:
         shifts = [int(x) for x in args.oracle_shifts.split(",")]
         cache = args.oracle_cache
         kept: dict[str, np.ndarray] = dict(np.load(cache)) if cache is not None and cache.exists() else {}
+        made_for = np.array([len(files), args.reference, spacing, float(sum(f.sum() for f in files))])
+        if kept and not np.array_equal(kept.pop("made_for", None), made_for):
+            raise SystemExit(f"{cache} was made for other files, reference or segments: delete it or name another")
         seg16 = segment_samples * 16000 // sr
         jobs, keys = [], []
         for i, (audio, ests, t) in enumerate(zip(files, decoded, bit_tables)):
@@ -234,7 +235,7 @@ def main() -> int:
             with multiprocessing.get_context("spawn").Pool(args.threads) as pool:
                 kept.update(zip(keys, pool.map(pesq_drops, jobs)))
             if cache is not None:
-                np.savez(cache, **kept)
+                np.savez(cache, made_for=made_for, **kept)
         drops = [np.mean([kept[f"f{i}_s{x}"] for x in shifts], axis=0) for i in range(len(files))]
         print(f"oracle (PESQ frame grid moved by {args.oracle_shifts} samples, drops averaged): PESQ-WB drops per "
               f"segment summed over segments, mean per file, with n codebooks everywhere: "
