@@ -101,18 +101,9 @@ def relative_levels(audio: np.ndarray, segment_samples: int, segments: int) -> n
 
 
 def at_count(table: np.ndarray, mean_count: float) -> np.ndarray:
-    """argmin over n of table + λ n `[segments]`, with the smallest λ (bisection) whose mean count is at most
-    `mean_count`."""
-    counts = np.arange(1, table.shape[0] + 1)[:, None]
-
-    def pick(lam: float) -> np.ndarray:
-        return (table + lam * counts).argmin(axis=0) + 1
-
-    low, high = 0.0, float(np.ptp(table)) + 1.0
-    for _ in range(50):
-        mid = (low + high) / 2
-        low, high = (low, mid) if pick(mid).mean() <= mean_count else (mid, high)
-    return pick(high)
+    """argmin over n of table + λ n `[segments]`, with the smallest λ whose mean count is at most `mean_count`."""
+    counts = np.broadcast_to(np.arange(1, table.shape[0] + 1.0)[:, None], table.shape)
+    return at_bits(table, counts, mean_count * table.shape[1])
 
 
 ORACLE_COUNTS = (1, 2, 3, 4, 5, 6, 7, 10, 12, 16)
@@ -167,7 +158,7 @@ def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, se
         ratio = float(name[5:])
         return at_count(table, ratio * reference)
     if name.startswith(("oracle", "pesqlike")):
-        return at_bits(drops, bits, float(name.lstrip("aceiklopqrs")) * float(bits[reference - 1].sum()))
+        return at_bits(drops, bits, float(re.sub(r"^[a-z]+", "", name)) * float(bits[reference - 1].sum()))
     if name.startswith("pause"):
         below = float(name[5:])
         out = np.full(table.shape[1], reference)
@@ -213,7 +204,12 @@ def main() -> int:
         decoded.append([decode_audio(codec, every._replace(codes=every.codes[:, :n])) for n in range(1, codec.n_q + 1)])
 
     pesq_shifts = [int(x) for x in args.pesq_shifts.split(",")]
-    drops: list[np.ndarray | None] = [None] * len(files)
+    drops: dict[str, list[np.ndarray]] = {}  # per-segment costs by allocation kind, one `[n_q, segments]` per file
+    if any(a.startswith("pesqlike") for a in args.allocations.split(",")):
+        drops["pesqlike"] = [
+            pesq_like.segment_drops(resample(audio[None], sr, 16000)[0], [resample(e[:1], sr, 16000)[0] for e in ests],
+                                    args.reference, segment_samples * 16000 / sr, t.shape[1])
+            for audio, ests, t in zip(files, decoded, bit_tables)]
     if any(a.startswith("oracle") for a in args.allocations.split(",")):
         shifts = [int(x) for x in args.oracle_shifts.split(",")]
         cache = args.oracle_cache
@@ -236,10 +232,11 @@ def main() -> int:
                 kept.update(zip(keys, pool.map(pesq_drops, jobs)))
             if cache is not None:
                 np.savez(cache, made_for=made_for, **kept)
-        drops = [np.mean([kept[f"f{i}_s{x}"] for x in shifts], axis=0) for i in range(len(files))]
+        drops["oracle"] = [np.mean([kept[f"f{i}_s{x}"] for x in shifts], axis=0) for i in range(len(files))]
         print(f"oracle (PESQ frame grid moved by {args.oracle_shifts} samples, drops averaged): PESQ-WB drops per "
               f"segment summed over segments, mean per file, with n codebooks everywhere: "
-              + " ".join(f"{n}:{np.mean([d[n - 1].sum() for d in drops]):.3f}" for n in ORACLE_COUNTS), flush=True)
+              + " ".join(f"{n}:{np.mean([d[n - 1].sum() for d in drops['oracle']]):.3f}" for n in ORACLE_COUNTS),
+              flush=True)
 
     print(f"\nwhere constant {args.reference} codebooks spend their bits (segment level against its file's "
           f"90th-percentile segment):\n\n| level | segments | bits | bits per segment with 1 / 4 / 8 / 16 codebooks "
@@ -269,17 +266,15 @@ def main() -> int:
         dead = float(m.group(5)) if m.group(5) else vbr.DEAD_ZONE
         loudness = float(m.group(6)) if m.group(6) else vbr.LOUDNESS_POWER
         bits, mel, pesq, used, pesq_spliced = 0.0, [], [], [], []
-        for audio, ests, cost, drop in zip(files, decoded, bit_tables, drops):
+        kind = re.sub(r"[0-9.]+$", "", alloc)
+        for i, (audio, ests, cost) in enumerate(zip(files, decoded, bit_tables)):
             x = audio[None]
             frames = -(-len(audio) // codec.hop_length)
             segments = -(-frames // spacing)
             table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments,
                                                     float(alpha) if alpha else None, asym, dead, loudness) for e in ests]) ** power
-            if alloc.startswith("pesqlike"):
-                ref16 = resample(x, sr, 16000)[0]
-                drop = pesq_like.segment_drops(ref16, [resample(e[:1], sr, 16000)[0] for e in ests], args.reference,
-                                               segment_samples * 16000 / sr, segments)
-            counts = allocate(alloc, table, audio, args.reference, segment_samples, cost, drop)
+            counts = allocate(alloc, table, audio, args.reference, segment_samples, cost,
+                              drops[kind][i] if kind in drops else None)
             present = entropy.frame_counts(counts, spacing, frames)
             encoded = encode_audio(codec, x, sr, codec.n_q, present=present)
             bits += entropy.mix_bits(mix, encoded.codes, counts, spacing)

@@ -1,8 +1,15 @@
 """Variable-rate allocation (`neurocodec/vbr.py`) on hand-made distortion tables and signals."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from neurocodec import vbr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import pesq_like  # noqa: E402  (scripts/pesq_like.py)
 
 
 def test_choose_meets_the_target_with_fewer_codebooks_where_they_buy_little():
@@ -62,11 +69,6 @@ def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def test_pesq_like_sees_no_disturbance_in_a_copy_and_charges_a_segment_for_its_noise():
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import pesq_like
-
     ref = _speechlike(3.0)
     sym, asym = pesq_like.frame_disturbances(ref, ref)
     assert np.all(sym == 0) and np.all(asym == 0) and pesq_like.raw_mos(sym, asym) == 4.5
