@@ -6,15 +6,19 @@
 #            (and Python wheels the image lacks in .whl/: librosa, soundfile, soxr, constriction and their needs)
 #            a previous burst's state, if any: .devstate/state-*.safetensors (scripts/shards.py pack-state RUN …)
 #   there:   A call carries the repository (36 MB; 11 MB without the released weights, which need not travel when
-#            a state's generator does) and what `carry` names, 64 MiB in all, so a burst's data and state travel in
-#            parts, kept on the warm machine (KEEP) for the call that trains:
-#            call 1 (carry .devdata with slice N, .whl, and .devstate with some shards, if any):
-#                   STASH=1 TRAIN=0 bash scripts/device_train.sh   keeps them, runs the benchmark (about a minute);
-#            call 2 (carry .devdata with slice N+1 or .devdata2 moved into place, the other shards; the wheels
-#                   call 1 installed stay in /tmp/site), at once, while the machine is warm (it goes back 30 s after
-#                   a call):
-#                   MINUTES=8 BENCH=0 bash scripts/device_train.sh      (timeout_s = MINUTES x 60 + 30)
-#                   trains on every part kept and its own (the first H100 burst: 153 min of audio in two parts).
+#            a state's generator does: move them aside here for the calls, and back after) and what `carry` names,
+#            64 MiB in all, so a burst's data and state travel in separate calls; ignored paths a call carried stay
+#            on the warm machine for the next call (it goes back 30 s after a call, so each call follows at once).
+#            The sequence of the H200 burst of the eleventh period (116 min of data, 54 MB of state, 12.5 minutes of
+#            device time in all):
+#            call 1 (carry .devdata with one slice of 43 MB, .whl):
+#                   TRAIN=0 BENCH=0 bash scripts/device_train.sh   installs the wheels in /tmp/site (43 s, start included);
+#            call 2 (carry .devstate; .devdata and /tmp/site are still there):
+#                   MINUTES=9.2 BENCH=0 bash scripts/device_train.sh   (timeout_s = MINUTES x 60 + 30; 7.1 min trained)
+#            call 3, with what device time is left (CONTINUE=1: resume the run the last call left in RUN, no shards):
+#                   CONTINUE=1 MINUTES=4.5 BENCH=0 bash scripts/device_train.sh
+#            Two slices, or a benchmark (BENCH=1), go the older way: call 1 with STASH=1 keeps its data part and
+#            state shards in KEEP, call 2 carries the next part and the other shards and trains on all of them.
 #            With no state (none packed, or a fresh machine lost it), training starts from the released weights
 #            (--init) with fresh discriminators and optimiser, the learning rate ramped (train.warmup_steps).
 #   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/rate-ft5)
@@ -33,7 +37,8 @@
 # and state shards wait for the next call on a warm machine, default /tmp/keep), STASH (1: keep this call's there),
 # BENCH_SECONDS (the benchmark's limit, default 120), BENCH_ARGS (more benchmark options, e.g. --compile),
 # BATCH (another batch size than the config's, e.g. 128), FALLBACK_BATCH (the batch of a second try when the
-# first leaves no checkpoint, default 128; empty: no second try).
+# first leaves no checkpoint, default 128; empty: no second try), CONTINUE (1: resume RUN as an earlier call on
+# this warm machine left it, instead of unpacking STATE).
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
@@ -100,8 +105,12 @@ left() { $PY -c "print($MINUTES - ($(date +%s) - $START) / 60 - 2.0)"; }
 # interrupt at the budget less 40 s makes it save its state (the trainer checkpoints on KeyboardInterrupt), so
 # that the state is packed and comes back all the same.
 train_for_the_rest() {
-  rm -rf "$RUN"
-  if [ "${FROM[0]:-}" = --resume ]; then $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"; fi
+  if [ "${CONTINUE:-0}" = 1 ] && [ -f "$RUN/state.safetensors" ]; then
+    FROM=(--resume)
+  else
+    rm -rf "$RUN"
+    if [ "${FROM[0]:-}" = --resume ]; then $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"; fi
+  fi
   touch "$OUT/.started"  # a checkpoint newer than this: the run trained
   local minutes hard
   minutes=$($PY -c "print(max(0.5, $(left)))")
