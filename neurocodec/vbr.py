@@ -29,20 +29,22 @@ DEAD_ZONE = 0.25  # loudness differences within this fraction of the smaller lou
 
 def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float,
                       segments: int, relative: float | None = None, asymmetry: float = 1.0,
-                      dead_zone: float = DEAD_ZONE, loudness_power: float = LOUDNESS_POWER) -> np.ndarray:
+                      dead_zone: float = DEAD_ZONE, loudness_power: float = LOUDNESS_POWER,
+                      fmax: float | None = None) -> np.ndarray:
     """Loudness-domain distance per segment: ref, est `[C, T]` → `[segments]`: per scale, L1 between mel
     loudness (power ** `loudness_power`) of the STFT frames centred in the segment beyond a dead zone of
     `dead_zone` x the smaller of the two loudnesses (as PESQ masks small differences), over the input's mean
     loudness (with `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
     `scripts/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
-    misses); mean over scales (`segment_samples` at `sample_rate`)."""
+    misses; with `fmax`, mel bands up to that frequency only, e.g. the 8 kHz that PESQ-WB hears); mean over scales
+    (`segment_samples` at `sample_rate`)."""
     n = min(ref.shape[-1], est.shape[-1])
     r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], dtype=np.float32))
     e = torch.from_numpy(np.ascontiguousarray(est[:, :n], dtype=np.float32))
     total = np.zeros(segments)
     with torch.inference_mode():
         for window, bands in SCALES:
-            mel = MelSpectrogram(sample_rate, window, bands)
+            mel = MelSpectrogram(sample_rate, window, bands, fmax=fmax)
             loud_r, loud_e = mel(r) ** (2 * loudness_power), mel(e) ** (2 * loudness_power)
             margin = dead_zone * torch.minimum(loud_r, loud_e)
             diff = ((loud_r - loud_e - margin).clamp_min(0)

@@ -10,13 +10,14 @@ codebooks of every 0.2 s segment (`vbr.py`'s segments), the codes are encoded ag
 and decoded as a reader would. Printed: bits (mixed context model, the segments' counts) against constant
 `--reference` codebooks, log-mel distance and PESQ-WB (means over the files), and how many segments got each count.
 
-Allocations (`NAME[@ALPHA][^P][~A][%Z][#L]`; with `@ALPHA` the segment distance is relative to the segment's own
+Allocations (`NAME[@ALPHA][^P][~A][%Z][#L][&F]`; with `@ALPHA` the segment distance is relative to the segment's own
 loudness plus ALPHA times the file's, `vbr.segment_distances(relative=ALPHA)`, instead of the file's alone; with
 `^P` the allocation works on distance ** P (a mean target on d ** P weighs a segment's worst more, as PESQ's L6
 over its split-second intervals does); with `~A` loudness the decoding adds counts A times what it misses, as
 PESQ's asymmetric disturbance does, `vbr.segment_distances(asymmetry=A)`; with `%Z` a loudness difference counts
 only beyond Z x the smaller loudness instead of `vbr.DEAD_ZONE` (0.25, PESQ's masking), `dead_zone=Z`; with `#L` loudness is mel power ** L
-instead of `vbr.LOUDNESS_POWER` (0.3; PESQ's Zwicker loudness uses 0.23)):
+instead of `vbr.LOUDNESS_POWER` (0.3; PESQ's Zwicker loudness uses 0.23); with `&F` the mel bands reach F Hz
+only, `fmax=F`, e.g. 8000, the band PESQ-WB hears, instead of half the sample rate):
   * quality     what `--quality` does: argmin distortion + λ · codebooks, mean distortion within the reference's;
   * bits        the same with λ · bits (each segment's bits with n codebooks under the mixed model, `bit_table`):
                 a fine codebook costs a fraction of a coarse one, so hard segments take more of them;
@@ -259,12 +260,13 @@ def main() -> int:
         return out
 
     def run(name: str) -> tuple[float, float, float, np.ndarray]:
-        m = re.fullmatch(r"([a-z]+[0-9.]*)(?:@([0-9.]+))?(?:\^([0-9.]+))?(?:~([0-9.]+))?(?:%([0-9.]+))?(?:#([0-9.]+))?", name)
+        m = re.fullmatch(r"([a-z]+[0-9.]*)(?:@([0-9.]+))?(?:\^([0-9.]+))?(?:~([0-9.]+))?(?:%([0-9.]+))?(?:#([0-9.]+))?(?:&([0-9.]+))?", name)
         if not m:
             raise SystemExit(f"bad allocation {name!r}")
         alloc, alpha, power, asym = m.group(1), m.group(2), float(m.group(3) or 1), float(m.group(4) or 1)
         dead = float(m.group(5)) if m.group(5) else vbr.DEAD_ZONE
         loudness = float(m.group(6)) if m.group(6) else vbr.LOUDNESS_POWER
+        fmax = float(m.group(7)) if m.group(7) else None
         bits, mel, pesq, used, pesq_spliced = 0.0, [], [], [], []
         kind = re.sub(r"[0-9.]+$", "", alloc)
         for i, (audio, ests, cost) in enumerate(zip(files, decoded, bit_tables)):
@@ -272,7 +274,8 @@ def main() -> int:
             frames = -(-len(audio) // codec.hop_length)
             segments = -(-frames // spacing)
             table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments,
-                                                    float(alpha) if alpha else None, asym, dead, loudness) for e in ests]) ** power
+                                                    float(alpha) if alpha else None, asym, dead, loudness, fmax)
+                              for e in ests]) ** power
             counts = allocate(alloc, table, audio, args.reference, segment_samples, cost,
                               drops[kind][i] if kind in drops else None)
             present = entropy.frame_counts(counts, spacing, frames)
