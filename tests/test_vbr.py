@@ -46,6 +46,18 @@ def test_segment_distances_count_added_loudness_by_the_asymmetry():
     assert (vbr.segment_distances(ref, ref, sr, seg, 4) == 0).all()
 
 
+def test_segment_distances_up_to_fmax_ignore_the_band_above():
+    sr, seg = 24000, 4800
+    t = np.arange(4 * seg) / sr
+    ref = (0.1 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    hiss = ref + (0.05 * np.sin(2 * np.pi * 10000 * t))[None].astype(np.float32)  # 10 kHz, above what PESQ-WB hears
+    full = vbr.segment_distances(ref, hiss, sr, seg, 4)
+    heard = vbr.segment_distances(ref, hiss, sr, seg, 4, fmax=8000)
+    assert (full > 1e-2).all() and (heard < 0.05 * full).all()  # (the ends: window leakage of the edges)
+    low = ref + (0.05 * np.sin(2 * np.pi * 3000 * t))[None].astype(np.float32)  # 3 kHz counts either way
+    assert (vbr.segment_distances(ref, low, sr, seg, 4, fmax=8000) > 1e-2).all()
+
+
 def test_segment_distances_ignore_what_the_dead_zone_masks():
     sr, seg = 16000, 3200
     t = np.arange(4 * seg) / sr
