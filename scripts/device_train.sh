@@ -17,11 +17,11 @@
 #                   MINUTES=9.2 BENCH=0 bash scripts/device_train.sh   (timeout_s = MINUTES x 60 + 30; 7.1 min trained)
 #            call 3, with what device time is left (CONTINUE=1: resume the run the last call left in RUN, no shards):
 #                   CONTINUE=1 MINUTES=4.5 BENCH=0 bash scripts/device_train.sh
-#            Two slices, or a benchmark (BENCH=1), go the older way: call 1 with STASH=1 keeps its data part and
-#            state shards in KEEP, call 2 carries the next part and the other shards and trains on all of them.
+#            Two data slices go the older way: call 1 with STASH=1 keeps its data part and state shards in KEEP,
+#            call 2 carries the next part and the other shards and trains on all of them.
 #            With no state (none packed, or a fresh machine lost it), training starts from the released weights
 #            (--init) with fresh discriminators and optimiser, the learning rate ramped (train.warmup_steps).
-#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/rate-ft5)
+#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/burst3-ft)
 #            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
 #            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
 #
