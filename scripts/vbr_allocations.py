@@ -19,6 +19,9 @@ only beyond Z x the smaller loudness instead of `vbr.DEAD_ZONE` (0.25, PESQ's ma
 instead of `vbr.LOUDNESS_POWER` (0.3; PESQ's Zwicker loudness uses 0.23); with `&F` the mel bands reach F Hz
 only, `fmax=F`, e.g. 8000, the band PESQ-WB hears, instead of half the sample rate):
   * quality     what `--quality` does: argmin distortion + λ · codebooks, mean distortion within the reference's;
+  * qualityall  the same with one λ for every file (the largest whose mean distortion over all the files' segments
+                stays within the reference's), as a CRF-like target calibrated once would spend: savings where they
+                are cheapest across files, not within each file;
   * bits        the same with λ · bits (each segment's bits with n codebooks under the mixed model, `bit_table`):
                 a fine codebook costs a fraction of a coarse one, so hard segments take more of them;
   * countR      the same argmin with λ set so that the mean count per file is R x reference (equal bits, so that
@@ -34,7 +37,10 @@ only, `fmax=F`, e.g. 8000, the band PESQ-WB hears, instead of half the sample ra
                 grids (PESQ frames are 16 ms from the file's start: drops measured on one grid partly fit that grid,
                 which `--pesq-shifts 96,288`, PESQ on two other grids, exposes);
   * pesqlikeR   the same with `scripts/pesq_like.py`'s raw-MOS drops, a PESQ-structured disturbance computed from
-                the decodings (what an encoder could run).
+                the decodings (what an encoder could run);
+  * learnedR    the same with the oracle's drops predicted from what an encoder can compute (`drop_features`: the
+                segment's loudness distances, level, bits) by gradient-boosted trees fitted on the other files'
+                oracle drops (leave one file out): can the oracle be learnt? Needs the oracle's costs (cache).
 """
 
 from __future__ import annotations
@@ -129,6 +135,36 @@ def pesq_drops(job: tuple[np.ndarray, list[np.ndarray], int, int, int, int]) -> 
     return np.stack([np.interp(counts, known, drops[:, s]) for s in range(segments)], axis=1)
 
 
+def drop_features(table: np.ndarray, level: np.ndarray, bits: np.ndarray, reference: int) -> np.ndarray:
+    """`[n_q, segments, 8]`: per segment and count n, what an encoder can compute: n, its loudness distance
+    (`table` `[n_q, segments]`) and that minus the reference's, one codebook's minus the reference's, the level
+    against the file's loud segments (`level` `[segments]`), log distance ratio to the reference, bits beyond the
+    reference's (`bits` `[n_q, segments]`), the reference's distance."""
+    n_q, segments = table.shape
+    ref = table[reference - 1]
+    return np.stack([np.broadcast_to(np.arange(1.0, n_q + 1)[:, None], table.shape), table, table - ref,
+                     np.broadcast_to(table[0] - ref, table.shape), np.broadcast_to(level, table.shape),
+                     np.log((table + 1e-4) / (ref + 1e-4)), bits - bits[reference - 1],
+                     np.broadcast_to(ref, table.shape)], axis=-1)
+
+
+def learned_drops(features: list[np.ndarray], oracle: list[np.ndarray], reference: int) -> list[np.ndarray]:
+    """Each file's oracle drops `[n_q, segments]` predicted from its `drop_features` by gradient-boosted trees
+    fitted on the other files' (leave one file out); never smaller with fewer codebooks, 0 at the reference."""
+    from sklearn.ensemble import HistGradientBoostingRegressor  # scikit-learn comes with librosa
+
+    out = []
+    for i, f in enumerate(features):
+        x = np.concatenate([g.reshape(-1, g.shape[-1]) for j, g in enumerate(features) if j != i])
+        y = np.concatenate([d.reshape(-1) for j, d in enumerate(oracle) if j != i])
+        trees = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15,
+                                              min_samples_leaf=40, random_state=0).fit(x, y)
+        pred = trees.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:2])
+        pred = np.maximum.accumulate(pred[::-1], axis=0)[::-1]
+        out.append(pred - pred[reference - 1])
+    return out
+
+
 def at_bits(table: np.ndarray, bits: np.ndarray, budget: float) -> np.ndarray:
     """argmin over n of table + λ · bits `[segments]` (both `[n_q, segments]`), with the smallest λ (bisection)
     whose bits are at most `budget`."""
@@ -147,6 +183,26 @@ def at_bits(table: np.ndarray, bits: np.ndarray, budget: float) -> np.ndarray:
     return pick(high)
 
 
+def choose_all(tables: list[np.ndarray], reference: int) -> list[np.ndarray]:
+    """`vbr.choose` with one λ for every file: argmin over n of distortion + λ · n per segment of each table
+    `[n_q, segments]`, with the largest λ (bisection) whose mean distortion over all the files' segments is within
+    that of constant `reference` codebooks."""
+    counts = np.arange(1, tables[0].shape[0] + 1.0)[:, None]
+    target = float(np.concatenate([t[reference - 1] for t in tables]).mean())
+
+    def pick(lam: float) -> list[np.ndarray]:
+        return [(t + lam * counts).argmin(axis=0) + 1 for t in tables]
+
+    def mean(ns: list[np.ndarray]) -> float:
+        return float(np.concatenate([t[n - 1, np.arange(t.shape[1])] for t, n in zip(tables, ns)]).mean())
+
+    low, high = 0.0, max(float(np.ptp(t)) for t in tables) + 1.0  # λ = high: one codebook everywhere
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if mean(pick(mid)) <= target else (low, mid)
+    return pick(low)
+
+
 def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, segment_samples: int,
              bits: np.ndarray, drops: np.ndarray | None = None) -> np.ndarray:
     if name == "constant":
@@ -158,7 +214,7 @@ def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, se
     if name.startswith("count"):
         ratio = float(name[5:])
         return at_count(table, ratio * reference)
-    if name.startswith(("oracle", "pesqlike")):
+    if name.startswith(("oracle", "pesqlike", "learned")):
         return at_bits(drops, bits, float(re.sub(r"^[a-z]+", "", name)) * float(bits[reference - 1].sum()))
     if name.startswith("pause"):
         below = float(name[5:])
@@ -211,7 +267,7 @@ def main() -> int:
             pesq_like.segment_drops(resample(audio[None], sr, 16000)[0], [resample(e[:1], sr, 16000)[0] for e in ests],
                                     args.reference, segment_samples * 16000 / sr, t.shape[1])
             for audio, ests, t in zip(files, decoded, bit_tables)]
-    if any(a.startswith("oracle") for a in args.allocations.split(",")):
+    if any(a.startswith(("oracle", "learned")) for a in args.allocations.split(",")):
         shifts = [int(x) for x in args.oracle_shifts.split(",")]
         cache = args.oracle_cache
         kept: dict[str, np.ndarray] = dict(np.load(cache)) if cache is not None and cache.exists() else {}
@@ -238,6 +294,12 @@ def main() -> int:
               f"segment summed over segments, mean per file, with n codebooks everywhere: "
               + " ".join(f"{n}:{np.mean([d[n - 1].sum() for d in drops['oracle']]):.3f}" for n in ORACLE_COUNTS),
               flush=True)
+    if any(a.startswith("learned") for a in args.allocations.split(",")):
+        features = [drop_features(np.stack([vbr.segment_distances(audio[None], e, sr, segment_samples, t.shape[1])
+                                            for e in ests]),
+                                  relative_levels(audio, segment_samples, t.shape[1]), t, args.reference)
+                    for audio, ests, t in zip(files, decoded, bit_tables)]
+        drops["learned"] = learned_drops(features, drops["oracle"], args.reference)
 
     print(f"\nwhere constant {args.reference} codebooks spend their bits (segment level against its file's "
           f"90th-percentile segment):\n\n| level | segments | bits | bits per segment with 1 / 4 / 8 / 16 codebooks "
@@ -269,15 +331,22 @@ def main() -> int:
         fmax = float(m.group(7)) if m.group(7) else None
         bits, mel, pesq, used, pesq_spliced = 0.0, [], [], [], []
         kind = re.sub(r"[0-9.]+$", "", alloc)
-        for i, (audio, ests, cost) in enumerate(zip(files, decoded, bit_tables)):
-            x = audio[None]
+        tables = []
+        for audio, ests in zip(files, decoded):
             frames = -(-len(audio) // codec.hop_length)
             segments = -(-frames // spacing)
-            table = np.stack([vbr.segment_distances(x, e, sr, segment_samples, segments,
-                                                    float(alpha) if alpha else None, asym, dead, loudness, fmax)
-                              for e in ests]) ** power
-            counts = allocate(alloc, table, audio, args.reference, segment_samples, cost,
-                              drops[kind][i] if kind in drops else None)
+            tables.append(np.stack([vbr.segment_distances(audio[None], e, sr, segment_samples, segments,
+                                                          float(alpha) if alpha else None, asym, dead, loudness, fmax)
+                                    for e in ests]) ** power)
+        if alloc == "qualityall":
+            allocations = choose_all(tables, args.reference)
+        else:
+            allocations = [allocate(alloc, table, audio, args.reference, segment_samples, cost,
+                                    drops[kind][i] if kind in drops else None)
+                           for i, (table, audio, cost) in enumerate(zip(tables, files, bit_tables))]
+        for audio, ests, counts in zip(files, decoded, allocations):
+            x = audio[None]
+            frames = -(-len(audio) // codec.hop_length)
             present = entropy.frame_counts(counts, spacing, frames)
             encoded = encode_audio(codec, x, sr, codec.n_q, present=present)
             bits += entropy.mix_bits(mix, encoded.codes, counts, spacing)

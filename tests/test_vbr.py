@@ -10,6 +10,7 @@ from neurocodec import vbr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import pesq_like  # noqa: E402  (scripts/pesq_like.py)
+import vbr_allocations  # noqa: E402  (scripts/vbr_allocations.py)
 
 
 def test_choose_meets_the_target_with_fewer_codebooks_where_they_buy_little():
@@ -32,6 +33,15 @@ def test_choose_with_costs_buys_the_cheap_codebooks():
     # ... but in segment 1 it costs almost nothing (bits with 1, 2, 3 codebooks): there it is taken
     cost = np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 20.5]])
     assert vbr.choose(table, reference_n_q=2, cost=cost).tolist() == [2, 3]
+
+
+def test_one_lambda_across_files_moves_codebooks_to_where_they_buy_most():
+    # two files of one segment each, [n_q = 3, 1]: in the first, codebook 2 buys 0.3; in the second, codebook 3 buys 0.8
+    easy, hard = np.array([[0.5], [0.2], [0.1]]), np.array([[3.0], [1.0], [0.2]])
+    assert [vbr.choose(t, reference_n_q=2).tolist() for t in (easy, hard)] == [[2], [2]]  # each file on its own
+    counts = vbr_allocations.choose_all([easy, hard], reference=2)
+    assert [c.tolist() for c in counts] == [[1], [3]]  # the same codebooks, spent where they buy more
+    assert (easy[counts[0] - 1, 0] + hard[counts[1] - 1, 0]) / 2 <= (easy[1, 0] + hard[1, 0]) / 2
 
 
 def test_segment_distances_count_added_loudness_by_the_asymmetry():
