@@ -184,23 +184,11 @@ def at_bits(table: np.ndarray, bits: np.ndarray, budget: float) -> np.ndarray:
 
 
 def choose_all(tables: list[np.ndarray], reference: int) -> list[np.ndarray]:
-    """`vbr.choose` with one λ for every file: argmin over n of distortion + λ · n per segment of each table
-    `[n_q, segments]`, with the largest λ (bisection) whose mean distortion over all the files' segments is within
-    that of constant `reference` codebooks."""
-    counts = np.arange(1, tables[0].shape[0] + 1.0)[:, None]
-    target = float(np.concatenate([t[reference - 1] for t in tables]).mean())
-
-    def pick(lam: float) -> list[np.ndarray]:
-        return [(t + lam * counts).argmin(axis=0) + 1 for t in tables]
-
-    def mean(ns: list[np.ndarray]) -> float:
-        return float(np.concatenate([t[n - 1, np.arange(t.shape[1])] for t, n in zip(tables, ns)]).mean())
-
-    low, high = 0.0, max(float(np.ptp(t)) for t in tables) + 1.0  # λ = high: one codebook everywhere
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if mean(pick(mid)) <= target else (low, mid)
-    return pick(low)
+    """`vbr.choose` with one λ for every file: its argmin is per segment, so on the files' tables `[n_q, segments]`
+    side by side it is the largest λ whose mean distortion over all the files' segments is within that of constant
+    `reference` codebooks; split back per file."""
+    counts = vbr.choose(np.concatenate(tables, axis=1), reference)
+    return np.split(counts, np.cumsum([t.shape[1] for t in tables])[:-1])
 
 
 def allocate(name: str, table: np.ndarray, audio: np.ndarray, reference: int, segment_samples: int,
