@@ -21,7 +21,7 @@
 #            call 2 carries the next part and the other shards and trains on all of them.
 #            With no state (none packed, or a fresh machine lost it), training starts from the released weights
 #            (--init) with fresh discriminators and optimiser, the learning rate ramped (train.warmup_steps).
-#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/burst3-ft)
+#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/cpu-init since the twelfth period)
 #            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
 #            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
 #
