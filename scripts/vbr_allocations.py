@@ -288,6 +288,13 @@ def main() -> int:
                                   relative_levels(audio, segment_samples, t.shape[1]), t, args.reference)
                     for audio, ests, t in zip(files, decoded, bit_tables)]
         drops["learned"] = learned_drops(features, drops["oracle"], args.reference)
+        from scipy.stats import spearmanr  # scipy comes with librosa
+
+        rise = np.concatenate([f[..., 2] for f in features], axis=1)  # distance minus the reference's
+        oracle = np.concatenate(drops["oracle"], axis=1)
+        print("per segment, the oracle's drop with n codebooks against the loudness distance's rise (Spearman; mean "
+              "drop): " + " ".join(f"{n}: {spearmanr(rise[n - 1], oracle[n - 1])[0]:.2f} ({oracle[n - 1].mean():.4f})"
+                                   for n in (1, 2, 4, 6, 7)), flush=True)
 
     print(f"\nwhere constant {args.reference} codebooks spend their bits (segment level against its file's "
           f"90th-percentile segment):\n\n| level | segments | bits | bits per segment with 1 / 4 / 8 / 16 codebooks "
