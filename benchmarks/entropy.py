@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 ADAPT_SHIFT = 10  # an adaptive count weighs 2**10 of the marginal's 2**16 (≈ 1.6 % of the mass per occurrence)
 

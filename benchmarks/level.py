@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 LEVELS = (-40, -32, -24, -16, -10, -6)
 
 
@@ -40,6 +39,7 @@ def main() -> int:
     from neurocodec.audio import read_audio
     from neurocodec.eval.run import collect
     from neurocodec import entropy
+    from neurocodec.identity import level_extension
     from neurocodec.loader import load_model
     from neurocodec.ncdfile import chunk_frames_for
     from neurocodec.stream import encode_audio
@@ -72,7 +72,7 @@ def main() -> int:
             as_file = np.clip(x, -1, 1)
             encoded = model.encode(as_file, sr, kbps=args.kbps)
             y = model.decode(encoded)[0]
-            ext = encoded.level.extension()
+            ext = level_extension(encoded.level)
             chunk = chunk_frames_for(model.config.kbps(n_q), model.config.frame_rate,
                                      encoded.level.spacing_frames)  # the chunks a file at this rate has
             per_chunk = ext.points(chunk)

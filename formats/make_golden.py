@@ -23,16 +23,15 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from neurocodec import container, entropy  # noqa: E402
-from neurocodec.audio import read_audio, write_audio  # noqa: E402
-from neurocodec.checkpoint import save_model  # noqa: E402
-from neurocodec.config import load_config  # noqa: E402
-from neurocodec.model import Codec  # noqa: E402
-from neurocodec.loader import load_model  # noqa: E402
-from neurocodec.ncdfile import decode_chunk, encode_file  # noqa: E402
-from neurocodec.stream import encode_audio  # noqa: E402
+from neurocodec import container, entropy
+from neurocodec.audio import read_audio, write_audio
+from neurocodec.checkpoint import save_model
+from neurocodec.config import load_config
+from neurocodec.model import Codec
+from neurocodec.loader import load_model
+from neurocodec.ncdfile import decode_chunk, encode_file
+from neurocodec.stream import encode_audio
 
 OUT = ROOT / "formats" / "golden"
 

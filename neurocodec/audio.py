@@ -16,9 +16,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .container import MAX_SAMPLE_RATE
 from .errors import AudioError, OutputError
 from .fileio import PIECE, STDIO, atomic_path, is_stream, open_input
+from .limits import MAX_SAMPLE_RATE
 
 BLOCK_SAMPLES = 1 << 16
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}

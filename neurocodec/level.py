@@ -14,8 +14,8 @@ point within `CONTEXT_POINTS` of it, so a pause between words or phrases keeps i
 
 The encoder's analysis, and its closed loop (`LevelLoop`: it decodes its own codes and corrects the points so
 that the decoded level is the input's), are free to change (not part of the format); what the decoder does with
-the points (`LevelCoder.gains_db`, `restore`) is, and its parameters travel in the `.ncd` header
-(`container.LevelExtension`).
+the points (`LevelCoder.gains_db`, `restore`) is, and its parameters travel in the `.ncd` header (the mapping
+is `identity.py`'s: this room knows nothing of the format).
 
 Torch throughout, so that training (on any device) and encoding run the same code. Audio is `[..., T]` at the
 model's sample rate; points are `[..., K]` integer indices, `K = ceil(T / spacing_samples)`.
@@ -27,8 +27,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-
-from .container import LevelExtension
 
 SPACING_SECONDS = 0.2  # a point per 0.2 s (MODEL_CARD.md, scripts/level_rates.py: the rates measured)
 TARGET_DB = -23.0  # RMS the model sees (dBFS), EBU R 128's programme level
@@ -64,17 +62,9 @@ class LevelCoder:
 
     def points(self, frames: int) -> int:
         """Envelope points that `frames` frames carry (one at every multiple of `spacing_frames`)."""
-        return self.extension().points(frames)
+        return -(-frames // self.spacing_frames)
 
     # ------------------------------------------------------------------------------------------------ the format
-
-    def extension(self) -> LevelExtension:
-        """What an `.ncd` header says of this envelope (the decoder needs nothing else)."""
-        return LevelExtension(self.spacing_frames, self.target_db, self.floor_db, self.step_db, self.levels)
-
-    @classmethod
-    def from_extension(cls, ext: LevelExtension, hop_length: int) -> "LevelCoder":
-        return cls(hop_length, ext.spacing_frames, ext.target_db, ext.floor_db, ext.step_db, ext.levels)
 
     def point_db(self, points: torch.Tensor) -> torch.Tensor:
         """Integer points → level in dBFS (float32)."""

@@ -16,16 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import container, entropy, ncdfile, vbr
+from . import ncdfile
 from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .entropy import EntropyModel
-from .errors import CheckpointError, ConfigError, FormatError
-from .model import Codec
+from .errors import CheckpointError, ConfigError
+from .identity import DEFAULT_KBPS, ModelIdentity
 from .level import LevelCoder
-from .stream import EncodedAudio, decode_audio, encode_audio
-
-
-DEFAULT_KBPS = 6.0  # for the whole file
+from .model import Codec
+from .stream import EncodedAudio, decode_audio
 
 
 @dataclass(frozen=True)
@@ -34,8 +32,8 @@ class LoadedModel:
 
     codec: Codec
     info: CheckpointInfo
+    identity: ModelIdentity
 
-    # ------------------------------------------------------------------------------------------- identity
     @property
     def name(self) -> str:
         return self.info.name
@@ -56,76 +54,31 @@ class LoadedModel:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
-    def n_q_for_kbps(self, kbps: float | None, channels: int = 1) -> int:
-        """Codebooks per channel at `kbps` for the whole signal: `channels` share it (the largest count whose
-        fixed-width rate fits). None: `DEFAULT_KBPS`, or all codebooks of a model that tops out below it. Raises
-        `ConfigError` for a bitrate the model cannot meet."""
-        if kbps is None:
-            kbps = min(DEFAULT_KBPS, self.config.kbps(self.config.quantizer.n_q) * channels)
-        try:
-            return self.config.n_q_for_kbps(kbps / channels)
-        except ConfigError as exc:
-            if channels == 1:
-                raise
-            raise ConfigError(f"{kbps:g} kbps for {channels} channels: {exc} per channel") from None
-
-    def n_q_for_quality(self, quality: float, channels: int = 1) -> int:
-        """The codebooks of constant `quality` kbps, the reference of variable rate (`vbr.py`); `ConfigError` as
-        `n_q_for_kbps`, naming the quality."""
-        try:
-            return self.n_q_for_kbps(quality, channels)
-        except ConfigError as exc:
-            raise ConfigError(f"quality {quality:g}: {exc}") from None
-
-    # ------------------------------------------------------------------------------------------- .ncd headers
-    def header(self, sample_rate: int, channels: int, length: int | None) -> container.Header:
-        """The `.ncd` header of a file this model codes: the audio's facts and the model's identity and geometry."""
-        cfg = self.config
-        ids = container.ID_BYTES * 2
-        # A 2.x header carries the model's id, not its name (14 bytes, 0.7 % of a 12 s file at 1.5 kbps): readers
-        # find a bundled model's name from its id (`checkpoint.bundled_name`).
-        return container.Header(
-            sample_rate=sample_rate, channels=channels, length=length, model_name="",
-            model_sha256=self.weights_sha256[:ids], entropy_sha256=self.entropy.coder.sha256[:ids],
-            model_n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length,
-            model_sample_rate=cfg.sample_rate, level=self.level.extension(), segment_frames=self.level.spacing_frames)
-
     @property
     def level(self) -> LevelCoder:
         """The level envelope this model's files carry (the audio is normalised by it before the model)."""
-        return LevelCoder.for_model(self.config.sample_rate, self.config.hop_length)
+        return self.identity.level
 
-    def check_header(self, header: container.Header, where: str) -> None:
-        """Refuse, before decoding anything, codes made by another model or coded with other tables (a 2.x header
-        carries the first 8 bytes of each identity, a 1.x header all 32)."""
-        tables = self.entropy.sha256 if header.version_major == 1 else self.entropy.coder.sha256
-        if not self.weights_sha256.startswith(header.model_sha256):
-            raise FormatError(
-                f"{where} was made by model {ncdfile.model_label(header)!r} (weights {header.model_sha256[:12]}…), but the "
-                f"loaded model is {self.name!r} ({self.weights_sha256[:12]}…): pass that model with --model")
-        if not tables.startswith(header.entropy_sha256):
-            raise FormatError(f"{where} was coded with entropy tables {header.entropy_sha256[:12]}…, but model "
-                              f"{self.name!r} carries {tables[:12]}…: pass the matching checkpoint with --model")
-        own = self.header(header.sample_rate, header.channels, header.length)
-        geometry = ("codebook_size", "hop_length", "model_sample_rate", "model_n_q")
-        if any(getattr(header, g) != getattr(own, g) for g in geometry):
-            raise FormatError(f"{where}: header codebook geometry does not match model {self.name!r}")
+    def n_q_for_kbps(self, kbps: float | None, channels: int = 1) -> int:
+        """Codebooks per channel at `kbps` for the whole signal (see `ModelIdentity.n_q_for_kbps`)."""
+        return self.identity.n_q_for_kbps(kbps, channels)
 
     # ------------------------------------------------------------------------------------------- coding
     def encode(self, audio: np.ndarray, sample_rate: int, kbps: float | None = DEFAULT_KBPS,
                level_loop: bool = True, quality: float | None = None) -> EncodedAudio:
         """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length,
-        and the level envelope. `kbps` is the total: the channels share it. `level_loop`: see `encode_file`.
-        `quality`: variable rate (see `encode_file`); the codes are -1 where a segment keeps fewer codebooks."""
-        channels = 1 if np.ndim(audio) == 1 else int(np.shape(audio)[0])
-        if quality is None:
-            return encode_audio(self.codec, audio, sample_rate, self.n_q_for_kbps(kbps, channels), loop=level_loop)
-        audio = np.asarray(audio, np.float32).reshape(channels, -1)
-        spacing = self.level.spacing_frames
-        encoded, counts = vbr.encode(self.codec, audio, sample_rate, self.n_q_for_quality(quality, channels), spacing,
-                                     level_loop)
-        present = entropy.frame_counts(counts, spacing, encoded.codes.shape[-1])
-        return encoded._replace(codes=entropy.keep_codebooks(encoded.codes, present))
+        and the level envelope. `kbps` is the total: the channels share it. `level_loop`, `quality`: see
+        `ncdfile.code_blocks` (variable rate: the codes are -1 where a segment keeps fewer codebooks)."""
+        audio = np.asarray(audio, np.float32)
+        audio = audio[None] if audio.ndim == 1 else audio
+        channels = audio.shape[0]
+        n_q, blocks = ncdfile.code_blocks(self.codec, self.identity, [audio], sample_rate, channels, kbps, quality,
+                                          level_loop)
+        blocks = list(blocks)
+        codes = (np.concatenate([b.codes for b in blocks], axis=-1) if blocks
+                 else np.zeros((channels, n_q, 0), np.int64))
+        points = np.concatenate([np.zeros((channels, 0), np.int64)] + [b.points for b in blocks], axis=-1)
+        return EncodedAudio(codes, sample_rate, audio.shape[-1], points, self.level)
 
     def decode(self, encoded: EncodedAudio) -> np.ndarray:
         """codes → audio `[C, length]` float32 at the original sample rate."""
@@ -135,12 +88,12 @@ class LoadedModel:
                     ) -> ncdfile.EncodeReport:
         """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
         Options: `max_seconds`, `progress`, `level_loop`, `quality` (variable rate; see `ncdfile.encode_file`)."""
-        return ncdfile.encode_file(self, input, output, kbps, **options)
+        return ncdfile.encode_file(self.codec, self.identity, input, output, kbps, **options)
 
     def decode_file(self, input: str, output: str, conceal: bool = False, **options) -> ncdfile.DecodeReport:
         """`.ncd` file (or "-") → audio file (WAV on "-"), written atomically; damage raises unless `conceal`.
         Options: `max_seconds`, `progress` (see `ncdfile.decode_file`)."""
-        return ncdfile.decode_file(self, input, output, conceal, **options)
+        return ncdfile.decode_file(self.codec, self.identity, input, output, conceal, **options)
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
@@ -157,7 +110,7 @@ class LoadedModel:
         codec = codec.float().to(pick_device(device))
         if inference:
             codec.prepare_for_inference()
-        return cls(codec, info)
+        return cls(codec, info, ModelIdentity(info.name, info.weights_sha256, info.config, info.entropy))
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:

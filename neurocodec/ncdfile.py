@@ -1,28 +1,30 @@
 """The `.ncd` file codec: audio files ↔ `.ncd` files ↔ codes, and what `neurocodec info` shows of a file.
 
-The bytes are `container.py`'s, the symbols `entropy.py`'s, the audio ↔ codes streams `stream.py`'s. The model is
-a `loader.LoadedModel` passed in: it supplies the codec, the entropy tables, the header of a new file
-(`model.header`) and the check that a file's codes are its own (`model.check_header`).
+The bytes are `container.py`'s, the payloads `payload.py`'s (one layout per format generation), the audio ↔ codes
+streams `stream.py`'s (constant rate) and `vbr.py`'s (variable rate), both sources of code blocks that the writer
+loop takes alike. The model comes as plain values: its codec and its `identity.ModelIdentity` (header, tables,
+the check that a file's codes are its own).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from . import container, entropy, vbr
+from . import container, payload, vbr
 from .audio import MAX_SECONDS, AudioReader, AudioWriter
-from .checkpoint import bundled_name
+from .codes import CodeBlock, present_counts
 from .errors import AudioError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
-from .level import LevelCoder
-from .stream import CodeBlock, stream_decode, stream_encode
-
-if TYPE_CHECKING:  # only for annotations: the loader imports this module
-    from .loader import LoadedModel
+from .identity import ModelIdentity, level_coder, model_label
+from .limits import MAX_CHANNELS
+from .container import v1, v2
+from .entropy import EntropyModel, level_bits
+from .model import Codec
+from .stream import stream_decode, stream_encode
 
 CHUNK_BYTES = 4000  # the payload a chunk aims at: its framing (≈ 21 bytes with the index) stays near 0.5 %
 MAX_CHUNK_SECONDS = 16.0  # the unit of damage and seeking: never longer than this
@@ -56,27 +58,35 @@ class DecodeReport(NamedTuple):
         return self.samples / self.sample_rate
 
 
-def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None = 6.0,
+def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Iterable[np.ndarray], sample_rate: int,
+                channels: int, kbps: float | None = 6.0, quality: float | None = None, level_loop: bool = True
+                ) -> tuple[int, Iterator[CodeBlock]]:
+    """Audio blocks `[C, n]` → (codebooks per channel, code blocks with the level envelope's points): constant
+    `kbps` for the whole signal (the channels share it), or with `quality` variable rate (`vbr.py`: each 0.2 s
+    segment gets the fewest codebooks that keep the file within the distortion constant `quality` kbps gives it;
+    the codes are -1 beyond a segment's codebooks; the whole input is held). `level_loop`: the encoder decodes its
+    own codes to make the output's level the input's (`level.LevelLoop`); False is about twice as fast and leaves
+    the model's own level error."""
+    level = identity.level
+    if quality is None:
+        n_q = identity.n_q_for_kbps(kbps, channels)
+        return n_q, stream_encode(codec, blocks, sample_rate, channels, n_q, level=level, loop=level_loop)
+    n_q = identity.n_q_for_quality(quality, channels)
+    return n_q, vbr.encode_blocks(codec, blocks, sample_rate, channels, n_q, level.spacing_frames, level_loop)
+
+
+def encode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, kbps: float | None = 6.0,
                 chunk_frames: int | None = None, max_seconds: float = MAX_SECONDS,
                 progress: Progress | None = None, level_loop: bool = True, quality: float | None = None
                 ) -> EncodeReport:
     """Audio file (or a stream) → .ncd file (or "-"), written atomically, in chunks of `chunk_frames` codec frames
-    (None: `chunk_frames_for` the bitrate).
-    `kbps` is the whole file's nominal bitrate: the channels share it (None: see `LoadedModel.n_q_for_kbps`).
-    `level_loop`: the encoder decodes its own codes to make the output's level the input's (`level.LevelLoop`);
-    False encodes about twice as fast and leaves the model's own level error.
-    `quality`: variable rate instead (`vbr.py`): each 0.2 s segment gets the fewest codebooks (up to all the
-    model's) that keep it within the distortion constant `quality` kbps gives this input on average. The encoder
-    then holds the whole input and decodes it once per codebook count (about 3x real time); the level loop
-    decodes what the reader will (each segment's codebooks)."""
+    (None: `chunk_frames_for` the bitrate). `kbps`, `quality`, `level_loop`: see `code_blocks`."""
     check_distinct(input, output)
     with AudioReader(input, max_seconds) as reader:
-        if reader.channels > container.MAX_CHANNELS:
-            raise AudioError(f"{reader.name}: {reader.channels} channels; .ncd holds at most {container.MAX_CHANNELS}")
-        n_q = (model.n_q_for_kbps(kbps, reader.channels) if quality is None
-               else model.n_q_for_quality(quality, reader.channels))
+        if reader.channels > MAX_CHANNELS:
+            raise AudioError(f"{reader.name}: {reader.channels} channels; .ncd holds at most {MAX_CHANNELS}")
         known = not is_stream(input)
-        header = model.header(reader.sample_rate, reader.channels, reader.samples if known else None)
+        header = identity.header(reader.sample_rate, reader.channels, reader.samples if known else None)
         samples = 0
 
         def blocks() -> Iterator[np.ndarray]:
@@ -87,59 +97,54 @@ def encode_file(model: LoadedModel, input: str, output: str, kbps: float | None 
                     progress(samples, reader.samples if known else None)
                 yield block
 
-        level = model.level
-        frame_rate = model.config.sample_rate / model.config.hop_length
+        n_q, source = code_blocks(codec, identity, blocks(), reader.sample_rate, reader.channels, kbps, quality,
+                                  level_loop)
+        level = identity.level
+        cfg = identity.config
         if chunk_frames is None:
-            chunk_frames = chunk_frames_for(model.config.kbps(n_q) * reader.channels, frame_rate, level.spacing_frames)
+            chunk_frames = chunk_frames_for(cfg.kbps(n_q) * reader.channels, cfg.sample_rate / cfg.hop_length,
+                                            level.spacing_frames)
         # Chunks start at multiples of the envelope's spacing (its points sit at a chunk's frames 0, E, 2E, …).
         chunk_frames = -(-chunk_frames // level.spacing_frames) * level.spacing_frames
         with atomic_path(output) as tmp, open(tmp, "wb") as out:
             writer = container.Writer(out, header)
-            codes = np.zeros((reader.channels, n_q, 0), np.int64)
-            points = np.zeros((reader.channels, 0), np.int64)
-            counts = None  # codebooks per segment of the whole file (variable rate)
-            done = 0  # frames written
-
-            def write(frames: int) -> None:
-                nonlocal codes, points, done
-                count = level.points(frames)
-                chunk_points = points[:, :count]
-                if chunk_points.shape[-1] < count:  # the model padded past the last point: hold the level
-                    chunk_points = np.concatenate(
-                        [chunk_points, np.repeat(chunk_points[:, -1:], count - chunk_points.shape[-1], axis=-1)], -1)
-                segment = header.segment_frames
-                if counts is None:
-                    chunk_counts = np.full(-(-frames // segment), n_q)
-                else:
-                    chunk_counts = counts[done // segment: -(-(done + frames) // segment)]
-                top = int(chunk_counts.max())
-                payload = entropy.encode_chunk_v2(model.entropy.coder, codes[:, :top, :frames], chunk_points,
-                                                  header.level, chunk_counts, segment)
-                writer.write_chunk(payload, frames, top)
-                codes, points = codes[..., frames:], points[:, count:]
-                done += frames
-
-            if quality is None:
-                source = stream_encode(model.codec, blocks(), reader.sample_rate, reader.channels, n_q, level=level,
-                                       loop=level_loop)
-            else:
-                audio = np.concatenate([np.zeros((reader.channels, 0), np.float32)] + list(blocks()), axis=-1)
-                encoded, counts = vbr.encode(model.codec, audio, reader.sample_rate, n_q, header.segment_frames,
-                                             level_loop)
-                source = [CodeBlock(encoded.codes, encoded.points)]
-                codes = np.zeros((reader.channels, encoded.codes.shape[1], 0), np.int64)
-                del audio
-
-            for block in source:
-                codes = np.concatenate([codes, block.codes], axis=-1)
-                points = np.concatenate([points, block.points], axis=-1)
-                while codes.shape[-1] >= chunk_frames and points.shape[-1] >= level.points(chunk_frames):
-                    write(chunk_frames)
-            while codes.shape[-1]:
-                write(min(chunk_frames, codes.shape[-1]))
+            coded = _write_chunks(writer, source, identity, header, n_q, chunk_frames)
             writer.close(samples)
             size = writer.pos
-    return EncodeReport(header, n_q if counts is None else float(np.mean(counts)), samples, size)
+    frames = writer.next_frame
+    return EncodeReport(header, float(n_q) if quality is None or not frames else coded / frames, samples, size)
+
+
+def _write_chunks(writer: container.Writer, source: Iterable[CodeBlock], identity: ModelIdentity,
+                  header: container.Header, n_q: int, chunk_frames: int) -> int:
+    """Code blocks → chunks of `chunk_frames` frames (the last shorter), each with its level points. Returns the
+    codebooks coded, summed over frames (per channel)."""
+    level = identity.level
+    codes = np.zeros((header.channels, n_q, 0), np.int64)  # a source's blocks may carry more codebooks (VBR)
+    points = np.zeros((header.channels, 0), np.int64)
+    coded = 0
+
+    def write(frames: int) -> None:
+        nonlocal codes, points, coded
+        count = level.points(frames)
+        chunk_points = points[:, :count]
+        if chunk_points.shape[-1] < count:  # the model padded past the last point: hold the level
+            chunk_points = np.concatenate(
+                [chunk_points, np.repeat(chunk_points[:, -1:], count - chunk_points.shape[-1], axis=-1)], -1)
+        chunk = codes[..., :frames]
+        data, top = payload.encode_chunk(identity.tables, header, chunk, chunk_points)
+        writer.write_chunk(data, frames, top)
+        coded += int(present_counts(chunk).sum())
+        codes, points = codes[..., frames:], points[:, count:]
+
+    for block in source:
+        codes = np.concatenate([codes, block.codes], axis=-1) if codes.shape[-1] else block.codes
+        points = np.concatenate([points, block.points], axis=-1)
+        while codes.shape[-1] >= chunk_frames and points.shape[-1] >= level.points(chunk_frames):
+            write(chunk_frames)
+    while codes.shape[-1]:
+        write(min(chunk_frames, codes.shape[-1]))
+    return coded
 
 
 def _refuse(damage: list[str]) -> FormatError:
@@ -147,24 +152,25 @@ def _refuse(damage: list[str]) -> FormatError:
     return FormatError(f"{damage[0]}{more}; nothing written (--decode-through-errors conceals damage with silence)")
 
 
-def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel, damage: list[str] | None
-               ) -> Iterator[np.ndarray | int]:
+def iter_codes(parsed: container.ParsedFile, tables: EntropyModel, damage: list[str] | None
+               ) -> Iterator[np.ndarray | CodeBlock | int]:
     """Entropy-decode chunk by chunk (one chunk in memory at a time) → code blocks (`[C, n_q, k]`, or `CodeBlock`s
     with the level envelope's points for a file that has one) and gaps (ints, frames lost). With a `damage` list,
     a chunk that fails to decode becomes a gap and its reason is appended; with None, it raises `FormatError`."""
     h = parsed.header
+    layout = payload.layout(h)
     frame = 0
     for chunk in parsed.chunks:
         if chunk.first_frame > frame:
             yield chunk.first_frame - frame
         try:
-            block = decode_chunk(h, chunk, model_entropy)
+            block = layout.decode(chunk, tables)
         except FormatError as exc:
             problem = f"{chunk.label} at byte {chunk.offset}: {exc}"
             if damage is None:
                 raise _refuse([problem]) from None
             # Its verified header says how many frames; silence for them only as far as its bytes could code them.
-            block = min(chunk.frame_count, container.justified_frames(h, chunk.size, min_bits(h, model_entropy)))
+            block = min(chunk.frame_count, container.justified_frames(h, chunk.size, layout.min_bits(tables)))
             damage.append(problem if block == chunk.frame_count else
                           f"{problem}; {block} of its {chunk.frame_count} frames concealed (all its bytes can hold)")
         yield block
@@ -174,32 +180,11 @@ def iter_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel
         yield tail - frame
 
 
-def min_bits(header: container.Header, model_entropy: entropy.EntropyModel) -> float:
-    """The fewest bits a code costs in a file with this header (its layout's context model)."""
-    if header.version_major == 1:
-        return model_entropy.min_bits_per_symbol
-    return model_entropy.coder.min_bits_per_symbol
-
-
-def decode_chunk(header: container.Header, chunk: container.Chunk, model_entropy: entropy.EntropyModel
-                 ) -> np.ndarray | CodeBlock:
-    """One chunk's payload → codes `[C, n_q, F]` (-1 where a variable-rate segment coded fewer codebooks), or a
-    `CodeBlock` with the level envelope's points for a file that has one. Raises FormatError."""
-    h = header
-    if h.version_major == 1:
-        block = entropy.decode_chunk(model_entropy, chunk.payload, h.channels, chunk.n_q, chunk.frame_count, h.level)
-        return CodeBlock(*block) if h.level is not None else block
-    codes, points, n_qs = entropy.decode_chunk_v2(model_entropy.coder, chunk.payload, h.channels, chunk.n_q,
-                                                  chunk.frame_count, h.level, h.segment_frames)
-    codes = entropy.keep_codebooks(codes, entropy.frame_counts(n_qs, h.segment_frames, chunk.frame_count))
-    return CodeBlock(codes, points) if h.level is not None else codes
-
-
-def read_codes(parsed: container.ParsedFile, model_entropy: entropy.EntropyModel, conceal: bool
-               ) -> tuple[list[np.ndarray | int], list[str]]:
+def read_codes(parsed: container.ParsedFile, tables: EntropyModel, conceal: bool
+               ) -> tuple[list[np.ndarray | CodeBlock | int], list[str]]:
     """The whole file's code blocks and gaps as a list, and every problem found; damage raises unless `conceal`."""
     damage = list(parsed.damage)
-    pieces = list(iter_codes(parsed, model_entropy, damage))
+    pieces = list(iter_codes(parsed, tables, damage))
     if damage and not conceal:
         raise _refuse(damage)
     return pieces, damage
@@ -209,14 +194,14 @@ def max_bytes(header: container.Header, seconds: float) -> int:
     """The most bytes a valid file of `seconds` can take, in either layout: every frame in its own chunk (with its
     index entry, at most 2 varints in 2.x), every code, level point and segment count at the coder's worst 32
     bits. A longer input is refused before it is read whole."""
-    chunk = max(container.CHUNK_HEADER_SIZE, container.CHUNK_MAX_V2)
-    entry = max(container.INDEX_ENTRY.size, 2 * container.MAX_VARINT)
+    chunk = max(v1.CHUNK_HEADER_SIZE, v2.CHUNK_MAX)
+    entry = max(v1.INDEX_ENTRY.size, 2 * container.MAX_VARINT)
     per_frame = chunk + entry + header.channels * (header.model_n_q + 1) * 4 + 4
     frames = math.ceil(seconds * header.model_sample_rate / header.hop_length) + 1
-    return container.MAX_HEADER + frames * per_frame + container.TRAILER.size + container.INDEX_HEAD.size + 4
+    return container.MAX_HEADER + frames * per_frame + v1.TRAILER.size + v1.INDEX_HEAD.size + 4
 
 
-def read_ncd(input: str, max_seconds: float = MAX_SECONDS, model_entropy: entropy.EntropyModel | None = None
+def read_ncd(input: str, max_seconds: float = MAX_SECONDS, tables: EntropyModel | None = None
              ) -> tuple[str, container.ParsedFile]:
     """(name for messages, parsed file) of an .ncd file or stream; a fatal fault names the file. The header is
     read first, so that the rest is read only as far as `max_seconds` of audio can justify. With the entropy
@@ -239,21 +224,21 @@ def read_ncd(input: str, max_seconds: float = MAX_SECONDS, model_entropy: entrop
         raise FormatError(f"{where}: longer than {max_seconds / 3600:g} h of audio can be (--max-hours raises the "
                           "limit)")
     try:
-        return where, container.parse(data, min_bits(header, model_entropy) if model_entropy else None)
+        return where, container.parse(data, payload.layout(header).min_bits(tables) if tables else None)
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
 
 
-def decode_file(model: LoadedModel, input: str, output: str, conceal: bool = False,
+def decode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, conceal: bool = False,
                 max_seconds: float = MAX_SECONDS, progress: Progress | None = None) -> DecodeReport:
     """.ncd file (or a stream) → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
     check_distinct(input, output)
-    where, parsed = read_ncd(input, max_seconds, model.entropy)
-    model.check_header(parsed.header, where)
+    where, parsed = read_ncd(input, max_seconds, identity.tables)
+    identity.check(parsed.header, where)
     if parsed.damage and not conceal:
         raise _refuse(parsed.damage)
     damage = list(parsed.damage)
-    pieces = iter_codes(parsed, model.entropy, damage if conceal else None)
+    pieces = iter_codes(parsed, identity.tables, damage if conceal else None)
     h = parsed.header
     length = parsed.length
     if length is None:  # truncated stream without a header length: everything the codes describe
@@ -261,19 +246,13 @@ def decode_file(model: LoadedModel, input: str, output: str, conceal: bool = Fal
         length = round(frames * h.hop_length * h.sample_rate / h.model_sample_rate)
     written = 0
     with AudioWriter(output, h.sample_rate, h.channels) as writer:
-        level = LevelCoder.from_extension(h.level, h.hop_length) if h.level is not None else None
-        for block in stream_decode(model.codec, pieces, h.sample_rate, length, h.channels, level=level):
+        level = level_coder(h.level, h.hop_length) if h.level is not None else None
+        for block in stream_decode(codec, pieces, h.sample_rate, length, h.channels, level=level):
             writer.write(block)
             written += block.shape[-1]
             if progress is not None:
                 progress(written, length)
     return DecodeReport(damage, written, h.sample_rate)
-
-
-def model_label(header: container.Header) -> str:
-    """The name of the model that made a file: its header's (1.x), else the bundled model with its id (2.x),
-    else "unknown"."""
-    return header.model_name or bundled_name(header.model_sha256) or "unknown"
 
 
 def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
@@ -284,35 +263,31 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
     duration = (parsed.length / h.sample_rate) if parsed.length is not None else frames * h.hop_length / h.model_sample_rate
     bits = math.log2(h.codebook_size)
     frame_rate = h.model_sample_rate / h.hop_length
-    payload = sum(len(c.payload) for c in parsed.chunks) * 8
-    level, level_kbps, level_bits = "none (version 1.0: the level is the model's)", None, 0.0
+    payload_bits = sum(len(c.payload) for c in parsed.chunks) * 8
+    level, level_kbps, envelope_bits = "none (version 1.0: the level is the model's)", None, 0.0
     lv = h.level
     if lv is not None:
         level = (f"a point per {lv.spacing_frames / frame_rate:g} s in {lv.step_db:g} dB steps from "
                  f"{lv.floor_db:g} dBFS; the model sees {lv.target_db:g} dBFS")
     per_chunk, coded = [], 0  # codebooks per chunk (mean over its frames), codes coded per channel
+    layout = payload.layout(h)
     for c in parsed.chunks:
         try:
-            if h.version_major == 1:
-                points, present = (entropy.decode_points(c.payload, h.channels, c.frame_count, lv) if lv else None,
-                                   np.full(c.frame_count, c.n_q))
-            else:
-                points, counts = entropy.decode_side(c.payload, h.channels, c.n_q, c.frame_count, lv, h.segment_frames)
-                present = entropy.frame_counts(counts, h.segment_frames, c.frame_count)
+            points, present = layout.side(c)
         except FormatError as exc:
             parsed.damage.append(f"{c.label} at byte {c.offset}: {exc}")
             continue
         if points is not None:
-            level_bits += entropy.level_bits(points, lv)
+            envelope_bits += level_bits(points, lv)
         per_chunk.append(float(present.mean()))
         coded += int(present.sum())
     if lv is not None:
-        level_kbps = round(level_bits / duration / 1000, 4) if duration > 0 else None
+        level_kbps = round(envelope_bits / duration / 1000, 4) if duration > 0 else None
     fixed = coded * bits * h.channels
     distinct = sorted(set(round(x, 2) for x in per_chunk))
     return {
         "file": where,
-        "version": f"{h.version_major}.{h.version_minor}",
+        "version": h.version,
         "model": f"{model_label(h)} (weights {h.model_sha256[:16]}…)",
         "entropy_model": "uniform" if not h.entropy_sha256.strip("0") else h.entropy_sha256[:16] + "…",
         "sample_rate": h.sample_rate,
@@ -327,8 +302,8 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
         "codebooks_mean": round(coded / frames, 3) if frames else None,
         "nominal_kbps": round(coded / frames * bits * frame_rate * h.channels / 1000, 3) if frames else None,
         "bitrate_kbps": round(parsed.size * 8 / duration / 1000, 3) if duration > 0 else None,
-        "payload_vs_fixed": round(payload / fixed, 3) if fixed else None,
-        "framing_pct": round(100 * (parsed.size - payload / 8) / parsed.size, 2) if parsed.size else None,
+        "payload_vs_fixed": round(payload_bits / fixed, 3) if fixed else None,
+        "framing_pct": round(100 * (parsed.size - payload_bits / 8) / parsed.size, 2) if parsed.size else None,
         "level": level,
         "level_kbps": level_kbps,
         "size_bytes": parsed.size,

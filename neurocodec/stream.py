@@ -10,13 +10,13 @@ neither on the input's length nor on its channel count.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
 from .audio import Resampler
-from .entropy import keep_codebooks
+from .codes import CodeBlock
 from .level import LevelCoder, LevelLoop, LevelNormalizer, LevelRestorer
 from .model import Codec
 from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
@@ -74,9 +74,7 @@ class EncodedAudio(NamedTuple):
     level: LevelCoder | None = None
 
 
-class CodeBlock(NamedTuple):
-    codes: np.ndarray  # [C, n_q, k] int64
-    points: np.ndarray | None  # [C, j]: the level envelope's next points (they run ahead of the codes), or None
+Stage = Callable[[np.ndarray, int], np.ndarray]  # (codes [C, n_q, k], index of their first frame) → codes to keep
 
 
 def stream_encode(
@@ -88,14 +86,14 @@ def stream_encode(
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     level: LevelCoder | None = None,
     loop: bool = True,
-    present: np.ndarray | None = None,
+    stage: Stage | None = None,
 ) -> Iterator[CodeBlock]:
     """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
     level envelope before the model, and the envelope's points come with the codes (in order, from the file's
     start, a little behind them). With `loop` too, the encoder decodes its own codes and corrects the points so
     that the decoded level is the input's (`LevelLoop`): about twice the work, the model's own level error gone.
-    `present` `[T_frames]`: the codebooks each frame will keep (variable rate); the loop then decodes only those,
-    as the reader will."""
+    `stage`: what becomes of the encoder's codes before they are yielded (e.g. variable rate marks the codebooks a
+    frame does not keep with -1); the loop decodes what it returns, as the reader will."""
     resampler = Resampler(sample_rate, codec.sample_rate, channels)
     window = window_for(channels, window_frames)
     n_q = n_q or codec.n_q
@@ -111,12 +109,10 @@ def stream_encode(
 
     coded = 0  # frames the encoder has produced
 
-    def as_read(codes: torch.Tensor) -> torch.Tensor:
-        """The codes the reader will decode (`present`: each frame's codebooks, the rest absent)."""
-        if present is None or not codes.shape[-1]:
+    def staged(codes: torch.Tensor) -> torch.Tensor:
+        if stage is None or not codes.shape[-1]:
             return codes
-        kept = keep_codebooks(codes.cpu().numpy(), present[coded: coded + codes.shape[-1]])
-        return torch.from_numpy(kept).to(codes.device)
+        return torch.from_numpy(stage(codes.cpu().numpy(), coded)).to(codes.device)
 
     with torch.inference_mode():
         pieces = model_rate()
@@ -131,8 +127,9 @@ def stream_encode(
             codes = stream.push(x) if x.shape[-1] else torch.zeros(channels, n_q, 0, dtype=torch.long)
             if done:
                 codes = torch.cat([codes, stream.flush()], dim=-1)
+            codes = staged(codes)
             if closed is not None:
-                out = decoder.push(as_read(codes)) if codes.shape[-1] else torch.zeros(channels, 0)
+                out = decoder.push(codes) if codes.shape[-1] else torch.zeros(channels, 0)
                 if done:
                     out = torch.cat([out, decoder.flush()], dim=-1)
                 points = closed.push(x, points, out, last=done)
@@ -218,15 +215,15 @@ def stream_decode(
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
                  window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True, loop: bool = True,
-                 present: np.ndarray | None = None) -> EncodedAudio:
+                 stage: Stage | None = None) -> EncodedAudio:
     """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` and, with `level`, the level envelope
-    the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding, of
-    the `present` codebooks per frame if given)."""
+    the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding of
+    the codes after `stage`, as `stream_encode`)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
     coder = LevelCoder.for_model(codec.sample_rate, codec.hop_length) if level else None
-    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop, present))
+    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop, stage))
     n_q = n_q or codec.n_q
     channels = audio.shape[0]
     codes = np.concatenate([np.zeros((channels, n_q, 0), np.int64)] + [p.codes for p in parts], axis=-1)

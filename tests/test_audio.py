@@ -7,6 +7,7 @@ from neurocodec.audio import AudioReader, Resampler, read_audio, resample, write
 from neurocodec.errors import AudioError
 from neurocodec.model import Codec
 from neurocodec.stream import decode_audio, encode_audio
+from .conftest import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_empty_and_tiny_inputs_round_trip(codec, samples, loop, tmp_path):
     enc = encode_audio(codec, audio, 16000, n_q=2, loop=loop)
     assert enc.points.shape == (2, -(-enc.codes.shape[-1] // enc.level.spacing_frames))
     assert decode_audio(codec, enc).shape == (2, samples)
-    model = load_model("formats/golden/tiny.safetensors", "cpu")
+    model = load_model(TINY_MODEL, "cpu")
     write_audio(tmp_path / "in.wav", audio, 16000)
     model.encode_file(str(tmp_path / "in.wav"), str(tmp_path / "x.ncd"), kbps=1.2, level_loop=loop)
     assert model.decode_file(str(tmp_path / "x.ncd"), str(tmp_path / "out.wav")).samples == samples

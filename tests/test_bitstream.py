@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neurocodec import container, entropy
+from neurocodec import container, entropy, payload
 from neurocodec.errors import FormatError
 from neurocodec.ncdfile import read_codes
+from .conftest import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parent.parent / "formats" / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
 
@@ -48,10 +48,9 @@ def write(h: container.Header, blocks: list, model: entropy.EntropyModel, length
 def decode_blocks(parsed: container.ParsedFile, model: entropy.EntropyModel) -> list:
     """Every chunk's codes `[C, n_q, F]` (-1: a codebook a segment did not code; with a level envelope,
     (codes, points) pairs), decoded as the reader does for the file's version."""
-    from neurocodec.ncdfile import decode_chunk
-
+    layout = payload.layout(parsed.header)
     return [tuple(b) if parsed.header.level is not None else b
-            for b in (decode_chunk(parsed.header, c, model) for c in parsed.chunks)]
+            for b in (layout.decode(c, model) for c in parsed.chunks)]
 
 
 def decode_all(data: bytes, model: entropy.EntropyModel, points: bool = False):
@@ -171,11 +170,12 @@ def test_golden_files_decode_the_same_with_other_thread_counts():
     import subprocess
     import sys
 
-    script = ("import hashlib, json, sys; import numpy as np; sys.path.insert(0, 'tests'); "
-              "from test_bitstream import EXPECTED, GOLDEN, decode_all, golden_model; "
+    script = ("import hashlib, json; import numpy as np; "
+              "from tests.test_bitstream import EXPECTED, GOLDEN, decode_all, golden_model; "
               "print(json.dumps({n: hashlib.sha256(np.ascontiguousarray(decode_all((GOLDEN / e['file']).read_bytes(), "
               "golden_model()), dtype='<i8').tobytes()).hexdigest() for n, e in EXPECTED.items()}))")
-    root = Path(__file__).resolve().parent.parent
+    from .conftest import ROOT as root
+
     for threads in ("1", "4"):
         env = {**__import__("os").environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                "OPENBLAS_NUM_THREADS": threads}
@@ -330,7 +330,7 @@ def _reheader(data: bytes, **fields) -> bytes:
     """The file with header fields replaced and the header CRC recomputed (a crafted, "intact" header)."""
     h, size = container.parse_header(data)
     new = dataclasses.replace(h, **fields)
-    from .ncd_fuzz import pack_header
+    from tools.ncd_fuzz import pack_header
 
     return pack_header(new) + data[size:]
 
@@ -338,7 +338,7 @@ def _reheader(data: bytes, **fields) -> bytes:
 def _reindex(data: bytes, **fields) -> bytes:
     """The file with index fields (count, total, length) replaced, its CRC and the trailer kept valid."""
     parsed = container.parse(data)
-    back = struct.unpack_from("<I", data, len(data) - container.TRAILER_V2.size)[0]
+    back = struct.unpack_from("<I", data, len(data) - container.v2.TRAILER.size)[0]
     values = {"count": len(parsed.chunks), "total": parsed.total_frames, "length": parsed.length, **fields}
     entries = [(c.offset, c.first_frame) for c in parsed.chunks]
     return data[: len(data) - back] + container.index_bytes(entries, values["total"], values["length"], values["count"])
@@ -346,7 +346,7 @@ def _reindex(data: bytes, **fields) -> bytes:
 
 def test_out_of_spec_headers_are_refused_on_read():
     h = container.parse_header(GOLDEN_FILE)[0]
-    from .ncd_fuzz import pack_header
+    from tools.ncd_fuzz import pack_header
 
     for fields, message in (({"channels": 256}, "1 to 255"), ({"model_name": "x" * 65}, "exceeds 64"),
                             ({"sample_rate": 2**31}, "768000 Hz"), ({"sample_rate": 1}, "1000 to"),
@@ -418,7 +418,7 @@ def test_a_crafted_255_channel_file_with_an_empty_payload_is_refused_cheaply():
     assert sum(p for p in pieces if isinstance(p, int)) <= container.justified_frames(h, len(data), min_bits)
 
 
-@pytest.mark.parametrize("sync", [container.CHUNK_SYNC_V2, container.INDEX_SYNC_V2])
+@pytest.mark.parametrize("sync", [container.v2.CHUNK_SYNC, container.v2.INDEX_SYNC])
 def test_resynchronisation_is_linear_in_the_file_size(monkeypatch, sync):
     """800 KB of sync words used to take 90 s (each candidate searched the rest of the file again); the search
     now goes over each byte a bounded number of times, and failed candidates' checksums are capped."""
@@ -427,8 +427,8 @@ def test_resynchronisation_is_linear_in_the_file_size(monkeypatch, sync):
     real_crc = container.crc32
     monkeypatch.setattr(container, "crc32", lambda b: crc_bytes.append(len(b)) or real_crc(b))
     scanners = []
-    real_scanner = container._Scanner
-    monkeypatch.setattr(container, "_Scanner", lambda *a: scanners.append(real_scanner(*a)) or scanners[-1])
+    real_scanner = container.reader._Scanner
+    monkeypatch.setattr(container.reader, "_Scanner", lambda *a: scanners.append(real_scanner(*a)) or scanners[-1])
     parsed = container.parse(data)
     assert parsed.chunks == [] and parsed.damage
     assert scanners[0].searched <= 2 * len(data)

@@ -10,6 +10,8 @@ from neurocodec.checkpoint import read_model, save_model, weights_sha256
 from neurocodec.errors import CheckpointError
 from neurocodec.model import Codec
 
+from .conftest import ROOT, TINY_MODEL
+
 
 def test_round_trip_gives_identical_output(tmp_path, tiny_config):
     codec = Codec(tiny_config.model)
@@ -99,12 +101,12 @@ def test_unknown_key_in_stored_config(tmp_path, tiny_config):
 
 
 def test_gpu_shards_split_and_merge_back_to_the_fp16_model(tmp_path, tiny_config):
-    """scripts/shards.py: what comes back from a lent GPU (fp16 halves) joins into a loadable model checkpoint."""
+    """tools/shards.py: what comes back from a lent GPU (fp16 halves) joins into a loadable model checkpoint."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "shards.py"
+    script = ROOT / "tools" / "shards.py"
     state = Codec(tiny_config.model).state_dict()
     save_model(tmp_path / "g.safetensors", state, tiny_config.model, extra={"step": "1234"})
     run = lambda *a: subprocess.run([sys.executable, str(script), *map(str, a)], capture_output=True, text=True)
@@ -145,6 +147,6 @@ def test_integrity_hash_covers_the_config_and_old_files_still_load(tmp_path, tin
     legacy = {k: v for k, v in meta.items() if k != "integrity_sha256"}
     save_file(tensors, str(path), metadata=legacy)
     assert read_model(path)[1].config == tiny_config.model
-    golden = Path(__file__).resolve().parent.parent / "formats" / "golden" / "tiny.safetensors"
+    golden = TINY_MODEL
     assert read_model(golden)[1].extra == {}  # the golden file predates the hash, and loads
 

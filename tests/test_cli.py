@@ -15,10 +15,10 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from neurocodec.cli import app
+from .conftest import ROOT, SPEECH as SPEECH_PATH, TINY_MODEL
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = str(ROOT / "formats" / "golden" / "tiny.safetensors")
-SPEECH = str(ROOT / "tests" / "data" / "librivox_0930.flac")
+MODEL = str(TINY_MODEL)
+SPEECH = str(SPEECH_PATH)
 runner = CliRunner()
 
 

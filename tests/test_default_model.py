@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from neurocodec.checkpoint import bundled_models
+from .conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif("default" not in bundled_models(), reason="no bundled default model")
 

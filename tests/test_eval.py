@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from neurocodec import metrics
+from .conftest import ROOT, TINY_MODEL
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = str(ROOT / "formats" / "golden" / "tiny.safetensors")
+MODEL = str(TINY_MODEL)
 
 
 @pytest.fixture(scope="module")

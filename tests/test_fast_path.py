@@ -18,9 +18,8 @@ from neurocodec.train.data import CropDataset, ResidentCrops
 from neurocodec.train.discriminators import Discriminator
 from neurocodec.train.step import TrainStep
 from neurocodec.train.trainer import Trainer
+from .conftest import DATA, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 
 
 def tiny(**train):
@@ -180,7 +179,7 @@ def test_packed_state_travels_in_small_shards_and_the_run_continues(tmp_path):
     moments within their int8 step, second moments within 5% where not tiny."""
     from safetensors.torch import load_file
 
-    from neurocodec.train.travel import pack, unpack
+    from tools.travel import pack, unpack
 
     cfg = tiny(eval_every=100, checkpoint_every=3, log_every=1, gan_start_step=0)
     Trainer(cfg, tmp_path / "a").run(3)

@@ -1,7 +1,7 @@
-"""Structure-aware fuzzing of the .ncd reader and decoder (files from tests/ncd_fuzz.py: valid CRCs, hostile
+"""Structure-aware fuzzing of the .ncd reader and decoder (files from tools/ncd_fuzz.py: valid CRCs, hostile
 values). Every case must end as a clean one-line error, a concealment or a decode, within the budget: output no
 longer than the file's bytes justify, bounded memory, bounded time. 100,000 cases: `pytest -m slow` or
-`python scripts/fuzz_ncd.py --cases 100000`."""
+`python tools/fuzz_ncd.py --cases 100000`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .ncd_fuzz import hostile_file, parse_only, run_case
+from tools.ncd_fuzz import hostile_file, parse_only, run_case
 
 CLEAN = {"refused", "concealed", "decoded"}
 

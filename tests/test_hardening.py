@@ -19,10 +19,10 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from neurocodec.cli import app
+from .conftest import SPEECH as SPEECH_PATH, TINY_MODEL
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = str(ROOT / "formats" / "golden" / "tiny.safetensors")
-SPEECH = str(ROOT / "tests" / "data" / "librivox_0930.flac")
+MODEL = str(TINY_MODEL)
+SPEECH = str(SPEECH_PATH)
 
 
 def cli(*args: str):
@@ -217,10 +217,11 @@ def test_progress_bar_on_a_terminal(tmp_path, monkeypatch):
     from rich.console import Console
 
     from neurocodec import cli as cli_module
+    from neurocodec.cli import display
 
     screen = io.StringIO()
     monkeypatch.setattr(cli_module, "err", Console(file=screen, force_terminal=True, width=100))
-    monkeypatch.setattr(cli_module, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(display, "PROGRESS_AFTER_S", 0.0)
     r = cli("encode", SPEECH, str(tmp_path / "a.ncd"), "-b", "1.2")
     assert r.exit_code == 0
     assert "encode" in screen.getvalue() and "━" in screen.getvalue() and "real time" in screen.getvalue()

@@ -14,10 +14,9 @@ import torch
 from neurocodec import container, load_model
 from neurocodec.checkpoint import read_model, save_model
 from neurocodec.errors import FormatError
+from .conftest import SPEECH, TINY_MODEL
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "formats" / "golden" / "tiny.safetensors"
-SPEECH = ROOT / "tests" / "data" / "librivox_0930.flac"
+MODEL = TINY_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_files_agree_with_arrays(model, tmp_path):
     ncd, wav = tmp_path / "a.ncd", tmp_path / "a.wav"
     written = model.encode_file(str(SPEECH), str(ncd), kbps=1.2)
     header = written.header
-    assert header == model.header(16000, 1, sf.info(str(SPEECH)).frames)
+    assert header == model.identity.header(16000, 1, sf.info(str(SPEECH)).frames)
     assert (written.n_q, written.samples, written.bytes) == (2, sf.info(str(SPEECH)).frames, ncd.stat().st_size)
     parsed = container.parse(ncd.read_bytes())
     assert parsed.header == header
@@ -62,14 +61,14 @@ def test_files_agree_with_arrays(model, tmp_path):
 
 
 def test_header_check_refuses_other_models_and_other_geometry(model):
-    header = model.header(16000, 1, 100)
-    model.check_header(header, "x.ncd")
+    header = model.identity.header(16000, 1, 100)
+    model.identity.check(header, "x.ncd")
     with pytest.raises(FormatError, match="made by model"):
-        model.check_header(dataclasses.replace(header, model_sha256="00" * 32), "x.ncd")
+        model.identity.check(dataclasses.replace(header, model_sha256="00" * 32), "x.ncd")
     with pytest.raises(FormatError, match="entropy tables"):
-        model.check_header(dataclasses.replace(header, entropy_sha256="11" * 32), "x.ncd")
+        model.identity.check(dataclasses.replace(header, entropy_sha256="11" * 32), "x.ncd")
     with pytest.raises(FormatError, match="geometry"):
-        model.check_header(dataclasses.replace(header, hop_length=header.hop_length * 2), "x.ncd")
+        model.identity.check(dataclasses.replace(header, hop_length=header.hop_length * 2), "x.ncd")
 
 
 def test_fit_entropy_keeps_the_weights_and_beats_uniform_tables(tmp_path):

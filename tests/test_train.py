@@ -18,9 +18,8 @@ from neurocodec.config import DiscriminatorConfig, load_config
 from neurocodec.train.diagnostics import HealthMonitor
 from neurocodec.train.discriminators import Discriminator, discriminator_loss, feature_matching_loss
 from neurocodec.train.trainer import Trainer
+from .conftest import DATA, ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 
 
 def tiny(tmp_path=None, **train):
@@ -132,7 +131,7 @@ def test_ddp_two_gloo_processes(tmp_path):
     cfg_path.write_text(text)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          "-m", "neurocodec.cli", "train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--steps", "2",
          "--quiet", "--threads", "1"],
         capture_output=True, timeout=300, env=env)
@@ -142,7 +141,7 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert any(r["type"] == "eval" for r in log) and log[-1]["type"] == "done"
     # A time limit must stop both ranks at the same step (a lone rank would hang in its next all-reduce).
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          "-m", "neurocodec.cli", "train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--resume",
          "--steps", "100000", "--minutes", "0.05", "--quiet", "--threads", "1"],
         capture_output=True, timeout=300, env=env)

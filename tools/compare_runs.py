@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare training runs at their last common evaluation step, as a markdown table.
 
-    python scripts/compare_runs.py RUN_DIR [RUN_DIR ...]
+    python tools/compare_runs.py RUN_DIR [RUN_DIR ...]
 
 For each run: its recipe (non-zero loss weights), the validation metrics at the last step every run evaluated
 (mel distance, SI-SDR, SNR, RMS ratio at the full and half number of codebooks), alarms raised, and throughput
@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from neurocodec.metrics import at_n_q, n_q_values  # noqa: E402
-from neurocodec.train.rundir import RunDir  # noqa: E402
+from neurocodec.metrics import at_n_q, n_q_values
+from neurocodec.train.rundir import RunDir
 
 
 def main(runs: list[str]) -> int:

@@ -1,11 +1,12 @@
 """The package's import graph, read from the source (no imports run), with its cycles and line counts.
 
-    python scripts/import_graph.py            # modules grouped: train/, eval/ and model/ count as one node each
-    python scripts/import_graph.py --modules  # one node per module
-    python scripts/import_graph.py --lines    # also lines per module
+    python tools/import_graph.py            # subpackages (train/, eval/, model/, container/, entropy/) as one node
+    python tools/import_graph.py --modules  # one node per module
+    python tools/import_graph.py --lines    # also lines per module (and those over MAX_LINES)
 
-Every import counts, also those inside functions (a lazy import is still a dependency); only imports under
-`if TYPE_CHECKING:` are left out (they never run). A cycle is a strongly connected component of more than one node.
+Every import counts: those inside functions (a lazy import is still a dependency) and those under
+`if TYPE_CHECKING:` (an annotation is a dependency too, and hides a knot if left out). A cycle is a strongly
+connected component of more than one node. Exits 1 on a cycle or a module over MAX_LINES.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "neurocodec"
-GROUPS = ("train", "eval", "model")  # subpackages shown as one node
+GROUPS = ("train", "eval", "model", "container", "entropy", "cli")  # subpackages shown as one node
+MAX_LINES = 400  # a library module longer than this does more than one job
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -26,13 +28,13 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
     return ".".join(parts)
 
 
-def _type_checking_lines(tree: ast.AST) -> set[int]:
-    lines: set[int] = set()
-    for node in ast.walk(tree):
+def type_checking_imports(path: Path) -> int:
+    """How many imports of `path` sit under `if TYPE_CHECKING:` (counted in the graph like any other)."""
+    count = 0
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
-    return lines
+            count += sum(isinstance(n, (ast.Import, ast.ImportFrom)) for c in node.body for n in ast.walk(c))
+    return count
 
 
 def imports(path: Path, modules: set[str], root: Path = PACKAGE) -> set[str]:
@@ -40,11 +42,8 @@ def imports(path: Path, modules: set[str], root: Path = PACKAGE) -> set[str]:
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
-    skip = _type_checking_lines(tree)
     out: set[str] = set()
     for node in ast.walk(tree):
-        if getattr(node, "lineno", None) in skip:
-            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -52,7 +51,9 @@ def imports(path: Path, modules: set[str], root: Path = PACKAGE) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+            targets = [f"{base}.{a.name}" for a in node.names]
+            if not all(t in modules for t in targets):  # `from . import x` of modules x imports x, not the package
+                targets.append(base)
         else:
             continue
         for target in targets:
@@ -123,6 +124,12 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def long_modules(root: Path = PACKAGE) -> dict[str, int]:
+    """Modules over `MAX_LINES` lines → their length."""
+    lengths = {str(f.relative_to(root.parent)): len(f.read_text().splitlines()) for f in sorted(root.rglob("*.py"))}
+    return {name: n for name, n in lengths.items() if n > MAX_LINES}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modules", action="store_true", help="one node per module instead of train/, eval/, model/")
@@ -141,7 +148,9 @@ def main() -> int:
             total += n
             print(f"{n:>6}  {f.relative_to(args.root.parent)}")
         print(f"{total:>6}  total")
-    return 1 if found else 0
+    long = long_modules(args.root)
+    print(f"modules over {MAX_LINES} lines: " + (", ".join(f"{k} ({v})" for k, v in long.items()) or "none"))
+    return 1 if found or long else 0
 
 
 if __name__ == "__main__":

@@ -1,32 +1,31 @@
 """The `neurocodec` command line: a thin layer over the library that turns domain errors into exit codes.
 
-This is the only module that imports typer and rich. Heavy modules (torch, training, evaluation) are imported inside
+This package (with `display.py`, what the commands draw) is the only one that imports typer and rich. Heavy modules (torch, training, evaluation) are imported inside
 the commands that need them, so `neurocodec --help` starts fast.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__
-from .errors import ConfigError, NeurocodecError
+from .. import __version__
+from ..errors import ConfigError, NeurocodecError
+from .display import TrainDisplay, print_table, progress_bar
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate.")
 err = Console(stderr=True, highlight=False)
 MAX_THREADS = 1024
-PROGRESS_AFTER_S = 1.0  # a progress bar appears when a command has run this long (and stderr is a terminal)
 
 
 def _say(label: str, style: str, text: str) -> None:
@@ -60,35 +59,6 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate."""
 
 
-@contextlib.contextmanager
-def _progress(quiet: bool, what: str) -> Iterator:
-    """A callback (samples done, total) drawing a progress bar on a terminal once the work has taken a second."""
-    if quiet or not err.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
-
-    start = time.monotonic()
-    bar = Progress(f"[bold]{what}", BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=err,
-                   transient=True)
-    task = None
-
-    def update(done: int, total: int | None) -> None:
-        nonlocal task
-        if task is None:
-            if time.monotonic() - start < PROGRESS_AFTER_S:
-                return
-            bar.start()
-            task = bar.add_task(what, total=total)
-        bar.update(task, completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if task is not None:
-            bar.stop()
-
-
 def _name(path: str, stdio: str) -> str:
     return escape(stdio if path == "-" else path)
 
@@ -114,13 +84,13 @@ def encode(
     variable rate."""
     try:
         _threads(threads)
-        from .loader import load_model
+        from ..loader import load_model
 
         t0 = time.perf_counter()
         loaded = load_model(model, device)
         if quality is not None and bitrate is not None:
             raise ConfigError("--quality (variable rate) and --bitrate (constant rate) exclude each other")
-        with _progress(quiet, "encode") as progress:
+        with progress_bar(err, quiet, "encode") as progress:
             report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=max_hours * 3600, progress=progress,
                                         level_loop=level_loop, quality=quality)
         if not quiet:
@@ -148,11 +118,11 @@ def decode(
     """Decode an .ncd file to audio (WAV, FLAC or Ogg Vorbis by the output's extension)."""
     try:
         _threads(threads)
-        from .loader import load_model
+        from ..loader import load_model
 
         t0 = time.perf_counter()
         loaded = load_model(model, device)
-        with _progress(quiet, "decode") as progress:
+        with progress_bar(err, quiet, "decode") as progress:
             report = loaded.decode_file(input, output, conceal=decode_through_errors, max_seconds=max_hours * 3600,
                                         progress=progress)
         for line in report.damage:
@@ -175,7 +145,7 @@ def info(
 ) -> None:
     """Show an .ncd file's header, chunks, real bitrate and any damage found."""
     try:
-        from .ncdfile import describe
+        from ..ncdfile import describe
 
         desc = describe(input, max_hours * 3600)
     except NeurocodecError as exc:
@@ -212,15 +182,15 @@ def train(
     """Train a codec from folders of audio (see examples/default.toml)."""
     try:
         if plot is not None:
-            from .train.report import plot_run
+            from ..train.report import plot_run
 
             typer.echo(str(plot_run(plot)))
             return
         if config is None and not resume:
             raise typer.BadParameter("give a CONFIG, or --resume with --run-dir")
-        from .config import load_config
-        from .train.rundir import RunDir
-        from .train.trainer import Trainer
+        from ..config import load_config
+        from ..train.rundir import RunDir
+        from ..train.trainer import Trainer
 
         if config is None:
             if run_dir is None:
@@ -265,7 +235,7 @@ def fit_entropy(
 ) -> None:
     """Fit the entropy coder's integer probability tables on real audio and store them with the model."""
     try:
-        from .entropy_fit import fit_entropy_model
+        from ..entropy_fit import fit_entropy_model
 
         result = fit_entropy_model(model, audio, str(output), contexts, minutes * 60, device)
         typer.echo(json.dumps(result))
@@ -275,7 +245,7 @@ def fit_entropy(
 
 @app.command("eval")
 def eval_(
-    inputs: list[str] = typer.Argument(..., help="Folders, audio files, or an eval manifest.json (scripts/build_corpus.py)."),
+    inputs: list[str] = typer.Argument(..., help="Folders, audio files, or an eval manifest.json (tools/build_corpus.py)."),
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     bitrates: str = typer.Option("1.5,3,6,12", "--bitrate", "--bitrates", "-b", help="Comma-separated kbps."),
     baseline: str = typer.Option("", "--baseline", help="Comma-separated: opus, codec2 (run in the same run)."),
@@ -288,8 +258,8 @@ def eval_(
     """Round-trip audio through .ncd files (and baselines); print quality, bitrate and speed."""
     try:
         _threads(threads)
-        from .eval.run import aggregate, collect, evaluate
-        from .loader import load_model
+        from ..eval.run import aggregate, collect, evaluate
+        from ..loader import load_model
 
         def kbps_list(text: str) -> tuple[float, ...]:
             try:
@@ -303,96 +273,15 @@ def eval_(
         err.print(f"evaluating {len(items)} files …")
         rows = evaluate(items, loaded, kbps_list(bitrates), tuple(b for b in baseline.split(",") if b),
                         kbps_list(opus_bitrates) if opus_bitrates else None, audio_dir)
-        _print_table(aggregate(rows))
+        print_table(aggregate(rows))
         if report:
-            from .eval.report import write_report
+            from ..eval.report import write_report
 
             command = "neurocodec eval " + " ".join(sys.argv[2:])
             for path in write_report(rows, report, audio_dir, "neurocodec evaluation", command):
                 err.print(f"wrote {path}")
     except NeurocodecError as exc:
         _fail(exc)
-
-
-def _print_table(agg: list[dict]) -> None:
-    from rich.table import Table
-
-    from .eval.run import METRICS
-
-    cols = [c for c in ("files", *METRICS, "encode_x_realtime", "decode_x_realtime") if any(c in a for a in agg)]
-    table = Table(title="quality vs bitrate (means over files)", header_style="bold")
-    for c in ("kind", "system", "bitrate", *cols):
-        table.add_column(c.replace("_x_realtime", " ×RT").replace("_distance", " dist"), no_wrap=True,
-                         justify="right" if c not in ("kind", "system") else "left")
-    for a in agg:
-        cells = [a["kind"], a["system"], f"{a['bitrate']:g}"]
-        cells += ["–" if c not in a else (f"{a[c]:.3f}" if isinstance(a[c], float) else str(a[c])) for c in cols]
-        table.add_row(*cells)
-    # Piped output has no width of its own; a table squeezed to 80 columns would be unreadable.
-    console = Console()
-    Console(width=None if console.is_terminal else 220).print(table)
-
-
-class TrainDisplay:
-    """Shows trainer events: a rich progress bar with the latest losses, or plain lines with --quiet.
-
-    The losses shown are the total, every term of the config's table (`config.LOSS_TERMS`) with a non-zero weight
-    (the weights come in the run's start record), and the discriminator's. Alarms always go to stderr as loud
-    warning lines, whatever the mode.
-    """
-
-    def __init__(self, quiet: bool, console: Console):
-        from .config import LOSS_TERMS
-
-        self.quiet = quiet
-        self.console = console
-        self.progress = None
-        self.task = None
-        self.keys = ("loss", *(f"loss_{t}" for t in LOSS_TERMS), "loss_d")
-
-    def __enter__(self) -> "TrainDisplay":
-        if not self.quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console)
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def _line(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text, markup=False, highlight=False)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def __call__(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "start":
-            weights = event.get("loss_weights") or {}
-            self.keys = ("loss", *(f"loss_{t}" for t, w in weights.items() if w), "loss_d")
-            if self.progress is not None:
-                self.task = self.progress.add_task("train", total=event["target"], completed=event["step"], info="")
-        elif kind == "step":
-            info = f"{event['steps_per_s']:.2f} step/s  " + "  ".join(
-                f"{k.removeprefix('loss_')} {event[k]:.3f}" for k in self.keys if k in event)
-            if self.progress is not None and self.task is not None:
-                self.progress.update(self.task, completed=event["step"], info=info)
-            else:
-                self._line(f"step {event['step']}/{event['target']}  {info}")
-        elif kind == "eval":
-            from .metrics import split_key
-
-            metrics = "  ".join(f"{k} {v:.3f}" for k, v in event.items() if split_key(k) and isinstance(v, float))
-            self._line(f"eval @ {event['step']}: {metrics}")
-            for alarm in event.get("alarms", []):
-                self.console.print(f"[bold red]ALARM[/] step {event['step']}: {escape(alarm)}", markup=True,
-                                   soft_wrap=True)
-        elif kind in ("stopped", "done"):
-            self._line(f"{kind} at step {event['step']}" + (f": {event['reason']}" if "reason" in event else ""))
 
 
 def main() -> None:
@@ -424,6 +313,3 @@ def _tune_malloc() -> None:
     except (OSError, AttributeError):
         pass
 
-
-if __name__ == "__main__":
-    main()

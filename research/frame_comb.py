@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measure the frame-rate comb: how strongly decoded audio is modulated at the codec's frame rate.
 
-    python scripts/frame_comb.py reports/default/audio [--system neurocodec.6k] [--frame-rate 75]
+    python research/frame_comb.py reports/default/audio [--system neurocodec.6k] [--frame-rate 75]
 
 An iSTFT decoder whose phase is not coherent from frame to frame adds a comb of peaks and notches at multiples of
 its frame rate (75 Hz for hop 320 at 24 kHz) that no input has. For each harmonic k·frame_rate (k = 1…12) this

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The red team's hostile .ncd files, rebuilt, and what `neurocodec` does with each: exit code, time, peak RSS.
 
-    python scripts/redteam_ncd.py [--python PYTHON] [--pythonpath DIR] [--out DIR]
+    python tools/redteam_ncd.py [--python PYTHON] [--pythonpath DIR] [--out DIR]
 
 Each file has valid CRCs (the reader calls it intact or merely damaged) and values chosen to make the decoder
 spend memory or time its size does not justify. Each command runs in a child process under `ulimit -v` (8 GiB) and
@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 MODEL = ROOT / "formats" / "golden" / "tiny.safetensors"
 GOLDEN = ROOT / "formats" / "golden" / "v2.0-speech-16k-2q.ncd"  # the layout the writer writes
@@ -43,7 +41,7 @@ def files() -> dict[str, tuple[bytes, list[str]]]:
     # 1. A header length of 2^31 samples with valid CRCs: the decoder padded to it in one allocation.
     parsed = container.parse(data)
     entries = [(c.offset, c.first_frame) for c in parsed.chunks]
-    back = struct.unpack_from("<I", data, len(data) - container.TRAILER_V2.size)[0]
+    back = struct.unpack_from("<I", data, len(data) - container.v2.TRAILER.size)[0]
     header = pack_header(dataclasses.replace(h, length=2**31))
     shift = len(header) - size
     long = header + data[size: len(data) - back] + container.index_bytes(
@@ -62,7 +60,7 @@ def files() -> dict[str, tuple[bytes, list[str]]]:
     w.close(4096 * 160)
     out["255ch-empty"] = (buf.getvalue(), [])
     # 4. 800 KB of chunk sync words after a valid header (`info`).
-    out["800KB-sync"] = (data[:size] + container.CHUNK_SYNC_V2 * 400_000, ["info"])
+    out["800KB-sync"] = (data[:size] + container.v2.CHUNK_SYNC * 400_000, ["info"])
     return out
 
 

@@ -1,4 +1,4 @@
-"""A PESQ-structured disturbance for variable-rate experiments (`scripts/vbr_allocations.py --allocations
+"""A PESQ-structured disturbance for variable-rate experiments (`research/vbr_allocations.py --allocations
 pesqlikeR`): our own code after the structure of ITU-T P.862 / P.862.2, not a PESQ implementation.
 
 Both signals at 16 kHz are scaled to 79 dB SPL in 300-3500 Hz; 32 ms Hann frames every 16 ms; power in 49 bands

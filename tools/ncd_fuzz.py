@@ -7,7 +7,7 @@ flipped bytes. `run_case(data)` decodes it the way `neurocodec decode --decode-t
 budget: output no longer than the file's bytes can justify (`output_budget`, computed without the reader's
 code), at most `MEMORY_BUDGET` of Python/numpy memory at once, and time in proportion to the output.
 
-Used by tests/test_fuzz.py (a few hundred cases by default, 100,000 as a slow test) and scripts/fuzz_ncd.py
+Used by tests/test_fuzz.py (a few hundred cases by default, 100,000 as a slow test) and tools/fuzz_ncd.py
 (counts per outcome, the worst file found).
 """
 
@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from neurocodec import container, entropy
-from neurocodec.container import CHUNK_SYNC_V2, INDEX_SYNC_V2, chunk_header, crc32, index_bytes
+from neurocodec.limits import MAX_SAMPLE_RATE
+from neurocodec.container import chunk_header, crc32, index_bytes
+from neurocodec.container.v2 import CHUNK_SYNC as CHUNK_SYNC_V2, INDEX_SYNC as INDEX_SYNC_V2
 from neurocodec.errors import FormatError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,13 +55,13 @@ def _pick(rng: random.Random, *options):
 def hostile_header(rng: random.Random, light: bool = False) -> container.Header:
     """`light`: at most 3 channels at ordinary rates, so that a case decodes in milliseconds (the default suite)."""
     m = model()
-    own = m.header(16000, 1, None)
+    own = m.identity.header(16000, 1, None)
     matching = rng.random() < 0.85
     if light:
         channels, sample_rate = rng.choice((1, 1, 2, 3)), rng.choice((8000, 16000, 44100, 48000, 1, 2**31))
     else:
         channels = _pick(rng, 1, 1, 2, 255, lambda r: r.randint(1, 255), lambda r: r.randint(256, 65535))
-        sample_rate = _pick(rng, 16000, 44100, 8000, 1, container.MAX_SAMPLE_RATE,
+        sample_rate = _pick(rng, 16000, 44100, 8000, 1, MAX_SAMPLE_RATE,
                             lambda r: r.randint(1, 2**32 - 1))
     length = _pick(rng, None, lambda r: r.randint(0, 100_000), lambda r: r.randint(0, 2**64 - 2), 0)
     name = "x" * _pick(rng, 11, 0, 64, 65, 80) if rng.random() < 0.3 else own.model_name
@@ -132,7 +134,7 @@ def hostile_file(rng: random.Random, light: bool = False) -> bytes:
         length = _pick(rng, h.length or 0, lambda r: r.getrandbits(64), frame * 160)
         listed = entries[:count] if count <= len(entries) else entries
         index = index_bytes(listed, total % 2**64, length % 2**64, count)
-        out += index if rng.random() < 0.9 else index[: -container.TRAILER_V2.size]
+        out += index if rng.random() < 0.9 else index[: -container.v2.TRAILER.size]
     for _ in range(_pick(rng, 0, 0, 0, 1, 3)):
         if out:
             out[rng.randrange(len(out))] = rng.getrandbits(8)
@@ -145,7 +147,7 @@ def output_budget(data: bytes, header: container.Header) -> int:
     """The most samples per channel a file of len(data) bytes may decode to, counted independently of the reader:
     every byte a payload byte and every 12 bytes a chunk (with its coder's slack of 64 bits), each frame costing a
     code per channel at the entropy model's cheapest, and no chunk above the largest frame count."""
-    chunks = 2 * (len(data) // container.CHUNK_MIN_V2 + 1)  # regions between chunks round up once each
+    chunks = 2 * (len(data) // container.v2.CHUNK_MIN + 1)  # regions between chunks round up once each
     bits = len(data) * 8 + chunks * entropy.SLACK_BITS
     frames = min(chunks * container.MAX_CHUNK_FRAMES,
                  int(bits / (header.channels * model().entropy.coder.min_bits_per_symbol)))

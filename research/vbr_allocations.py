@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Variable-rate allocations side by side: which segments should give up codebooks, measured by PESQ-WB?
 
-    python scripts/vbr_allocations.py [--allocations quality,count0.74,count0.74@1,…] [--files 20] [--reference 8]
+    python research/vbr_allocations.py [--allocations quality,count0.74,count0.74@1,…] [--files 20] [--reference 8]
 
 A development set of 12 s speech files is made from the validation folder (its short clips joined source by
 source, pauses between prompts included, like the evaluation set's 12 s excerpts; never the evaluation set). Each
@@ -36,7 +36,7 @@ only, `fmax=F`, e.g. 8000, the band PESQ-WB hears, instead of half the sample ra
                 (`--oracle-cache FILE` keeps them); `--oracle-shifts 0,192` averages the drops over two PESQ frame
                 grids (PESQ frames are 16 ms from the file's start: drops measured on one grid partly fit that grid,
                 which `--pesq-shifts 96,288`, PESQ on two other grids, exposes);
-  * pesqlikeR   the same with `scripts/pesq_like.py`'s raw-MOS drops, a PESQ-structured disturbance computed from
+  * pesqlikeR   the same with `research/pesq_like.py`'s raw-MOS drops, a PESQ-structured disturbance computed from
                 the decodings (what an encoder could run);
   * learnedR    the same with the oracle's drops predicted from what an encoder can compute (`drop_features`: the
                 segment's loudness distances, level, bits) by gradient-boosted trees fitted on the other files'
@@ -54,14 +54,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from neurocodec import entropy, metrics, vbr  # noqa: E402
-from neurocodec.audio import list_audio, read_audio, resample  # noqa: E402
-from neurocodec.loader import load_model  # noqa: E402
-from neurocodec.stream import decode_audio, encode_audio  # noqa: E402
+from neurocodec import codes, entropy, metrics, vbr
+from neurocodec.audio import list_audio, read_audio, resample
+from neurocodec.loader import load_model
+from neurocodec.stream import decode_audio, encode_audio
 
-import pesq_like  # noqa: E402  (scripts/pesq_like.py)
+import pesq_like  # research/pesq_like.py, beside this file
 
 VALID = Path("~/.cache/neurocodec/corpus/valid/speech").expanduser()
 SECONDS = 12
@@ -342,10 +341,10 @@ def main() -> int:
         for audio, ests, counts in zip(files, decoded, allocations):
             x = audio[None]
             frames = -(-len(audio) // codec.hop_length)
-            present = entropy.frame_counts(counts, spacing, frames)
+            present = codes.frame_counts(counts, spacing, frames)
             encoded = encode_audio(codec, x, sr, codec.n_q, present=present)
             bits += entropy.mix_bits(mix, encoded.codes, counts, spacing)
-            est = decode_audio(codec, encoded._replace(codes=entropy.keep_codebooks(encoded.codes, present)))[0]
+            est = decode_audio(codec, encoded._replace(codes=codes.keep_codebooks(encoded.codes, present)))[0]
             mel.append(metrics.mel_distance(audio, est, sr))
             pesq.append(np.mean([metrics.pesq_wb(audio[x:], est[x:], sr) for x in pesq_shifts]))
             used.append(counts)

@@ -2,12 +2,12 @@
 """How far context modelling can take the default model's codes: held-out bits per code of count-based contexts
 and of a large float network given far more context than any deployable coder.
 
-    python scripts/context_bound.py [--train-hours 4] [--seconds 120] [--n-q 8]
+    python research/context_bound.py [--train-hours 4] [--seconds 120] [--n-q 8]
 
 Codes: the bundled model's, of level-normalised audio (what files carry), cached under
 ~/.cache/neurocodec/codes/ (training audio: random files of corpus/train; held out: corpus/valid). Reported, per
 codebook and on average, on the validation codes (fitted on the training codes only):
-  * count-based tables with 15 clustered contexts (`entropy._cluster`): no context, the previous frame of the same
+  * count-based tables with 15 clustered contexts (`entropy.rangecoder.cluster`): no context, the previous frame of the same
     codebook, the same frame's coarser code, and both mixed as the shipped 2.x model mixes them;
   * a float network (embeddings of 24 context codes: every codebook of the two previous frames and every coarser
     codebook of the same frame, a 256-unit hidden layer, a softmax per codebook) trained for `--seconds` on
@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 CACHE = Path("~/.cache/neurocodec/codes").expanduser()
 CORPUS = Path("~/.cache/neurocodec/corpus").expanduser()
 
@@ -64,7 +63,7 @@ def count_based(train: list[np.ndarray], valid: list[np.ndarray], n_q: int, k: i
         for s in train:
             c, t = cond(s, q)
             np.add.at(pair, (c, t), 1)
-        assign = np.append(entropy._cluster(pair[:k], 15, 12, 0.5), 15)
+        assign = np.append(entropy.rangecoder.cluster(pair[:k], 15, 12, 0.5), 15)
         tab = np.stack([pair[assign == g].sum(0) + 0.5 for g in range(16)])
         return assign, np.log2(tab / tab.sum(1, keepdims=True))
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn a training run's generator into the bundled default model.
 
-    python scripts/release_model.py RUN_DIR/best.safetensors [--out neurocodec/weights/default.safetensors]
+    python tools/release_model.py RUN_DIR/best.safetensors [--out neurocodec/weights/default.safetensors]
         [--audio ~/.cache/neurocodec/corpus/train] [--minutes 20]
 
 Steps: convert the weights to fp16 (the file must stay under 25 MB), then fit the entropy coder's integer tables on
@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from neurocodec.checkpoint import read_model, save_model  # noqa: E402
-from neurocodec.entropy_fit import fit_entropy_model  # noqa: E402
+from neurocodec.checkpoint import read_model, save_model
+from neurocodec.entropy_fit import fit_entropy_model
 
 
 def main() -> int:

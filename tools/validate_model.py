@@ -2,7 +2,7 @@
 """A model on a training config's validation clips, as the trainer's evaluation measures it; optionally after a few
 training steps started from it (what a fresh optimiser does to a trained model).
 
-    python scripts/validate_model.py CONFIG MODEL [--valid DIR ...] [--train DIR ...]
+    python tools/validate_model.py CONFIG MODEL [--valid DIR ...] [--train DIR ...]
                                      [--steps N --batch B --lr LR --warmup W]
 
 Prints mel distance, SI-SDR, SNR and output/input RMS at the config's full number of codebooks, and the level
@@ -20,11 +20,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from neurocodec.config import load_config  # noqa: E402
-from neurocodec.metrics import at_n_q  # noqa: E402
-from neurocodec.train.trainer import Trainer  # noqa: E402
+from neurocodec.config import load_config
+from neurocodec.metrics import at_n_q
+from neurocodec.train.trainer import Trainer
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Structure-aware fuzzing of `neurocodec decode --decode-through-errors`: counts per outcome and the worst file.
 
-    python scripts/fuzz_ncd.py [--cases 100000] [--seed 0] [--workers 2] [--worst worst.ncd]
+    python tools/fuzz_ncd.py [--cases 100000] [--seed 0] [--workers 2] [--worst worst.ncd]
 
 Files come from tests/ncd_fuzz.py (valid CRCs, hostile values). Outcomes: refused (clean one-line error),
 concealed, decoded, escape (any other exception), over budget (output longer than the bytes justify, memory or
@@ -19,10 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
-import ncd_fuzz  # noqa: E402
+import ncd_fuzz
 
 
 def _case(seed: int) -> tuple[int, str, dict, bytes]:

@@ -2,7 +2,7 @@
 """Rate-penalised code choice (entropy-constrained VQ) against fewer codebooks: does choosing cheaper codes buy
 smaller files at equal quality?
 
-    python scripts/rate_penalised_codes.py [--lams 0.01,0.02] [--mode time] [--iterations 2] [--fit-minutes 60]
+    python tools/rate_penalised_codes.py [--lams 0.01,0.02] [--mode time] [--iterations 2] [--fit-minutes 60]
         [--limit 12] [--n-q 8] [--fewer 6,7]
 
 Each RVQ stage normally takes the code of highest cosine similarity. Here it takes the code maximising
@@ -30,13 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from neurocodec import entropy, metrics  # noqa: E402
-from neurocodec.audio import list_audio, read_audio  # noqa: E402
-from neurocodec.eval.run import collect  # noqa: E402
-from neurocodec.loader import load_model  # noqa: E402
-from neurocodec.stream import decode_audio, encode_audio  # noqa: E402
+from neurocodec import entropy, metrics
+from neurocodec.audio import list_audio, read_audio
+from neurocodec.eval.run import collect
+from neurocodec.loader import load_model
+from neurocodec.stream import decode_audio, encode_audio
 
 CORPUS = Path("~/.cache/neurocodec/corpus").expanduser()
 

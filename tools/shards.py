@@ -2,16 +2,16 @@
 """Split a model checkpoint into fp16 halves small enough to come back from a lent GPU machine (16 MB a file),
 and join such halves into one model checkpoint again.
 
-    python scripts/shards.py split RUN/generator.safetensors OUT/leg1      # OUT/leg1-0.safetensors, OUT/leg1-1…
-    python scripts/shards.py merge OUT/leg1-0.safetensors OUT/leg1-1.safetensors RUN/leg1.safetensors
+    python tools/shards.py split RUN/generator.safetensors OUT/leg1      # OUT/leg1-0.safetensors, OUT/leg1-1…
+    python tools/shards.py merge OUT/leg1-0.safetensors OUT/leg1-1.safetensors RUN/leg1.safetensors
 
 The whole training state (discriminators, optimiser moments, schedule) travels with `neurocodec.train.travel`:
 
-    python scripts/shards.py pack-state RUN OUT/state          # OUT/state-0.safetensors … (16 MiB each)
-    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN2   # then: neurocodec train --resume -o RUN2
+    python tools/shards.py pack-state RUN OUT/state          # OUT/state-0.safetensors … (16 MiB each)
+    python tools/shards.py unpack-state OUT/state-*.safetensors RUN2   # then: neurocodec train --resume -o RUN2
 
 The joined file is an ordinary model checkpoint (`neurocodec encode --model …`, `neurocodec eval -m …`,
-scripts/release_model.py) with the run's model config and step; its weights are the fp16 values.
+tools/release_model.py) with the run's model config and step; its weights are the fp16 values.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from neurocodec.checkpoint import model_config_from_json, read_model, save_model  # noqa: E402
-from neurocodec.config import to_dict  # noqa: E402
+from neurocodec.checkpoint import model_config_from_json, read_model, save_model
+from neurocodec.config import to_dict
 
 
 def split(checkpoint: str, prefix: str, parts: int = 2) -> list[str]:
@@ -64,13 +63,13 @@ def main() -> int:
             print(path)
         return 0
     if len(args) == 3 and args[0] == "pack-state":
-        from neurocodec.train.travel import pack
+        from travel import pack
 
         for path in pack(args[1], args[2]):
             print(f"{path} {path.stat().st_size}")
         return 0
     if len(args) >= 3 and args[0] == "unpack-state":
-        from neurocodec.train.travel import unpack
+        from travel import unpack
 
         print(unpack(args[1:-1], args[-1]))
         return 0

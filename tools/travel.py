@@ -23,11 +23,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..checkpoint import save_model
-from ..config import Config, from_dict
-from ..errors import CheckpointError
-from ..fileio import atomic_path
-from .rundir import RunDir
+from neurocodec.checkpoint import save_model
+from neurocodec.config import Config, from_dict
+from neurocodec.errors import CheckpointError
+from neurocodec.fileio import atomic_path
+from neurocodec.train.rundir import RunDir
 
 BLOCK = 256
 SHARD_BYTES = 16 << 20  # what one file may hold to come back from a lent machine

@@ -1,8 +1,8 @@
 """Cut a subset of the training corpus small enough to travel to a lent GPU machine (64 MiB a call, the repository
 included: about 31 MB are left for data).
 
-    python scripts/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 24 [--codec flac]
-    python scripts/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 30 --codec opus --slice 3
+    python tools/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 24 [--codec flac]
+    python tools/build_subset.py ~/.cache/neurocodec/corpus .devdata --megabytes 30 --codec opus --slice 3
 
 Writes OUT/train/{speech,music}/* (random excerpts of random files, 24 kHz mono, until each category's share of
 the byte budget is spent) and OUT/valid/ (a few excerpts of the validation folder, always FLAC, for the trainer's
@@ -26,9 +26,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from neurocodec.audio import list_audio  # noqa: E402
-from neurocodec.metrics import mel_distance  # noqa: E402
+from neurocodec.audio import list_audio
+from neurocodec.metrics import mel_distance
 
 
 def excerpts(files: list[Path], out: Path, budget: int, seconds: float, rng: np.random.Generator,

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Build the training and evaluation corpus from Debian packages (no installation of the games).
 
-    python scripts/build_corpus.py [--out ~/.cache/neurocodec/corpus] [--jobs 2]
+    python tools/build_corpus.py [--out ~/.cache/neurocodec/corpus] [--jobs 2]
 
 Steps: `apt-get download` each package, `dpkg-deb -x` it, decode its audio (soundfile; ffmpeg for G.722;
 fluidsynth for MIDI; `music.pk3` unzipped), resample with soxr to 24 kHz mono, write FLAC under
 OUT/{train,valid,eval}/{speech,music}/PACKAGE/..., and write OUT/manifest.jsonl (package, version, file,
 duration, SHA-256, split, licence). The evaluation segments (~10 s, fixed seed) are listed in the committed
-`scripts/eval_segments.json`; this script writes them as OUT/eval/{speech,music}/*.flac. `--pick-eval` re-picks
+`tools/eval_segments.json`; this script writes them as OUT/eval/{speech,music}/*.flac. `--pick-eval` re-picks
 them (only when the eval set is meant to change).
 
 Requires: apt-get, dpkg-deb, ffmpeg, fluidsynth, fluid-soundfont-gm, unzip (`apt-get install ffmpeg fluidsynth

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How often should the level envelope be sent? Its cost against how level the model's input comes out.
 
-    python scripts/level_rates.py [AUDIO ...] [--spacings 0.1,0.2,0.5,1.0] [--limit 8]
+    python research/level_rates.py [AUDIO ...] [--spacings 0.1,0.2,0.5,1.0] [--limit 8]
 
 For each spacing between envelope points (seconds), over the files (default: the training corpus' validation
 folder, never the evaluation set: this chooses a design parameter), each file at its own level: the side
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
@@ -34,6 +33,7 @@ def main() -> int:
 
     from neurocodec import entropy
     from neurocodec.audio import list_audio, read_audio, resample
+    from neurocodec.identity import level_extension
     from neurocodec.level import LevelCoder
 
     sources = args.audio or [str(Path("~/.cache/neurocodec/corpus/valid").expanduser())]
@@ -51,7 +51,7 @@ def main() -> int:
         audio.append(torch.from_numpy(resample(x.mean(0, keepdims=True), rate, sr)))
     for spacing in (float(s) for s in args.spacings.split(",")):
         coder = dataclasses.replace(LevelCoder.for_model(sr, hop), spacing_frames=max(1, round(spacing * sr / hop)))
-        level = coder.extension()
+        level = level_extension(coder)
         bits = seconds = 0.0
         deviations, peaks = [], []
         per_chunk = max(1, round(sr / hop / coder.spacing_frames))  # points per 1 s chunk

@@ -1,0 +1,5 @@
+"""`python -m neurocodec.cli`: the command line."""
+
+from . import main
+
+main()

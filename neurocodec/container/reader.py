@@ -1,0 +1,168 @@
+"""The `.ncd` reader: a whole file in memory → header, verified chunks, index, and everything found damaged.
+
+Every length read from a file is checked against a fixed bound and against what is left of the file before it is
+used, and a chunk's payload length is trusted only after the chunk header's check matched. A check proves that a
+field is as written, not that it is sane: frame numbers, frame counts and lengths are also checked against what the
+bytes present can hold (`ParsedFile.length` and the lost frames never exceed what the file's chunks and index
+justify), and resynchronisation after damage costs time linear in the file's size. The layout's framing (1.x or
+2.x) is chosen once from the header (`framing`).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import v1, v2
+from .chunk import Chunk, ParsedFile
+from .header import MAX_CHUNK_FRAMES, Header, parse_header
+
+_FRAMINGS = {1: v1, 2: v2}
+
+
+def framing(header: Header) -> ModuleType:
+    """The framing module of the header's layout (`v1` or `v2`): sync words, chunk and index readers, trailer."""
+    return _FRAMINGS[header.version_major]
+
+
+def justified_frames(header: Header, nbytes: int, min_bits_per_symbol: float | None = None) -> int:
+    """The most frames `nbytes` bytes of chunks could hold: a chunk per `framing(header).MIN_CHUNK_BYTES` bytes of at most
+    `MAX_CHUNK_FRAMES` frames, and with the entropy model's cheapest code, a code per channel and frame at that
+    cost (plus the range coder's slack of 64 bits per chunk)."""
+    chunks = -(-nbytes // framing(header).MIN_CHUNK_BYTES)
+    frames = chunks * MAX_CHUNK_FRAMES
+    if min_bits_per_symbol:
+        frames = min(frames, int((nbytes * 8 + chunks * 64) / (header.channels * min_bits_per_symbol)))
+    return frames
+
+
+class _Scanner:
+    """Finds the next place after damage where a chunk or the index verifies, in time linear in the file's size.
+
+    Sync-word searches only move forward (each byte is searched once per sync word), a candidate's fixed-size
+    header is checked once, and the checksum work spent in vain on payloads and indexes that fail is capped at a
+    few times the file's size: a file built of fake sync words and chunk headers with valid CRCs cannot make the
+    reader quadratic."""
+
+    def __init__(self, data: bytes, header: Header):
+        self.data, self.header = data, header
+        self.framing = framing(header)
+        syncs = (self.framing.CHUNK_SYNC, self.framing.INDEX_SYNC)
+        self.found = {sync: -1 for sync in syncs}  # the last search result per sync word (len(data): none)
+        self.searched_from = {sync: -1 for sync in syncs}
+        self.budget = 4 * len(data) + 65536  # bytes of payload/index CRC work on failed candidates
+        self.exhausted = False
+        self.searched = 0  # bytes the sync-word searches went over (for tests: at most twice the file)
+
+    def _next(self, sync: bytes, start: int) -> int:
+        if self.found[sync] < start or self.searched_from[sync] > start:
+            hit = self.data.find(sync, start)
+            self.found[sync] = len(self.data) if hit < 0 else hit
+            self.searched_from[sync] = start
+            self.searched += self.found[sync] - start
+        return self.found[sync]
+
+    def resync(self, start: int) -> int:
+        """The first offset ≥ `start` where a chunk or the index verifies; len(data) if none (or out of budget)."""
+        data = self.data
+        pos = start
+        while pos < len(data) and not self.exhausted:
+            pos = min(self._next(self.framing.CHUNK_SYNC, pos), self._next(self.framing.INDEX_SYNC, pos))
+            if pos >= len(data):
+                break
+            found = self.framing.chunk_at(data, pos, self.header)
+            if isinstance(found, Chunk) or self.framing.index_at(data, pos) is not None:
+                return pos
+            # A failed candidate costs a fixed-size header check, and beyond it what was checksummed in vain: a
+            # payload whose verified header gave its size, or an index's entries. That part is budgeted.
+            self.budget -= found.spent + self.framing.index_cost(data, pos)
+            self.exhausted = self.budget < 0
+            pos += 1
+        return len(data)
+
+
+def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
+    """Read a whole .ncd file held in memory.
+
+    The header must be intact (else `FormatError`). After it, damage is recorded, not raised: a bad chunk is
+    skipped by scanning for the next sync word whose header CRC verifies; frame numbers show what was lost.
+    Lost frames are believed only as far as the damaged bytes where they were could have held them: a chunk per
+    the layout's smallest chunk of at most `MAX_CHUNK_FRAMES` frames, and, given the entropy model's
+    `min_bits_per_symbol`, a code of every channel per frame at that cost. The index is believed as far as its
+    entries allow, and the length as far as the frames justify: a file's fields never claim more audio than its
+    bytes can carry.
+    """
+    header, pos = parse_header(data)
+    layout = framing(header)
+
+    def room(damaged: int) -> int:
+        return justified_frames(header, damaged, min_bits_per_symbol)
+
+    scanner = _Scanner(data, header)
+    chunks: list[Chunk] = []
+    damage: list[str] = []
+    lost: list[tuple[int, int]] = []
+    expected_frame = 0
+    last_end = pos  # end of the header or of the last chunk read
+    index_info = None
+    while pos < len(data):
+        found = layout.chunk_at(data, pos, header)
+        if isinstance(found, Chunk):
+            size = found.size
+            gap = found.first_frame - expected_frame
+            if gap < 0:
+                damage.append(f"{found.label} at byte {pos} overlaps earlier frames; skipped")
+            elif gap > room(pos - last_end):
+                damage.append(f"{found.label} at byte {pos} starts at frame {found.first_frame}, but the "
+                              f"{pos - last_end} damaged bytes before it hold at most {room(pos - last_end)} lost "
+                              "frames; skipped")
+            else:
+                if gap:
+                    lost.append((expected_frame, found.first_frame))
+                chunks.append(found)
+                expected_frame = found.first_frame + found.frame_count
+                last_end = pos + size
+            pos += size
+            continue
+        index_info = layout.index_at(data, pos)
+        if index_info is not None:
+            break
+        damage.append(f"byte {pos} (after {chunks[-1].label if chunks else 'no chunk'}): {found}")
+        pos = scanner.resync(pos + 1)
+        if scanner.exhausted:
+            damage.append(f"resynchronisation gave up at byte {pos}: too many false sync words")
+            pos = len(data)
+    total_frames = None
+    claimed = header.length
+    if index_info is None:
+        damage.append(f"truncated: no index or trailer after byte {min(pos, len(data))} (file is {len(data)} bytes)")
+        frames = expected_frame
+    else:
+        count, total_frames, index_length, end = index_info
+        # Chunks lost at the end lay between the last chunk read and the index; the index lists them too.
+        most = expected_frame + min(max(0, count - len(chunks)) * MAX_CHUNK_FRAMES, room(pos - last_end))
+        if not expected_frame <= total_frames <= most:
+            damage.append(f"index claims {total_frames} frames: {expected_frame} were read and at most {most} can "
+                          "be justified; the index is not trusted")
+            total_frames = max(expected_frame, min(total_frames, most))
+        claimed = index_length
+        if header.length is not None and header.length != index_length:
+            damage.append(f"index length {index_length} disagrees with header length {header.length}")
+        if end + layout.TRAILER_SIZE > len(data):
+            damage.append(f"truncated: trailer missing at byte {end}")
+        else:
+            intact = layout.trailer_intact(data, end, pos)
+            if not intact:
+                damage.append(f"damaged trailer at byte {end}")
+            elif end + layout.TRAILER_SIZE != len(data):
+                damage.append(f"{len(data) - end - layout.TRAILER_SIZE} unexpected bytes after the trailer")
+        if expected_frame < total_frames:
+            lost.append((expected_frame, total_frames))
+        frames = total_frames
+    length = claimed
+    if claimed is not None and claimed > header.max_samples(frames):
+        length = header.max_samples(frames)
+        damage.append(f"length {claimed} samples is more than the {frames} frames present can hold; "
+                      f"decoding stops at {length}")
+    for a, b in lost:
+        damage.append(f"frames {a}-{b - 1} lost")
+    return ParsedFile(header, chunks, length, total_frames, len(data), damage, lost)

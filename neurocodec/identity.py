@@ -1,0 +1,101 @@
+"""Header ↔ model, in one place: the `.ncd` header a model writes, the check that a file's codes are a model's own,
+the level envelope's parameters as the header states them, and the codebooks a bitrate buys.
+
+A `ModelIdentity` is built once per loaded model (`loader.py`) from plain values; the file codec (`ncdfile.py`)
+takes it and never calls back into the loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import container, payload
+from .checkpoint import bundled_name
+from .config import ModelConfig
+from .entropy import EntropyModel
+from .errors import ConfigError, FormatError
+from .level import LevelCoder
+
+DEFAULT_KBPS = 6.0  # for the whole file
+
+
+def level_extension(coder: LevelCoder) -> container.LevelExtension:
+    """What an `.ncd` header says of a level envelope (the decoder needs nothing else)."""
+    return container.LevelExtension(coder.spacing_frames, coder.target_db, coder.floor_db, coder.step_db,
+                                    coder.levels)
+
+
+def level_coder(ext: container.LevelExtension, hop_length: int) -> LevelCoder:
+    """The decoder's level coder for a header's envelope."""
+    return LevelCoder(hop_length, ext.spacing_frames, ext.target_db, ext.floor_db, ext.step_db, ext.levels)
+
+
+def model_label(header: container.Header) -> str:
+    """The name of the model that made a file: its header's (1.x), else the bundled model with its id (2.x),
+    else "unknown"."""
+    return header.model_name or bundled_name(header.model_sha256) or "unknown"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What files say of a model: its name, weights hash, codebook geometry (`config`) and entropy tables."""
+
+    name: str
+    weights_sha256: str
+    config: ModelConfig
+    tables: EntropyModel
+
+    @property
+    def level(self) -> LevelCoder:
+        """The level envelope this model's files carry (the audio is normalised by it before the model)."""
+        return LevelCoder.for_model(self.config.sample_rate, self.config.hop_length)
+
+    def n_q_for_kbps(self, kbps: float | None, channels: int = 1) -> int:
+        """Codebooks per channel at `kbps` for the whole signal: `channels` share it (the largest count whose
+        fixed-width rate fits). None: `DEFAULT_KBPS`, or all codebooks of a model that tops out below it. Raises
+        `ConfigError` for a bitrate the model cannot meet."""
+        if kbps is None:
+            kbps = min(DEFAULT_KBPS, self.config.kbps(self.config.quantizer.n_q) * channels)
+        try:
+            return self.config.n_q_for_kbps(kbps / channels)
+        except ConfigError as exc:
+            if channels == 1:
+                raise
+            raise ConfigError(f"{kbps:g} kbps for {channels} channels: {exc} per channel") from None
+
+    def n_q_for_quality(self, quality: float, channels: int = 1) -> int:
+        """The codebooks of constant `quality` kbps, the reference of variable rate (`vbr.py`); `ConfigError` as
+        `n_q_for_kbps`, naming the quality."""
+        try:
+            return self.n_q_for_kbps(quality, channels)
+        except ConfigError as exc:
+            raise ConfigError(f"quality {quality:g}: {exc}") from None
+
+    def header(self, sample_rate: int, channels: int, length: int | None) -> container.Header:
+        """The `.ncd` header of a file this model codes: the audio's facts and the model's identity and geometry."""
+        cfg = self.config
+        ids = container.ID_BYTES * 2
+        # A 2.x header carries the model's id, not its name (14 bytes, 0.7 % of a 12 s file at 1.5 kbps): readers
+        # find a bundled model's name from its id (`checkpoint.bundled_name`).
+        return container.Header(
+            sample_rate=sample_rate, channels=channels, length=length, model_name="",
+            model_sha256=self.weights_sha256[:ids], entropy_sha256=self.tables.coder.sha256[:ids],
+            model_n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length,
+            model_sample_rate=cfg.sample_rate, level=level_extension(self.level),
+            segment_frames=self.level.spacing_frames)
+
+    def check(self, header: container.Header, where: str) -> None:
+        """Refuse, before decoding anything, codes made by another model or coded with other tables (a 2.x header
+        carries the first 8 bytes of each identity, a 1.x header all 32)."""
+        tables = payload.layout(header).tables_sha256(self.tables)
+        if not self.weights_sha256.startswith(header.model_sha256):
+            raise FormatError(
+                f"{where} was made by model {model_label(header)!r} (weights {header.model_sha256[:12]}…), but the "
+                f"loaded model is {self.name!r} ({self.weights_sha256[:12]}…): pass that model with --model")
+        if not tables.startswith(header.entropy_sha256):
+            raise FormatError(f"{where} was coded with entropy tables {header.entropy_sha256[:12]}…, but model "
+                              f"{self.name!r} carries {tables[:12]}…: pass the matching checkpoint with --model")
+        own = self.header(header.sample_rate, header.channels, header.length)
+        geometry = ("codebook_size", "hop_length", "model_sample_rate", "model_n_q")
+        if any(getattr(header, g) != getattr(own, g) for g in geometry):
+            raise FormatError(f"{where}: header codebook geometry does not match model {self.name!r}")
