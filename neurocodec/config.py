@@ -219,7 +219,7 @@ class TrainConfig:
     lr_decay: float = 0.999996  # ExponentialLR gamma per step
     # Learning rate ramped linearly from 0 over the first `warmup_steps` steps of a run: a fresh Adam moves every
     # weight by about lr per step until its moment estimates settle, which undoes a trained model it starts
-    # from (--init; measured by scripts/validate_model.py --steps, see MODEL_CARD.md). 0: none.
+    # from (--init; measured by tools/validate_model.py --steps, see docs/history.md). 0: none.
     warmup_steps: int = 0
     grad_clip: float = 1000.0
     discriminator_grad_clip: float = 10.0

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-SPACING_SECONDS = 0.2  # a point per 0.2 s (MODEL_CARD.md, scripts/level_rates.py: the rates measured)
+SPACING_SECONDS = 0.2  # a point per 0.2 s (docs/history.md, research/level_rates.py: the rates measured)
 TARGET_DB = -23.0  # RMS the model sees (dBFS), EBU R 128's programme level
 STEP_DB = 0.5  # fine enough that the closed loop's corrections do not wobble (level JND ≈ 0.5-1 dB)
 FLOOR_DB = -45.0  # the quantiser's lowest point: quieter passages are raised by at most 22 dB

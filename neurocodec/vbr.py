@@ -37,7 +37,7 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
     loudness (power ** `loudness_power`) of the STFT frames centred in the segment beyond a dead zone of
     `dead_zone` x the smaller of the two loudnesses (as PESQ masks small differences), over the input's mean
     loudness (with `relative` = a: over the segment's own mean loudness + a x the input's, an alternative
-    `scripts/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
+    `research/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
     misses; with `fmax`, mel bands up to that frequency only, e.g. the 8 kHz that PESQ-WB hears); mean over scales
     (`segment_samples` at `sample_rate`)."""
     n = min(ref.shape[-1], est.shape[-1])
@@ -84,7 +84,7 @@ def choose(table: np.ndarray, reference_n_q: int, cost: np.ndarray | None = None
     """Codebooks per segment `[segments]` from distortions `table` `[n_q, segments]`: argmin over n of
     distortion + λ · cost, with the largest λ (bisection) whose mean distortion is within that of constant
     `reference_n_q` codebooks. `cost` `[n_q, segments]`: each segment's cost with 1 … n_q codebooks (None: n, every
-    codebook costs the same, as `--quality` does; `scripts/vbr_allocations.py` compares bits under the context
+    codebook costs the same, as `--quality` does; `research/vbr_allocations.py` compares bits under the context
     model, which spend fewer codebooks where the fine ones are cheap and lose more PESQ for it)."""
     if cost is None:
         cost = np.broadcast_to(np.arange(1, table.shape[0] + 1.0)[:, None], table.shape)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One burst on a lent GPU machine (the `device` tool): measure, train, send the whole training state back.
 #
-#   here:    python scripts/build_subset.py ~/.cache/neurocodec/corpus DIR --megabytes 26.3 --codec opus \
+#   here:    python tools/build_subset.py ~/.cache/neurocodec/corpus DIR --megabytes 26.3 --codec opus \
 #              --opus-level 0.85 --slice N       (about 77 min of Ogg Opus at 46 kbps; each slice other excerpts)
 #            (and Python wheels the image lacks in .whl/: librosa, soundfile, soxr, constriction and their needs)
-#            a previous burst's state, if any: .devstate/state-*.safetensors (scripts/shards.py pack-state RUN …)
+#            a previous burst's state, if any: .devstate/state-*.safetensors (tools/shards.py pack-state RUN …)
 #   there:   A call carries the repository (36 MB; 11 MB without the released weights, which need not travel when
 #            a state's generator does: move them aside here for the calls, and back after) and what `carry` names,
 #            64 MiB in all, so a burst's data and state travel in separate calls; ignored paths a call carried stay
@@ -12,16 +12,16 @@
 #            The sequence of the H200 burst of the eleventh period (116 min of data, 54 MB of state, 12.5 minutes of
 #            device time in all):
 #            call 1 (carry .devdata with one slice of 43 MB, .whl):
-#                   TRAIN=0 BENCH=0 bash scripts/device_train.sh   installs the wheels in /tmp/site (43 s, start included);
+#                   TRAIN=0 BENCH=0 bash tools/device_train.sh   installs the wheels in /tmp/site (43 s, start included);
 #            call 2 (carry .devstate; .devdata and /tmp/site are still there):
-#                   MINUTES=9.2 BENCH=0 bash scripts/device_train.sh   (timeout_s = MINUTES x 60 + 30; 7.1 min trained)
+#                   MINUTES=9.2 BENCH=0 bash tools/device_train.sh   (timeout_s = MINUTES x 60 + 30; 7.1 min trained)
 #            call 3, with what device time is left (CONTINUE=1: resume the run the last call left in RUN, no shards):
-#                   CONTINUE=1 MINUTES=4.5 BENCH=0 bash scripts/device_train.sh
+#                   CONTINUE=1 MINUTES=4.5 BENCH=0 bash tools/device_train.sh
 #            Two data slices go the older way: call 1 with STASH=1 keeps its data part and state shards in KEEP,
 #            call 2 carries the next part and the other shards and trains on all of them.
 #            With no state (none packed, or a fresh machine lost it), training starts from the released weights
 #            (--init) with fresh discriminators and optimiser, the learning rate ramped (train.warmup_steps).
-#   back:    python scripts/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/cpu-init since the twelfth period)
+#   back:    python tools/shards.py unpack-state OUT/state-*.safetensors RUN  (RUN: the run packed, ~/.cache/neurocodec/runs/cpu-init since the twelfth period)
 #            cat OUT/log.jsonl >> RUN/log.jsonl   (the curve across bursts: each burst logs from its own start)
 #            then judge RUN/generator.safetensors on the validation folder; continue on the CPU with --resume
 #
@@ -109,7 +109,7 @@ train_for_the_rest() {
     FROM=(--resume)
   else
     rm -rf "$RUN"
-    if [ "${FROM[0]:-}" = --resume ]; then $PY scripts/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"; fi
+    if [ "${FROM[0]:-}" = --resume ]; then $PY tools/shards.py unpack-state "$STATE"/state-*.safetensors "$RUN"; fi
   fi
   touch "$OUT/.started"  # a checkpoint newer than this: the run trained
   local minutes hard
@@ -128,7 +128,7 @@ if [ ! "$RUN/state.safetensors" -nt "$OUT/.started" ] && [ -n "${FALLBACK_BATCH-
   echo "no checkpoint: training again at batch ${FALLBACK_BATCH:-128}"
   train_for_the_rest "$(at_batch "$CONFIG" "${FALLBACK_BATCH:-128}")"
 fi
-$PY scripts/shards.py pack-state "$RUN" "$OUT/state"
+$PY tools/shards.py pack-state "$RUN" "$OUT/state"
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"
 rm -f "$OUT/.started"
 ls -l "$OUT"

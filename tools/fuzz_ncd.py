@@ -3,7 +3,7 @@
 
     python tools/fuzz_ncd.py [--cases 100000] [--seed 0] [--workers 2] [--worst worst.ncd]
 
-Files come from tests/ncd_fuzz.py (valid CRCs, hostile values). Outcomes: refused (clean one-line error),
+Files come from tools/ncd_fuzz.py (valid CRCs, hostile values). Outcomes: refused (clean one-line error),
 concealed, decoded, escape (any other exception), over budget (output longer than the bytes justify, memory or
 time beyond the budget), hang. The worst file is the one that took longest; `--worst` saves it.
 """

@@ -37,7 +37,7 @@ class Item:
 
 def collect(sources: Iterable[str | Path], limit: int | None = None) -> list[Item]:
     """Eval items from folders (kind from a `speech`/`music` path component), audio files, or an eval manifest
-    (`manifest.json` written by scripts/build_corpus.py: a list of {id, kind, path})."""
+    (`manifest.json` written by tools/build_corpus.py: a list of {id, kind, path})."""
     items: list[Item] = []
     for source in sources:
         p = Path(source).expanduser()
