@@ -7,6 +7,7 @@ identity in `.ncd` files, so a decoder can refuse codes made by another model be
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,14 +28,18 @@ FORMAT = "neurocodec-model"
 FORMAT_VERSION = "1"
 DEFAULT_MODEL = "default"
 _WEIGHTS_DIR = "weights"
+ENCODER_PREFIX = "encoder."  # tensors only the encoder uses
 
 
 class CheckpointInfo(NamedTuple):
     name: str
     config: ModelConfig
-    weights_sha256: str
+    weights_sha256: str  # every weight: the checkpoint's identity
     extra: dict[str, str]
     entropy: EntropyModel  # the fitted tables, or the uniform model when the checkpoint carries none
+    decoder_sha256: str = ""  # the weights a decoder needs (all but the encoder's): what files name since 2.1
+    encoder_sha256: str = ""  # the encoder's weights alone
+    decodes: tuple[str, ...] = ()  # weights hashes of earlier releases with the same decoder (their files decode)
 
 
 def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -48,12 +53,20 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def part_hashes(tensors: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """(decoder hash, encoder hash): `weights_sha256` of every tensor but the encoder's (quantizer and decoder: all
+    a decoder uses), and of the encoder's alone. A better encoder leaves the decoder hash, hence files, alone."""
+    encoder = {k: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
+    return weights_sha256({k: v for k, v in tensors.items() if k not in encoder}), weights_sha256(encoder)
+
+
 def integrity_sha256(metadata: dict[str, str]) -> str:
     """The hash over everything that decides what a checkpoint computes besides its tensors: format, name, the
     config JSON exactly as stored, the weights hash and the entropy tables' hash. An edited sample rate or hop
     changes it; the model's identity in `.ncd` files stays `weights_sha256`, so re-saving never orphans files."""
     fields = ("format", "format_version", "name", "config", "weights_sha256", "entropy_sha256")
     fields += ("mix_sha256",) if "mix_sha256" in metadata else ()  # the 2.x context model's, when it has one
+    fields += tuple(k for k in ("decoder_sha256", "decodes") if k in metadata)  # since the identity split
     return hashlib.sha256(json.dumps([metadata.get(k, "") for k in fields]).encode()).hexdigest()
 
 
@@ -65,11 +78,14 @@ def save_model(
     dtype: torch.dtype | None = None,
     extra: dict[str, str] | None = None,
     entropy: EntropyModel | None = None,
+    decodes: tuple[str, ...] = (),
 ) -> str:
     """Write weights atomically; returns the weights hash. `dtype` converts floating tensors (e.g. fp16 release).
 
     `entropy` tables travel in the same file as `entropy.*` tensors with their own hash: refitting them does not
     change the model's identity, so files coded with older tables still decode (their header names the tables).
+    `decodes`: weights hashes of earlier checkpoints whose files this one decodes (the caller checked that their
+    decoder hash is this one's: `tools/release_model.py` does).
     """
     tensors = {}
     for k, v in state.items():
@@ -84,8 +100,11 @@ def save_model(
         "name": name or config.name,
         "config": json.dumps(to_dict(config)),
         "weights_sha256": digest,
+        "decoder_sha256": part_hashes(tensors)[0],
         **(extra or {}),
     }
+    if decodes:
+        metadata["decodes"] = json.dumps(sorted(set(decodes)))
     if entropy is not None:
         tensors.update({k: torch.from_numpy(v) for k, v in entropy.tensors().items()})
         metadata["entropy_sha256"] = entropy.sha256
@@ -141,10 +160,20 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
             raise CheckpointError(f"{path}: entropy tables do not fit the model's codebooks")
     else:
         entropy = uniform_model(config.quantizer.n_q, config.quantizer.codebook_size)
+    decoder, encoder = part_hashes(tensors)
+    if metadata.get("decoder_sha256", decoder) != decoder:
+        raise CheckpointError(f"{path}: decoder hash mismatch: the file is corrupt or was altered")
+    try:
+        decodes = tuple(json.loads(metadata.get("decodes", "[]")))
+        if not all(isinstance(d, str) and len(d) == 64 for d in decodes):
+            raise ValueError
+    except ValueError:
+        raise CheckpointError(f"{path}: bad 'decodes' list in metadata") from None
     known = {"format", "format_version", "name", "config", "weights_sha256", "entropy_sha256", "integrity_sha256",
-             "mix_sha256"}
+             "mix_sha256", "decoder_sha256", "decodes"}
     extra = {k: v for k, v in metadata.items() if k not in known}
-    return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra, entropy)
+    return tensors, CheckpointInfo(metadata.get("name", config.name), config, digest, extra, entropy, decoder,
+                                   encoder, decodes)
 
 
 def bundled_models() -> dict[str, Path]:
@@ -158,19 +187,28 @@ def bundled_models() -> dict[str, Path]:
     return out
 
 
-def bundled_name(weights_sha256: str) -> str | None:
-    """The bundled model whose weights hash starts with `weights_sha256` (a 2.x file's model id), if any: read
-    from each bundled file's metadata, no tensor loaded."""
+def bundled_name(model_id: str) -> str | None:
+    """The bundled model a file's model id (a prefix of a weights or decoder hash) names, if any: read from each
+    bundled file's metadata, or for a checkpoint saved before the identity split, its tensors' decoder hash."""
     from safetensors import safe_open
 
     for name, path in sorted(bundled_models().items()):
         try:
             with safe_open(str(path), framework="pt") as f:
-                if str((f.metadata() or {}).get("weights_sha256", "")).startswith(weights_sha256):
-                    return name
+                meta = f.metadata() or {}
         except (SafetensorError, OSError):
             continue
+        ids = [meta.get("weights_sha256", ""), *json.loads(meta.get("decodes", "[]"))]
+        ids.append(meta.get("decoder_sha256") or _decoder_hash(str(path)))
+        if any(str(i).startswith(model_id) for i in ids if i):
+            return name
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder_hash(path: str) -> str:
+    tensors = {k: v for k, v in load_file(path).items() if not k.startswith("entropy.")}
+    return part_hashes(tensors)[0]
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:

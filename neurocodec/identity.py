@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import container, payload
 from .checkpoint import bundled_name
 from .config import ModelConfig
-from .entropy import EntropyModel
+from .entropy import LOG_UNIT, EntropyModel
 from .errors import ConfigError, FormatError
 from .level import LevelCoder
 
@@ -38,12 +40,30 @@ def model_label(header: container.Header) -> str:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """What files say of a model: its name, weights hash, codebook geometry (`config`) and entropy tables."""
+    """What files say of a model: its name, codebook geometry (`config`), entropy tables and identities.
+
+    A file names the decoder it needs (`decoder_sha256`: the quantizer's and decoder's weights, since `.ncd` 2.1)
+    and, in an optional field, the encoder that made it; files of 2.0 and 1.x name every weight
+    (`weights_sha256`). A model decodes files that name its decoder, its own weights, or the weights of an earlier
+    release with the same decoder (`decodes`), so a better encoder orphans no file."""
 
     name: str
     weights_sha256: str
     config: ModelConfig
     tables: EntropyModel
+    decoder_sha256: str = ""
+    encoder_sha256: str = ""
+    decodes: tuple[str, ...] = ()
+
+    @property
+    def accepted_ids(self) -> tuple[str, ...]:
+        """Every identity a file's model id may be a prefix of."""
+        return tuple(i for i in (self.decoder_sha256, self.weights_sha256, *self.decodes) if i)
+
+    def code_prices(self) -> np.ndarray:
+        """Bits per code `[n_q, codebook_size]` under the 2.x context model's marginal tables (no context): what the
+        encoder's search charges a code (all zero for uniform tables)."""
+        return -self.tables.coder.marginal.astype(np.float64) / LOG_UNIT
 
     @property
     def level(self) -> LevelCoder:
@@ -71,27 +91,29 @@ class ModelIdentity:
         except ConfigError as exc:
             raise ConfigError(f"quality {quality:g}: {exc}") from None
 
-    def header(self, sample_rate: int, channels: int, length: int | None) -> container.Header:
-        """The `.ncd` header of a file this model codes: the audio's facts and the model's identity and geometry."""
+    def header(self, sample_rate: int, channels: int, length: int | None, effort: int = 0) -> container.Header:
+        """The `.ncd` header of a file this model codes: the audio's facts, the decoder it needs, the model's
+        geometry, and which encoder made it at which `effort`."""
         cfg = self.config
         ids = container.ID_BYTES * 2
         # A 2.x header carries the model's id, not its name (14 bytes, 0.7 % of a 12 s file at 1.5 kbps): readers
         # find a bundled model's name from its id (`checkpoint.bundled_name`).
+        encoder = (container.encoder_extension(self.encoder_sha256, effort),) if self.encoder_sha256 else ()
         return container.Header(
             sample_rate=sample_rate, channels=channels, length=length, model_name="",
-            model_sha256=self.weights_sha256[:ids], entropy_sha256=self.tables.coder.sha256[:ids],
-            model_n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length,
-            model_sample_rate=cfg.sample_rate, level=level_extension(self.level),
-            segment_frames=self.level.spacing_frames)
+            model_sha256=(self.decoder_sha256 or self.weights_sha256)[:ids],
+            entropy_sha256=self.tables.coder.sha256[:ids], model_n_q=cfg.quantizer.n_q,
+            codebook_size=cfg.quantizer.codebook_size, hop_length=cfg.hop_length, model_sample_rate=cfg.sample_rate,
+            extensions=encoder, level=level_extension(self.level), segment_frames=self.level.spacing_frames)
 
     def check(self, header: container.Header, where: str) -> None:
         """Refuse, before decoding anything, codes made by another model or coded with other tables (a 2.x header
         carries the first 8 bytes of each identity, a 1.x header all 32)."""
         tables = payload.layout(header).tables_sha256(self.tables)
-        if not self.weights_sha256.startswith(header.model_sha256):
+        if not any(i.startswith(header.model_sha256) for i in self.accepted_ids):
             raise FormatError(
-                f"{where} was made by model {model_label(header)!r} (weights {header.model_sha256[:12]}…), but the "
-                f"loaded model is {self.name!r} ({self.weights_sha256[:12]}…): pass that model with --model")
+                f"{where} was made by model {model_label(header)!r} (id {header.model_sha256[:12]}…), but the "
+                f"loaded model is {self.name!r} (decoder {self.accepted_ids[0][:12]}…): pass that model with --model")
         if not tables.startswith(header.entropy_sha256):
             raise FormatError(f"{where} was coded with entropy tables {header.entropy_sha256[:12]}…, but model "
                               f"{self.name!r} carries {tables[:12]}…: pass the matching checkpoint with --model")

@@ -65,15 +65,15 @@ class LoadedModel:
 
     # ------------------------------------------------------------------------------------------- coding
     def encode(self, audio: np.ndarray, sample_rate: int, kbps: float | None = DEFAULT_KBPS,
-               level_loop: bool = True, quality: float | None = None) -> EncodedAudio:
+               level_loop: bool = True, quality: float | None = None, effort: int = 0) -> EncodedAudio:
         """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length,
-        and the level envelope. `kbps` is the total: the channels share it. `level_loop`, `quality`: see
+        and the level envelope. `kbps` is the total: the channels share it. `level_loop`, `quality`, `effort`: see
         `ncdfile.code_blocks` (variable rate: the codes are -1 where a segment keeps fewer codebooks)."""
         audio = np.asarray(audio, np.float32)
         audio = audio[None] if audio.ndim == 1 else audio
         channels = audio.shape[0]
         n_q, blocks = ncdfile.code_blocks(self.codec, self.identity, [audio], sample_rate, channels, kbps, quality,
-                                          level_loop)
+                                          level_loop, effort)
         blocks = list(blocks)
         codes = (np.concatenate([b.codes for b in blocks], axis=-1) if blocks
                  else np.zeros((channels, n_q, 0), np.int64))
@@ -87,7 +87,8 @@ class LoadedModel:
     def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
                     ) -> ncdfile.EncodeReport:
         """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
-        Options: `max_seconds`, `progress`, `level_loop`, `quality` (variable rate; see `ncdfile.encode_file`)."""
+        Options: `max_seconds`, `progress`, `level_loop`, `quality` (variable rate), `effort` (analysis by
+        synthesis; see `ncdfile.encode_file`)."""
         return ncdfile.encode_file(self.codec, self.identity, input, output, kbps, **options)
 
     def decode_file(self, input: str, output: str, conceal: bool = False, **options) -> ncdfile.DecodeReport:
@@ -110,7 +111,8 @@ class LoadedModel:
         codec = codec.float().to(pick_device(device))
         if inference:
             codec.prepare_for_inference()
-        return cls(codec, info, ModelIdentity(info.name, info.weights_sha256, info.config, info.entropy))
+        return cls(codec, info, ModelIdentity(info.name, info.weights_sha256, info.config, info.entropy,
+                                              info.decoder_sha256, info.encoder_sha256, info.decodes))
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:

@@ -130,3 +130,16 @@ def stoi(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     except ImportError:
         raise MissingDependencyError("STOI needs the pystoi package: pip install 'neurocodec[eval]'") from None
     return float(_stoi(*_aligned_16k(ref, est, sample_rate), 16000, extended=False))
+
+
+def dnsmos(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """DNSMOS P.835 of `audio` `[T]` alone (no reference): {"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}, 1-5 (signal,
+    background, overall), from the ONNX models the `speechmos` package ships (run by ONNX Runtime, at 16 kHz)."""
+    try:
+        from speechmos import dnsmos as _dnsmos
+    except ImportError:
+        raise MissingDependencyError("DNSMOS needs speechmos and onnxruntime: pip install 'neurocodec[eval]'") from None
+    x = np.clip(resample(np.asarray(audio, np.float32)[None], sample_rate, 16000)[0], -1.0, 1.0)
+    scores = _dnsmos.run(x.astype(np.float32), 16000)
+    return {"dnsmos_sig": float(scores["sig_mos"]), "dnsmos_bak": float(scores["bak_mos"]),
+            "dnsmos_ovrl": float(scores["ovrl_mos"])}

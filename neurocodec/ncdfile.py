@@ -13,17 +13,19 @@ import os
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
+import torch
 
 from . import container, payload, vbr
 from .audio import MAX_SECONDS, AudioReader, AudioWriter
 from .codes import CodeBlock, present_counts
-from .errors import AudioError, FormatError
+from .errors import AudioError, ConfigError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
 from .identity import ModelIdentity, level_coder, model_label
 from .limits import MAX_CHANNELS
 from .container import v1, v2
 from .entropy import EntropyModel, level_bits
 from .model import Codec
+from .search import Search, effort_steps
 from .stream import stream_decode, stream_encode
 
 CHUNK_BYTES = 4000  # the payload a chunk aims at: its framing (≈ 21 bytes with the index) stays near 0.5 %
@@ -59,34 +61,47 @@ class DecodeReport(NamedTuple):
 
 
 def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Iterable[np.ndarray], sample_rate: int,
-                channels: int, kbps: float | None = 6.0, quality: float | None = None, level_loop: bool = True
-                ) -> tuple[int, Iterator[CodeBlock]]:
+                channels: int, kbps: float | None = 6.0, quality: float | None = None, level_loop: bool = True,
+                effort: int = 0) -> tuple[int, Iterator[CodeBlock]]:
     """Audio blocks `[C, n]` → (codebooks per channel, code blocks with the level envelope's points): constant
     `kbps` for the whole signal (the channels share it), or with `quality` variable rate (`vbr.py`: each 0.2 s
     segment gets the fewest codebooks that keep the file within the distortion constant `quality` kbps gives it;
     the codes are -1 beyond a segment's codebooks; the whole input is held). `level_loop`: the encoder decodes its
     own codes to make the output's level the input's (`level.LevelLoop`); False is about twice as fast and leaves
-    the model's own level error."""
+    the model's own level error. `effort` (0 … `search.MAX_EFFORT`): analysis by synthesis, each step about three
+    decoder passes (`search.py`); 0 is the encoder's own codes."""
     level = identity.level
+    try:
+        steps = effort_steps(effort)
+    except ValueError as exc:
+        raise ConfigError(f"--effort: {exc}") from None
     if quality is None:
         n_q = identity.n_q_for_kbps(kbps, channels)
-        return n_q, stream_encode(codec, blocks, sample_rate, channels, n_q, level=level, loop=level_loop)
-    n_q = identity.n_q_for_quality(quality, channels)
-    return n_q, vbr.encode_blocks(codec, blocks, sample_rate, channels, n_q, level.spacing_frames, level_loop)
+    else:
+        n_q = identity.n_q_for_quality(quality, channels)
+    search = None
+    if steps:
+        search = Search(codec, codec.n_q if quality is not None else n_q, steps,
+                        torch.from_numpy(identity.code_prices()))
+    if quality is None:
+        return n_q, stream_encode(codec, blocks, sample_rate, channels, n_q, level=level, loop=level_loop,
+                                  search=search)
+    return n_q, vbr.encode_blocks(codec, blocks, sample_rate, channels, n_q, level.spacing_frames, level_loop,
+                                  search)
 
 
 def encode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, kbps: float | None = 6.0,
                 chunk_frames: int | None = None, max_seconds: float = MAX_SECONDS,
-                progress: Progress | None = None, level_loop: bool = True, quality: float | None = None
-                ) -> EncodeReport:
+                progress: Progress | None = None, level_loop: bool = True, quality: float | None = None,
+                effort: int = 0) -> EncodeReport:
     """Audio file (or a stream) → .ncd file (or "-"), written atomically, in chunks of `chunk_frames` codec frames
-    (None: `chunk_frames_for` the bitrate). `kbps`, `quality`, `level_loop`: see `code_blocks`."""
+    (None: `chunk_frames_for` the bitrate). `kbps`, `quality`, `level_loop`, `effort`: see `code_blocks`."""
     check_distinct(input, output)
     with AudioReader(input, max_seconds) as reader:
         if reader.channels > MAX_CHANNELS:
             raise AudioError(f"{reader.name}: {reader.channels} channels; .ncd holds at most {MAX_CHANNELS}")
         known = not is_stream(input)
-        header = identity.header(reader.sample_rate, reader.channels, reader.samples if known else None)
+        header = identity.header(reader.sample_rate, reader.channels, reader.samples if known else None, effort)
         samples = 0
 
         def blocks() -> Iterator[np.ndarray]:
@@ -98,7 +113,7 @@ def encode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, 
                 yield block
 
         n_q, source = code_blocks(codec, identity, blocks(), reader.sample_rate, reader.channels, kbps, quality,
-                                  level_loop)
+                                  level_loop, effort)
         level = identity.level
         cfg = identity.config
         if chunk_frames is None:
@@ -288,7 +303,8 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
     return {
         "file": where,
         "version": h.version,
-        "model": f"{model_label(h)} (weights {h.model_sha256[:16]}…)",
+        "model": f"{model_label(h)} ({'decoder' if h.version_minor >= 1 else 'weights'} {h.model_sha256[:16]}…)",
+        "encoder": (f"{h.encoder[0]}…, effort {h.encoder[1]}" if h.encoder else "not recorded"),
         "entropy_model": "uniform" if not h.entropy_sha256.strip("0") else h.entropy_sha256[:16] + "…",
         "sample_rate": h.sample_rate,
         "channels": h.channels,

@@ -87,17 +87,19 @@ def stream_encode(
     level: LevelCoder | None = None,
     loop: bool = True,
     stage: Stage | None = None,
+    search=None,
 ) -> Iterator[CodeBlock]:
     """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
     level envelope before the model, and the envelope's points come with the codes (in order, from the file's
     start, a little behind them). With `loop` too, the encoder decodes its own codes and corrects the points so
     that the decoded level is the input's (`LevelLoop`): about twice the work, the model's own level error gone.
     `stage`: what becomes of the encoder's codes before they are yielded (e.g. variable rate marks the codebooks a
-    frame does not keep with -1); the loop decodes what it returns, as the reader will."""
+    frame does not keep with -1); the loop decodes what it returns, as the reader will. `search`: analysis by
+    synthesis in place of greedy quantisation (`search.Search`, window by window)."""
     resampler = Resampler(sample_rate, codec.sample_rate, channels)
     window = window_for(channels, window_frames)
     n_q = n_q or codec.n_q
-    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q, window), channels)
+    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q, window, search), channels)
     normalizer = LevelNormalizer(level, channels) if level is not None else None
     closed = LevelLoop(level, channels) if level is not None and loop else None
     decoder = _ByChannels(lambda: WindowedDecoder(codec, window), channels) if closed is not None else None
@@ -215,7 +217,7 @@ def stream_decode(
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
                  window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True, loop: bool = True,
-                 stage: Stage | None = None) -> EncodedAudio:
+                 stage: Stage | None = None, search=None) -> EncodedAudio:
     """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` and, with `level`, the level envelope
     the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding of
     the codes after `stage`, as `stream_encode`)."""
@@ -223,7 +225,8 @@ def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | N
     if audio.ndim == 1:
         audio = audio[None]
     coder = LevelCoder.for_model(codec.sample_rate, codec.hop_length) if level else None
-    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop, stage))
+    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop, stage,
+                               search))
     n_q = n_q or codec.n_q
     channels = audio.shape[0]
     codes = np.concatenate([np.zeros((channels, n_q, 0), np.int64)] + [p.codes for p in parts], axis=-1)

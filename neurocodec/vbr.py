@@ -109,14 +109,15 @@ def choose(table: np.ndarray, reference_n_q: int, cost: np.ndarray | None = None
 
 
 def encode(codec: Codec, audio: np.ndarray, sample_rate: int, reference_n_q: int, segment_frames: int,
-           loop: bool = True) -> EncodedAudio:
+           loop: bool = True, search=None) -> EncodedAudio:
     """audio `[C, T]` → codes of every codebook `[C, n_q, T_frames]`, -1 beyond each segment's codebooks, with the
     level envelope, for the quality of constant `reference_n_q` codebooks. With `loop`, the distortions are
     measured with the envelope corrected for every codebook (so that the model's own level error does not count as
     distortion), then the same codes are encoded again and the envelope corrected for the codebooks each frame
-    keeps, as the reader will decode them."""
+    keeps, as the reader will decode them. `search`: analysis by synthesis for every codebook (`stream_encode`; it
+    then runs twice with `loop`)."""
     every = codec.n_q
-    encoded = encode_audio(codec, audio, sample_rate, every, loop=loop)
+    encoded = encode_audio(codec, audio, sample_rate, every, loop=loop, search=search)
     counts = choose(distortion_table(codec, audio, encoded, segment_frames), reference_n_q)
     present = frame_counts(counts, segment_frames, encoded.codes.shape[-1])
 
@@ -124,16 +125,16 @@ def encode(codec: Codec, audio: np.ndarray, sample_rate: int, reference_n_q: int
         return keep_codebooks(codes, present[first: first + codes.shape[-1]])
 
     if loop:
-        return encode_audio(codec, audio, sample_rate, every, stage=keep)
+        return encode_audio(codec, audio, sample_rate, every, stage=keep, search=search)
     return encoded._replace(codes=keep(encoded.codes, 0))
 
 
 def encode_blocks(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, reference_n_q: int,
-                  segment_frames: int, loop: bool = True) -> Iterator[CodeBlock]:
+                  segment_frames: int, loop: bool = True, search=None) -> Iterator[CodeBlock]:
     """Variable rate as a source of code blocks, as `stream.stream_encode` is for constant rate: audio blocks
     `[C, n]` → code blocks (-1 beyond each segment's codebooks) with the level envelope's points. It holds the
     whole input and its decodings (`encode`)."""
     audio = np.concatenate([np.zeros((channels, 0), np.float32)] + list(blocks), axis=-1)
-    encoded = encode(codec, audio, sample_rate, reference_n_q, segment_frames, loop)
+    encoded = encode(codec, audio, sample_rate, reference_n_q, segment_frames, loop, search)
     del audio
     yield CodeBlock(encoded.codes, encoded.points)

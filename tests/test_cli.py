@@ -83,7 +83,7 @@ def test_model_mismatch_is_refused_before_decoding(tmp_path):
     cli("encode", SPEECH, str(ncd), "-m", MODEL, "-b", "1.2")
     r = cli("decode", str(ncd), str(tmp_path / "a.wav"), "-m", str(other))
     # A 2.x header names the model by its id (a bundled model's name is found from it; this one is not bundled).
-    assert r.exit_code == 5 and f"made by model 'unknown' (weights {info.weights_sha256[:12]}" in r.output
+    assert r.exit_code == 5 and f"made by model 'unknown' (id {info.decoder_sha256[:12]}" in r.output
     assert not (tmp_path / "a.wav").exists()
 
 

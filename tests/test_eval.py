@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from neurocodec import metrics
-from .conftest import ROOT, TINY_MODEL
+from neurocodec.eval import baselines
+from .conftest import TINY_MODEL
 
 MODEL = str(TINY_MODEL)
 
@@ -133,9 +135,36 @@ def test_eval_command_without_baselines(tmp_path, speech):
     assert {(row["kind"], row["system"], row["bitrate"]) for row in results["rows"]} == {
         (kind, "neurocodec", kbps) for kind in ("speech", "music") for kbps in (0.6, 2.4)}
     speech_rows = [row for row in results["rows"] if row["kind"] == "speech"]
-    assert all({"pesq", "stoi", "mel_distance", "rms_ratio", "kbps", "decode_x_realtime"} <= set(row) for row in speech_rows)
+    assert all({"pesq", "stoi", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "mel_distance", "rms_ratio", "kbps",
+                "decode_x_realtime"} <= set(row) for row in speech_rows)
+    assert all(0.0 < row["dnsmos_ovrl"] <= 5.0 for row in speech_rows)  # the untrained model: near the bottom
     low, high = sorted(speech_rows, key=lambda row: row["bitrate"])
     assert 0 < low["kbps"] < high["kbps"]  # real bits follow the codebooks asked for
     assert not any("pesq" in row for row in results["rows"] if row["kind"] == "music")
     assert "| kind |" in (report / "report.md").read_text()
     assert (report / "mel_distance_vs_bitrate.png").stat().st_size > 5000
+
+
+def test_eval_compares_efforts_and_says_how_to_get_opus_1_5(tmp_path, speech, monkeypatch):
+    from typer.testing import CliRunner
+
+    from neurocodec.cli import app
+
+    folder = eval_folder(tmp_path, speech)
+    r = CliRunner().invoke(app, ["eval", str(folder / "speech"), "-m", MODEL, "--bitrates", "2.4", "--effort", "0,1",
+                                 "--report", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "r" / "results.json").read_text())["rows"]
+    assert {row["system"] for row in rows} == {"neurocodec", "neurocodec-e1"}
+    monkeypatch.setenv("NEUROCODEC_OPUS_DEMO", str(tmp_path / "missing"))
+    r = CliRunner().invoke(app, ["eval", str(folder), "-m", MODEL, "--baseline", "nolace"])
+    assert r.exit_code == 6 and "tools/build_opus15.sh" in r.output
+
+
+@pytest.mark.skipif(not Path(os.environ.get("NEUROCODEC_OPUS_DEMO", baselines.OPUS_DEMO)).is_file(),
+                    reason="opus_demo (Opus 1.5) not built: bash tools/build_opus15.sh")
+def test_opus_1_5_with_nolace_round_trips_speech(speech):
+    audio, sr = speech
+    coded = baselines.nolace(audio[0], sr, 8)
+    assert coded.audio.shape == audio[0].shape and 4 < coded.kbps < 12
+    assert metrics.pesq_wb(audio[0], coded.audio, sr) > 1.5

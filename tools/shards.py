@@ -5,7 +5,7 @@ and join such halves into one model checkpoint again.
     python tools/shards.py split RUN/generator.safetensors OUT/leg1      # OUT/leg1-0.safetensors, OUT/leg1-1…
     python tools/shards.py merge OUT/leg1-0.safetensors OUT/leg1-1.safetensors RUN/leg1.safetensors
 
-The whole training state (discriminators, optimiser moments, schedule) travels with `neurocodec.train.travel`:
+The whole training state (discriminators, optimiser moments, schedule) travels with `tools/travel.py`:
 
     python tools/shards.py pack-state RUN OUT/state          # OUT/state-0.safetensors … (16 MiB each)
     python tools/shards.py unpack-state OUT/state-*.safetensors RUN2   # then: neurocodec train --resume -o RUN2

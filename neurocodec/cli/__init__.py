@@ -77,6 +77,7 @@ def encode(
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
     level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
     quality: Optional[float] = typer.Option(None, "--quality", "-Q", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). Holds the input in memory; about 3x real time. --bitrate is the constant-rate mode."),
+    effort: int = typer.Option(0, "--effort", "-e", help="0-4: analysis by synthesis, each level about twice the work of the one below for better codes (0: the encoder's own, fastest)."),
     max_hours: float = MAX_HOURS,
     quiet: bool = QUIET,
 ) -> None:
@@ -92,7 +93,7 @@ def encode(
             raise ConfigError("--quality (variable rate) and --bitrate (constant rate) exclude each other")
         with progress_bar(err, quiet, "encode") as progress:
             report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=max_hours * 3600, progress=progress,
-                                        level_loop=level_loop, quality=quality)
+                                        level_loop=level_loop, quality=quality, effort=effort)
         if not quiet:
             h, seconds = report.header, report.samples / report.header.sample_rate
             err.print(f"{_name(input, 'stdin')}: {seconds:.2f} s, {h.channels} ch, {h.sample_rate / 1000:g} kHz -> "
@@ -248,8 +249,9 @@ def eval_(
     inputs: list[str] = typer.Argument(..., help="Folders, audio files, or an eval manifest.json (tools/build_corpus.py)."),
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     bitrates: str = typer.Option("1.5,3,6,12", "--bitrate", "--bitrates", "-b", help="Comma-separated kbps."),
-    baseline: str = typer.Option("", "--baseline", help="Comma-separated: opus, codec2 (run in the same run)."),
+    baseline: str = typer.Option("", "--baseline", help="Comma-separated: opus, nolace (Opus 1.5 + NoLACE, tools/build_opus15.sh), codec2 (run in the same run)."),
     opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrate", "--opus-bitrates", help="Opus kbps (default: --bitrate)."),
+    efforts: str = typer.Option("0", "--effort", help="Comma-separated encoder efforts to compare (0-4)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write results.json/.csv, report.md and PNGs here."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many files of each kind."),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -272,7 +274,8 @@ def eval_(
         loaded = load_model(model, device)
         err.print(f"evaluating {len(items)} files …")
         rows = evaluate(items, loaded, kbps_list(bitrates), tuple(b for b in baseline.split(",") if b),
-                        kbps_list(opus_bitrates) if opus_bitrates else None, audio_dir)
+                        kbps_list(opus_bitrates) if opus_bitrates else None, audio_dir,
+                        efforts=tuple(int(e) for e in kbps_list(efforts)))
         print_table(aggregate(rows))
         if report:
             from ..eval.report import write_report

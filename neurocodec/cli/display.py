@@ -48,7 +48,8 @@ def print_table(agg: list[dict]) -> None:
 
     from ..eval.run import METRICS
 
-    cols = [c for c in ("files", *METRICS, "encode_x_realtime", "decode_x_realtime") if any(c in a for a in agg)]
+    extra = ("encode_x_realtime", "decode_x_realtime", "wideband")
+    cols = [c for c in ("files", *METRICS, *extra) if any(c in a for a in agg)]
     table = Table(title="quality vs bitrate (means over files)", header_style="bold")
     for c in ("kind", "system", "bitrate", *cols):
         table.add_column(c.replace("_x_realtime", " ×RT").replace("_distance", " dist"), no_wrap=True,

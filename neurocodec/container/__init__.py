@@ -7,14 +7,15 @@ contract is `formats/ncd.md`.
 """
 
 from .chunk import MAX_BITS_PER_SYMBOL, Chunk, ParsedFile, max_payload
-from .header import (EXT_CRITICAL, EXT_LEVEL, ID_BYTES, MAGIC, MAX_CHUNK_FRAMES, MAX_CODEBOOK_SIZE, MAX_HEADER,
+from .header import (EXT_CRITICAL, EXT_ENCODER, EXT_LEVEL, ID_BYTES, MAGIC, MAX_CHUNK_FRAMES, MAX_CODEBOOK_SIZE, MAX_HEADER,
                      MAX_HOP, MAX_LEVEL_POINTS, MAX_MODEL_N_Q, MAX_NAME, MAX_SEGMENT, MAX_VARINT, VERSION_MAJOR,
-                     VERSION_MINOR, Header, LevelExtension, crc32, parse_header, read_varint, varint)
+                     VERSION_MINOR, Header, LevelExtension, crc32, encoder_extension, parse_header, read_varint,
+                     varint)
 from .reader import framing, justified_frames, parse
 from .v2 import Writer, chunk_header, index_bytes
 
-__all__ = ["MAX_BITS_PER_SYMBOL", "Chunk", "ParsedFile", "max_payload", "EXT_CRITICAL", "EXT_LEVEL", "ID_BYTES",
+__all__ = ["MAX_BITS_PER_SYMBOL", "Chunk", "ParsedFile", "max_payload", "EXT_CRITICAL", "EXT_ENCODER", "EXT_LEVEL", "ID_BYTES",
            "MAGIC", "MAX_CHUNK_FRAMES", "MAX_CODEBOOK_SIZE", "MAX_HEADER", "MAX_HOP", "MAX_LEVEL_POINTS",
            "MAX_MODEL_N_Q", "MAX_NAME", "MAX_SEGMENT", "MAX_VARINT", "VERSION_MAJOR", "VERSION_MINOR", "Header",
-           "LevelExtension", "crc32", "parse_header", "read_varint", "varint", "framing", "justified_frames", "parse",
+           "LevelExtension", "crc32", "encoder_extension", "parse_header", "read_varint", "varint", "framing", "justified_frames", "parse",
            "Writer", "chunk_header", "index_bytes"]

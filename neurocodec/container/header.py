@@ -14,7 +14,7 @@ from ..limits import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 MAGIC = b"\x89NCD\r\n\x1a\n"  # high bit catches 7-bit channels; CR LF / LF / ^Z catch text-mode damage
 VERSION_MAJOR = 2  # what the writer writes
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # 2.1: the model id names the decoder, extension 0x0002 the encoder (2.0 files still read)
 READ_MAJORS = (1, 2)
 UNKNOWN_LENGTH = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -36,6 +36,8 @@ EXT_CRITICAL = 0x8000
 EXT_LEVEL = 0x8001  # critical: every chunk's payload starts with the level envelope's points
 LEVEL = struct.Struct("<HhhHh")  # spacing frames, target (0.01 dB), floor (0.01 dB), levels, step (0.01 dB)
 MAX_LEVEL_POINTS = 256
+EXT_ENCODER = 0x0002  # optional (2.1): the encoder that made the file and its effort; informational only
+ENCODER = struct.Struct("<8sB")  # encoder id (first 8 bytes of its SHA-256), effort
 
 
 def crc32(data: bytes) -> int:
@@ -136,6 +138,16 @@ class Header:
     def version(self) -> str:
         """"major.minor" as read."""
         return f"{self.version_major}.{self.version_minor}"
+
+    @property
+    def encoder(self) -> tuple[str, int] | None:
+        """(encoder id hex, effort) from the optional extension `EXT_ENCODER`, None if absent or malformed (it
+        decides nothing: a reader only shows it)."""
+        for tag, value in self.extensions:
+            if tag == EXT_ENCODER and len(value) == ENCODER.size:
+                ident, effort = ENCODER.unpack(value)
+                return ident.hex(), effort
+        return None
 
     def max_samples(self, frames: int) -> int:
         """The most samples per channel at `sample_rate` that `frames` frames can describe (+1 for rounding)."""
@@ -240,3 +252,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     except FormatError as exc:
         raise FormatError(f"header out of spec: {exc}") from None
     return header, size
+
+
+def encoder_extension(encoder_sha256: str, effort: int) -> tuple[int, bytes]:
+    """The optional `EXT_ENCODER` field: which encoder (its hash's first 8 bytes) made a file, at which effort."""
+    return EXT_ENCODER, ENCODER.pack(bytes.fromhex(encoder_sha256)[:ID_BYTES], effort)

@@ -55,7 +55,7 @@ def write_report(rows: list[dict], out: Path, audio_dir: Path | None, title: str
 
 
 def markdown_table(agg: list[dict]) -> str:
-    cols = ["kind", "system", "bitrate", "files", *METRICS, "encode_x_realtime", "decode_x_realtime"]
+    cols = ["kind", "system", "bitrate", "files", *METRICS, "encode_x_realtime", "decode_x_realtime", "wideband"]
     cols = [c for c in cols if any(c in a for a in agg)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for a in agg:

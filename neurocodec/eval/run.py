@@ -85,22 +85,27 @@ def measure(ref: np.ndarray, est: np.ndarray, sample_rate: int, kind: str) -> di
         except Exception:  # the pesq package raises on clips it finds no speech in
             out["pesq"] = math.nan
         out["stoi"] = metrics.stoi(ref, est, sample_rate)
+        out.update(metrics.dnsmos(est, sample_rate))  # no reference: the judge that cannot be fitted by PESQ
     return out
 
 
 def evaluate(items: list[Item], model: LoadedModel, kbps: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0),
              baseline: tuple[str, ...] = (), opus_kbps: tuple[float, ...] | None = None,
-             keep_audio: Path | None = None, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+             keep_audio: Path | None = None, on_row: Callable[[dict], None] | None = None,
+             efforts: tuple[int, ...] = (0,)) -> list[dict]:
     """One row per (file, system, bitrate): system, bitrate asked (kbps), real kbps, metrics, coding speed.
 
     `model`: from `loader.load_model`. `keep_audio`: a folder where the decoded audio of every system is written
-    (for listening and spectrograms).
+    (for listening and spectrograms). `efforts`: encoder efforts to compare (system `neurocodec` for 0,
+    `neurocodec-eN` for effort N).
     """
     rows: list[dict] = []
     opus_kbps = opus_kbps or tuple(kbps)
     for name in baseline:
-        if name not in ("opus", "codec2"):
-            raise MissingDependencyError(f"unknown baseline {name!r}; known: opus, codec2")
+        if name not in ("opus", "nolace", "codec2"):
+            raise MissingDependencyError(f"unknown baseline {name!r}; known: opus, nolace, codec2")
+    if "nolace" in baseline:
+        baselines.opus_demo()  # missing: say how to build it before anything runs
     for item in items:
         audio, sr = read_audio(item.path)
         ref = audio.mean(axis=0).astype(np.float32)
@@ -124,28 +129,35 @@ def evaluate(items: list[Item], model: LoadedModel, kbps: tuple[float, ...] = (1
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp, "ref.wav")
             write_audio(src, ref[None], sr)
-            for asked in kbps:
-                ncd, out = Path(tmp, "x.ncd"), Path(tmp, "out.wav")
-                t0 = time.perf_counter()
-                model.encode_file(str(src), str(ncd), kbps=asked)
-                t1 = time.perf_counter()
-                model.decode_file(str(ncd), str(out))
-                t2 = time.perf_counter()
-                est, _ = read_audio(out)
-                real = ncd.stat().st_size * 8 / duration / 1000
-                add("neurocodec", asked, real, est[0], {"encode_x_realtime": round(duration / (t1 - t0), 1),
-                                                       "decode_x_realtime": round(duration / (t2 - t1), 1)})
+            for effort in efforts:
+                for asked in kbps:
+                    ncd, out = Path(tmp, "x.ncd"), Path(tmp, "out.wav")
+                    t0 = time.perf_counter()
+                    model.encode_file(str(src), str(ncd), kbps=asked, effort=effort)
+                    t1 = time.perf_counter()
+                    model.decode_file(str(ncd), str(out))
+                    t2 = time.perf_counter()
+                    est, _ = read_audio(out)
+                    real = ncd.stat().st_size * 8 / duration / 1000
+                    add("neurocodec" + (f"-e{effort}" if effort else ""), asked, real, est[0],
+                        {"encode_x_realtime": round(duration / (t1 - t0), 2),
+                         "decode_x_realtime": round(duration / (t2 - t1), 1)})
         if "opus" in baseline:
             for asked in opus_kbps:
                 coded = baselines.opus(ref, sr, asked)
                 add("opus", asked, coded.kbps, coded.audio, {})
+        if "nolace" in baseline and item.kind == "speech":  # NoLACE is a speech post-filter
+            for asked in opus_kbps:
+                coded = baselines.nolace(ref, sr, asked)
+                add("opus1.5-nolace", asked, coded.kbps, coded.audio, coded.facts)
         if "codec2" in baseline and item.kind == "speech":
             coded = baselines.codec2(ref, sr, 3200)
             add("codec2", 3.2, coded.kbps, coded.audio, {})
     return rows
 
 
-METRICS = ("kbps", "pesq", "stoi", "mel_distance", "stft_distance", "si_sdr", "snr", "rms_ratio")
+METRICS = ("kbps", "pesq", "stoi", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "mel_distance", "stft_distance",
+           "si_sdr", "snr", "rms_ratio")
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -154,9 +166,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for r in rows:
         groups.setdefault((r["kind"], r["system"], r["bitrate"]), []).append(r)
     out = []
-    for (kind, system, bitrate), rs in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] != "neurocodec", g[0][1], g[0][2])):
+    for (kind, system, bitrate), rs in sorted(groups.items(), key=lambda g: (g[0][0], not g[0][1].startswith("neurocodec"), g[0][1], g[0][2])):
         agg = {"kind": kind, "system": system, "bitrate": bitrate, "files": len(rs)}
-        for m in METRICS + ("encode_x_realtime", "decode_x_realtime"):
+        for m in METRICS + ("encode_x_realtime", "decode_x_realtime", "wideband"):
             values = [r[m] for r in rs if m in r and r[m] is not None and not math.isnan(r[m])]
             if values:
                 agg[m] = round(float(np.mean(values)), 4)

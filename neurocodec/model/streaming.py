@@ -79,16 +79,27 @@ class _FrameStream:
 
 
 class WindowedEncoder(_FrameStream):
-    """Push audio `[B, n]` at the model's sample rate; receive codes `[B, n_q, k]` as frames complete."""
+    """Push audio `[B, n]` at the model's sample rate; receive codes `[B, n_q, k]` as frames complete.
 
-    def __init__(self, codec, n_q: int, window_frames: int = DEFAULT_WINDOW_FRAMES):
+    `search`: a callable (audio `[B, F * hop]`, the encoder's latent `[B, latent_dim, F]`, index of the window's
+    first frame) → codes `[B, n_q, F]` that replaces greedy quantisation (`search.Search`: analysis by synthesis);
+    a window then carries the decoder's context too, so that the frames it emits are judged as they will sound."""
+
+    def __init__(self, codec, n_q: int, window_frames: int = DEFAULT_WINDOW_FRAMES, search=None):
         codec.quantizer._check_n_q(n_q)
-        super().__init__(codec, codec.encoder.context_frames, window_frames, unit=codec.hop_length)
+        context = codec.encoder.context_frames
+        if search is not None:
+            context = max(context, codec.decoder.context_frames)
+        super().__init__(codec, context, window_frames, unit=codec.hop_length)
         self.n_q = n_q
+        self.search = search
         self.samples_in = 0
 
     def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
-        return self.codec.encode_frames(window[:, None, :], self.n_q)[..., start:stop]
+        if self.search is None:
+            return self.codec.encode_frames(window[:, None, :], self.n_q)[..., start:stop]
+        latent = self.codec.encoder(self.codec._pad(window[:, None, :]))
+        return self.search(window, latent, first_frame)[..., start:stop]
 
     def _empty(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.n_q, 0, dtype=torch.long, device=self.codec.device)
