@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Speed and memory of the default model against Opus, measured in one run.
 
-    python benchmarks/speed.py [--threads 2] [--seconds 60] [--no-hour] [--model default]
+    python benchmarks/speed.py [--threads 2] [--seconds 60] [--no-hour] [--model default] [--efforts 1,2,3,4]
 
 Prints, for `--seconds` of real speech (the bundled example, tiled) at 24 kHz:
   * model-only encode and decode real-time factors (`Codec.encode` / `Codec.decode`, windowed, inference mode);
   * the file path users run (`LoadedModel.encode_file`: read → resample → model → entropy coding → .ncd;
     `decode_file`);
   * `opusenc --bitrate 6` and `opusdec` wall times on the same WAV, and the ratio neurocodec ÷ Opus;
-  * peak RSS of a child process that encodes and decodes a 1-hour file.
+  * peak RSS of a child process that encodes and decodes a 1-hour file;
+  * with `--efforts`, the file encode's real-time factor at each encoder effort (`encode --effort`).
 Targets (issue "Codec core"): ≥ 20x real time each way, ratio ≤ 3, peak RSS ≤ 500 MB.
 """
 
@@ -43,9 +44,8 @@ def load(model: str):
         from neurocodec.model import Codec
 
         cfg = load_config(ROOT / "examples" / "default.toml").model
-        codec = Codec(cfg).prepare_for_inference()
         info = CheckpointInfo(cfg.name, cfg, "0" * 64, {}, uniform_model(cfg.quantizer.n_q, cfg.quantizer.codebook_size))
-        return LoadedModel(codec, info), "untrained (no bundled model)"
+        return LoadedModel.build(Codec(cfg).state_dict(), info, "cpu"), "untrained (no bundled model)"
 
 
 def speech(seconds: float, rate: int) -> np.ndarray:
@@ -97,6 +97,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="default")
     ap.add_argument("--no-hour", action="store_true", help="skip the 1-hour peak-RSS measurement")
+    ap.add_argument("--efforts", default="", help="comma-separated encoder efforts to time through files")
     ap.add_argument("--hour-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.hour_child:
@@ -129,6 +130,9 @@ def main() -> int:
         results["file_encode_x_realtime"] = args.seconds / t_fenc
         results["file_decode_x_realtime"] = args.seconds / t_fdec
         results["ncd_kbps"] = ncd.stat().st_size * 8 / args.seconds / 1000
+        for effort in (int(e) for e in args.efforts.split(",") if e.strip()):
+            t = best_of(lambda: loaded.encode_file(str(wav), str(ncd), kbps=6.0, effort=effort), args.repeats)
+            results[f"file_encode_effort{effort}_x_realtime"] = args.seconds / t
         if shutil.which("opusenc") and shutil.which("opusdec"):
             opus = Path(tmp, "x.opus")
             t_oenc = best_of(lambda: subprocess.run(["opusenc", "--quiet", "--bitrate", "6", str(wav), str(opus)],

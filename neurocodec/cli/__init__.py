@@ -99,7 +99,7 @@ def encode(
             err.print(f"{_name(input, 'stdin')}: {seconds:.2f} s, {h.channels} ch, {h.sample_rate / 1000:g} kHz -> "
                       f"{_name(output, 'stdout')}: {report.n_q:.3g} codebooks/ch, "
                       f"{report.bytes * 8 / max(seconds, 1e-9) / 1000:.2f} kbps ({report.bytes} bytes), "
-                      f"{seconds / (time.perf_counter() - t0):.0f}x real time", soft_wrap=True)
+                      f"{seconds / (time.perf_counter() - t0):.3g}x real time", soft_wrap=True)
     except NeurocodecError as exc:
         _fail(exc)
 
@@ -131,7 +131,7 @@ def decode(
         if not quiet:
             err.print(f"{_name(input, 'stdin')} -> {_name(output, 'stdout')}: {report.seconds:.2f} s, "
                       f"{report.samples} samples/ch, {len(report.damage)} problems concealed, "
-                      f"{report.seconds / (time.perf_counter() - t0):.0f}x real time", soft_wrap=True)
+                      f"{report.seconds / (time.perf_counter() - t0):.3g}x real time", soft_wrap=True)
         if report.damage and strict:
             raise typer.Exit(5)
     except NeurocodecError as exc:
