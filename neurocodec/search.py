@@ -24,7 +24,7 @@ from .spectral import MelSpectrogram, log_mel, stft
 
 SCALES = ((512, 64), (1024, 80), (2048, 128))  # (window, mel bands) of the log-mel loss
 LINEAR_WEIGHT = 0.1  # linear magnitude (window 1024) beside the log-mel scales
-LEARNING_RATE = 0.1  # development files: 0.025 gained half as much in 8 steps, 0.2 and up spent more bits
+LEARNING_RATE = 0.1  # development speech (tools/devset.py): 0.025 gained half as much in 8 steps, 0.2 spent more bits
 RATE_WEIGHT = 0.01  # loss units per bit per code: on the development files 0.01 kept the bits of effort 0
 # (0.003 spent 2 % more, 0.03 saved 5 % for 0.1 less PESQ)
 RATE_TEMPERATURE = 0.05  # softmax temperature over cosine similarity for the rate term

@@ -87,7 +87,7 @@ def stream_encode(
     level: LevelCoder | None = None,
     loop: bool = True,
     stage: Stage | None = None,
-    search=None,
+    search: Callable | None = None,
 ) -> Iterator[CodeBlock]:
     """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
     level envelope before the model, and the envelope's points come with the codes (in order, from the file's
@@ -217,7 +217,7 @@ def stream_decode(
 
 def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
                  window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True, loop: bool = True,
-                 stage: Stage | None = None, search=None) -> EncodedAudio:
+                 stage: Stage | None = None, search: Callable | None = None) -> EncodedAudio:
     """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` and, with `level`, the level envelope
     the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding of
     the codes after `stage`, as `stream_encode`)."""

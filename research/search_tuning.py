@@ -4,7 +4,8 @@ steps and the rate term's weight, judged by PESQ-WB, log-mel and real kbps throu
 
     python research/search_tuning.py DEV_FOLDER --grid 0.025:16,0.05:16 [--rate 0,0.002]
 
-DEV_FOLDER: speech from the validation split (never the evaluation set). Each grid point is lr:steps.
+DEV_FOLDER: `python tools/devset.py DEV_FOLDER` (the validation split, never the evaluation set). Each grid point
+is lr:steps.
 """
 
 from __future__ import annotations

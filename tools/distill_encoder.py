@@ -2,7 +2,8 @@
 """Teach the encoder what the search finds: fine-tune the encoder alone, against the frozen quantizer and decoder,
 to output the latents that analysis by synthesis (`neurocodec/search.py`) reaches from its own.
 
-    python tools/distill_encoder.py --dev DEV_FOLDER [--crops 600] [--train-steps 4000] [--out ~/.cache/neurocodec/distill]
+    python tools/devset.py /tmp/dev    # the development speech: a fixed pick of the validation split
+    python tools/distill_encoder.py --dev /tmp/dev [--crops 600] [--train-steps 4000] [--out ~/.cache/neurocodec/distill]
 
 1. Targets (cached under OUT/targets-*.safetensors, resumable): random 2 s crops of the training corpus (speech and
    music, every voice), level-normalised as the encoder path does, and the latent the search at the highest
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from neurocodec import metrics, search
-from neurocodec.audio import list_audio, read_audio, resample, write_audio
+from neurocodec import search
+from neurocodec.audio import list_audio, read_audio, resample
 from neurocodec.checkpoint import read_model, resolve_model, save_model
-from neurocodec.eval.run import collect
+from neurocodec.eval.run import aggregate, collect, evaluate
 from neurocodec.loader import LoadedModel, load_model
 
 CORPUS = Path("~/.cache/neurocodec/corpus").expanduser()
@@ -79,21 +79,10 @@ def make_targets(model: LoadedModel, out: Path, count: int, seconds: float, seed
     return torch.cat(audio_parts), torch.cat(target_parts)
 
 
-def judge(model: LoadedModel, refs: list[tuple[np.ndarray, int]]) -> dict:
-    """PESQ-WB, log-mel and real kbps through real files at 6 kbps, effort 0."""
-    pesq, mel, kbps = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for ref, sr in refs:
-            src, ncd, wav = Path(tmp, "in.wav"), Path(tmp, "x.ncd"), Path(tmp, "out.wav")
-            write_audio(src, ref[None], sr)
-            model.encode_file(str(src), str(ncd), kbps=6)
-            model.decode_file(str(ncd), str(wav))
-            est = read_audio(wav)[0][0]
-            pesq.append(metrics.pesq_wb(ref, est, sr))
-            mel.append(metrics.mel_distance(ref, est, sr))
-            kbps.append(ncd.stat().st_size * 8 / (len(ref) / sr) / 1000)
-    return {"pesq": round(float(np.mean(pesq)), 4), "mel": round(float(np.mean(mel)), 4),
-            "kbps": round(float(np.mean(kbps)), 3)}
+def judge(model: LoadedModel, items: list) -> dict:
+    """PESQ-WB, log-mel and real kbps through real files at 6 kbps, effort 0 (`neurocodec eval`'s own path)."""
+    agg = aggregate(evaluate(items, model, (6.0,)))[0]
+    return {"pesq": agg["pesq"], "mel": agg["mel_distance"], "kbps": agg["kbps"]}
 
 
 def main() -> None:
@@ -117,8 +106,7 @@ def main() -> None:
     state, info = read_model(path)
     start = load_model(path, device="cpu")
     audio, target = make_targets(start, args.out, args.crops, args.seconds, args.seed)
-    refs = [(read_audio(it.path)[0].mean(0).astype(np.float32), read_audio(it.path)[1])
-            for it in collect([args.dev])]
+    refs = collect([args.dev])
     best = first = judge(start, refs)
     print(json.dumps({"step": 0, **best}), flush=True)
     train = LoadedModel.build(state, info, "cpu", inference=False).codec
@@ -137,7 +125,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         if step % 50 == 0:
-            print(f"step {step} mse {float(loss):.5f} ({step / (time.perf_counter() - t0):.2f} steps/s)", flush=True)
+            print(f"step {step} mse {loss.item():.5f} ({step / (time.perf_counter() - t0):.2f} steps/s)", flush=True)
         if step % args.judge_every == 0 or step == args.train_steps:
             tuned = {k: v.detach().clone() for k, v in train.state_dict().items()}
             candidate = LoadedModel.build(tuned, info, "cpu")
