@@ -29,10 +29,12 @@ def main() -> None:
     ap.add_argument("folder")
     ap.add_argument("--grid", default="0.025:16")
     ap.add_argument("--rate", default="0")
+    ap.add_argument("--complex", type=float, default=0.0, help="search.COMPLEX_WEIGHT")
     ap.add_argument("--kbps", type=float, default=6.0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    search.COMPLEX_WEIGHT = args.complex
     model = load_model(device="cpu")
     items = collect([args.folder])
     refs = []
