@@ -1,6 +1,6 @@
 """Fitting a model's entropy coding on the codes of real audio (`neurocodec fit-entropy`).
 
-The tables themselves (integer probabilities, contexts, coding) are `entropy.py`'s; this module runs the model
+The tables themselves (integer probabilities, contexts, coding) are `entropy/`'s; this module runs the model
 over training audio to collect codes, and writes the checkpoint back with a fitted 2.x context model. The 1.x
 tables it carries are kept as they are (files coded with them still decode); a model that has none (a training
 run's generator, `tools/release_model.py`) gets them fitted on the same codes.

@@ -1,6 +1,6 @@
 """The `.ncd` file codec: audio files ↔ `.ncd` files ↔ codes, and what `neurocodec info` shows of a file.
 
-The bytes are `container.py`'s, the payloads `payload.py`'s (one layout per format generation), the audio ↔ codes
+The bytes are `container/`'s, the payloads `payload.py`'s (one layout per format generation), the audio ↔ codes
 streams `stream.py`'s (constant rate) and `vbr.py`'s (variable rate), both sources of code blocks that the writer
 loop takes alike. The model comes as plain values: its codec and its `identity.ModelIdentity` (header, tables,
 the check that a file's codes are its own).

@@ -8,7 +8,7 @@ order). At the file ends both see the same zero padding. Memory is bounded by th
 the input length; the cost is 2·C/window extra compute (about 3% for the default window of 10 s).
 
 "Window" here is the unit of computation; it is unrelated to the `.ncd` container's chunks (the unit of damage
-and seeking, `ncdfile.NCD_CHUNK_FRAMES`).
+and seeking, `ncdfile.chunk_frames_for`).
 
 Both classes are push/flush streams, so a file never has to be in memory at once.
 """
