@@ -18,12 +18,12 @@ import torch
 from . import container, payload, vbr
 from .audio import MAX_SECONDS, AudioReader, AudioWriter
 from .codes import CodeBlock, present_counts
+from .container import v1, v2
+from .entropy import EntropyModel, level_bits
 from .errors import AudioError, ConfigError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
 from .identity import ModelIdentity, level_coder, model_label
 from .limits import MAX_CHANNELS
-from .container import v1, v2
-from .entropy import EntropyModel, level_bits
 from .model import Codec
 from .search import Search, effort_steps
 from .stream import stream_decode, stream_encode
@@ -76,13 +76,10 @@ def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Iterable[np.ndarr
     except ValueError as exc:
         raise ConfigError(f"--effort: {exc}") from None
     if quality is None:
-        n_q = identity.n_q_for_kbps(kbps, channels)
-    else:
-        n_q = identity.n_q_for_quality(quality, channels)
-    search = None
-    if steps:
-        search = Search(codec, codec.n_q if quality is not None else n_q, steps,
-                        torch.from_numpy(identity.code_prices()))
+        n_q = searched = identity.n_q_for_kbps(kbps, channels)
+    else:  # variable rate codes every codebook, then keeps each segment's
+        n_q, searched = identity.n_q_for_quality(quality, channels), codec.n_q
+    search = Search(codec, searched, steps, torch.from_numpy(identity.code_prices())) if steps else None
     if quality is None:
         return n_q, stream_encode(codec, blocks, sample_rate, channels, n_q, level=level, loop=level_loop,
                                   search=search)

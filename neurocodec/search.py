@@ -24,8 +24,6 @@ from .spectral import MelSpectrogram, log_mel, stft
 
 SCALES = ((512, 64), (1024, 80), (2048, 128))  # (window, mel bands) of the log-mel loss
 LINEAR_WEIGHT = 0.1  # linear magnitude (window 1024) beside the log-mel scales
-COMPLEX_WEIGHT = 0.0  # complex spectrum (window 1024, magnitude compressed to the 0.3 power), phase-aware: 0.3 and 1
-# moved development PESQ by +0.011 / +0.006 for 0.4 / 0.9 % more bits (research/search_tuning.py --complex)
 LEARNING_RATE = 0.1  # development speech (tools/devset.py): 0.025 gained half as much in 8 steps, 0.2 spent more bits
 RATE_WEIGHT = 0.01  # loss units per bit per code: on the development files 0.01 kept the bits of effort 0
 # (0.003 spent 2 % more, 0.03 saved 5 % for 0.1 less PESQ)
@@ -54,14 +52,8 @@ class SpectralLoss(torch.nn.Module):
         loss = est.new_zeros(())
         for mel in self.mels:
             loss = loss + (log_mel(mel(est)) - log_mel(mel(ref))).abs().mean()
-        spec_est, spec_ref = stft(est, 1024), stft(ref, 1024)
-        loss = loss / len(self.mels) + LINEAR_WEIGHT * (spec_est.abs() - spec_ref.abs()).abs().mean()
-        if COMPLEX_WEIGHT:
-            def compress(spec: torch.Tensor) -> torch.Tensor:
-                return spec * (spec.abs() + 1e-6) ** (0.3 - 1)
-
-            loss = loss + COMPLEX_WEIGHT * (compress(spec_est) - compress(spec_ref)).abs().mean()
-        return loss
+        linear = (stft(est, 1024).abs() - stft(ref, 1024).abs()).abs().mean()
+        return loss / len(self.mels) + LINEAR_WEIGHT * linear
 
 
 class Search:
