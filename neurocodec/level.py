@@ -28,11 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
-SPACING_SECONDS = 0.2  # a point per 0.2 s (docs/history.md, research/level_rates.py: the rates measured)
-TARGET_DB = -23.0  # RMS the model sees (dBFS), EBU R 128's programme level
-STEP_DB = 0.5  # fine enough that the closed loop's corrections do not wobble (level JND ≈ 0.5-1 dB)
-FLOOR_DB = -45.0  # the quantiser's lowest point: quieter passages are raised by at most 22 dB
-LEVELS = 121  # floor … +15 dBFS: room for the closed loop to raise a loud passage the model renders soft
+from .limits import LEVEL_FLOOR_DB as FLOOR_DB, LEVEL_POINTS as LEVELS, LEVEL_STEP_DB as STEP_DB
+from .limits import LEVEL_TARGET_DB as TARGET_DB, level_spacing_frames
+
 HEADROOM_DB = 20.0  # a point is at least a touching segment's peak less this: peaks reach at most target + 20 dB
 RANGE_DB = 20.0  # a point stays within this of the loudest point within CONTEXT_POINTS of it
 CONTEXT_POINTS = 8  # ±1.6 s
@@ -54,7 +52,7 @@ class LevelCoder:
 
     @classmethod
     def for_model(cls, sample_rate: int, hop_length: int) -> "LevelCoder":
-        return cls(hop_length, max(1, round(SPACING_SECONDS * sample_rate / hop_length)))
+        return cls(hop_length, level_spacing_frames(sample_rate, hop_length))
 
     @property
     def spacing_samples(self) -> int:

@@ -23,6 +23,7 @@ from .entropy import EntropyModel, level_bits
 from .errors import AudioError, ConfigError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream, open_input, read_bounded
 from .identity import ModelIdentity, level_coder, model_label
+from .limiter import Limiter
 from .limits import MAX_CHANNELS
 from .model import Codec
 from .search import Search, effort_steps
@@ -54,6 +55,7 @@ class DecodeReport(NamedTuple):
     damage: list[str]  # one line per problem concealed (empty: the file was intact)
     samples: int  # per channel, written
     sample_rate: int
+    limited: int = 0  # samples per channel whose gain the limiter lowered (never clipped: `limiter.py`)
 
     @property
     def seconds(self) -> float:
@@ -257,14 +259,15 @@ def decode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, 
         frames = max([c.first_frame + c.frame_count for c in parsed.chunks] + [b for _, b in parsed.lost], default=0)
         length = round(frames * h.hop_length * h.sample_rate / h.model_sample_rate)
     written = 0
+    limiter = Limiter(h.sample_rate, h.channels)
     with AudioWriter(output, h.sample_rate, h.channels) as writer:
         level = level_coder(h.level, h.hop_length) if h.level is not None else None
-        for block in stream_decode(codec, pieces, h.sample_rate, length, h.channels, level=level):
+        for block in stream_decode(codec, pieces, h.sample_rate, length, h.channels, level=level, limiter=limiter):
             writer.write(block)
             written += block.shape[-1]
             if progress is not None:
                 progress(written, length)
-    return DecodeReport(damage, written, h.sample_rate)
+    return DecodeReport(damage, written, h.sample_rate, limiter.touched)
 
 
 def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
@@ -279,8 +282,7 @@ def describe(input: str, max_seconds: float = MAX_SECONDS) -> dict:
     level, level_kbps, envelope_bits = "none (version 1.0: the level is the model's)", None, 0.0
     lv = h.level
     if lv is not None:
-        level = (f"a point per {lv.spacing_frames / frame_rate:g} s in {lv.step_db:g} dB steps from "
-                 f"{lv.floor_db:g} dBFS; the model sees {lv.target_db:g} dBFS")
+        level = lv.describe(frame_rate)
     per_chunk, coded = [], 0  # codebooks per chunk (mean over its frames), codes coded per channel
     layout = payload.layout(h)
     for c in parsed.chunks:

@@ -18,6 +18,7 @@ import torch
 from .audio import Resampler
 from .codes import CodeBlock
 from .level import LevelCoder, LevelLoop, LevelNormalizer, LevelRestorer
+from .limiter import Limiter
 from .model import Codec
 from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
 
@@ -148,8 +149,11 @@ def stream_decode(
     channels: int,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     level: LevelCoder | None = None,
+    limiter: Limiter | None = None,
 ) -> Iterator[np.ndarray]:
-    """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`.
+    """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`, through
+    `limiter` (a fresh `Limiter` if None; its `touched` counts the samples it lowered): no sample reaches full
+    scale.
 
     With `level`, each block is a `CodeBlock` whose points (frames 0, spacing, 2·spacing, … of the stream, in
     order, ahead of or a little behind the codes) restore the level the encoder normalised away. An `int` in place
@@ -160,10 +164,12 @@ def stream_decode(
     resampler = Resampler(codec.sample_rate, sample_rate, channels)
     ratio = sample_rate / codec.sample_rate
     window = window_for(channels, window_frames)
+    limiter = limiter if limiter is not None else Limiter(sample_rate, channels)
     emitted = 0
 
-    def emit(audio: np.ndarray) -> Iterator[np.ndarray]:
+    def emit(audio: np.ndarray, last: bool = False) -> Iterator[np.ndarray]:
         nonlocal emitted
+        audio = limiter.push(audio, last)
         if length is not None:
             audio = audio[:, : max(0, length - emitted)]
         emitted += audio.shape[-1]
@@ -206,10 +212,10 @@ def stream_decode(
         for audio in model_rate():
             model_samples += audio.shape[-1]
             for piece in _pieces(audio, ratio):
-                yield from emit(resampler(np.clip(piece, -1.0, 1.0)))
+                yield from emit(resampler(piece))
             if length is not None and emitted >= length:
                 return  # the rest could only be trimmed away
-        yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True))
+        yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True), last=True)
     if length is not None and emitted < length:
         backed = math.ceil(model_samples * ratio) + 1
         yield from _silence(channels, max(0, min(length, backed) - emitted))
@@ -244,4 +250,4 @@ def decode_audio(codec: Codec, encoded: EncodedAudio, window_frames: int = DEFAU
                                encoded.level))
     if not parts:
         return np.zeros((channels, 0), np.float32)
-    return np.clip(np.concatenate(parts, axis=-1), -1.0, 1.0)
+    return np.concatenate(parts, axis=-1)

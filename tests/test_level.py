@@ -149,7 +149,7 @@ def test_a_point_outside_the_envelope_is_damage_never_a_gain():
 def test_chunks_off_the_envelope_grid_are_refused_and_skipped():
     import io
 
-    level = container.LevelExtension(10, -23.0, -45.0, 1.5, 33)
+    level = container.LevelExtension.written(16000, 160)  # a point every 20 frames
     h = container.Header(16000, 1, None, "t", "ab" * 8, "00" * 8, 1, 64, 160, 16000, (), 0, level)
     model = entropy.MixModel.uniform(1, 64)
     buf = io.BytesIO()
@@ -160,14 +160,14 @@ def test_chunks_off_the_envelope_grid_are_refused_and_skipped():
         return entropy.encode_chunk_v2(model, codes, np.zeros((1, 1), np.int64), level, np.ones(1), 15)
 
     w.write_chunk(payload(), 7, 1)
-    with pytest.raises(FormatError, match="multiples of 10"):
+    with pytest.raises(FormatError, match="multiples of 20"):
         w.write_chunk(payload(), 7, 1)
     # The same two chunks written past the writer's check: the reader skips the second as damage.
-    w.next_frame = 10
+    w.next_frame = 20
     w.write_chunk(payload(), 7, 1)
-    w.close(17 * 160)
+    w.close(27 * 160)
     data = buf.getvalue()
-    second = container.v2.chunk_at(data, w.entries[1][0], h)  # at frame 10 after 7 frames: skipped as it stands
+    second = container.v2.chunk_at(data, w.entries[1][0], h)  # at frame 20 after 7 frames: skipped as it stands
     crafted = container.chunk_header(7, 7, 1, len(second.payload), container.crc32(second.payload))  # off the grid
     data = data[: second.offset] + crafted + data[second.offset + second.header_size:]
     parsed = container.parse(data)

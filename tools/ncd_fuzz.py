@@ -5,7 +5,8 @@ decoding runs the model), chunks (real payloads, empty or random ones, frame num
 bounds, junk and runs of sync words between them), an index and a trailer (right or lying), then maybe a few
 flipped bytes. `run_case(data)` decodes it the way `neurocodec decode --decode-through-errors` does and checks the
 budget: output no longer than the file's bytes can justify (`output_budget`, computed without the reader's
-code), at most `MEMORY_BUDGET` of Python/numpy memory at once, and time in proportion to the output.
+code), at most `MEMORY_BUDGET` of Python/numpy memory at once, time in proportion to the output, no output
+sample at full scale, and no level envelope other than the one an encoder writes decoded at all.
 
 Used by tests/test_fuzz.py (a few hundred cases by default, 100,000 as a slow test) and tools/fuzz_ncd.py
 (counts per outcome, the worst file found).
@@ -72,10 +73,13 @@ def hostile_header(rng: random.Random, light: bool = False) -> container.Header:
                       model_sha256=_pick(rng, own.model_sha256, "ab" * 32),
                       entropy_sha256=_pick(rng, own.entropy_sha256, entropy.UNIFORM_SHA256))
     extensions = ((0x0042, b"abc"),) if rng.random() < 0.1 else ()
-    # Version 1.1's level envelope: usually the model's own, sometimes none (1.0), sometimes out of spec.
+    # The level envelope: usually the model's own, sometimes none (1.0), sometimes out of spec, sometimes within
+    # the spec's ranges but not what an encoder writes (a reader must refuse those too: they decide gains).
     level = _pick(rng, own.level, own.level, None, lambda r: container.LevelExtension(
         r.choice((0, 1, 7, 4096, 5000)), r.choice((-23.0, 0.0, -70.0)), r.choice((-45.0, -95.0, 0.0)),
-        r.choice((1.5, 0.0, 7.0)), r.choice((33, 1, 2, 256, 300))))
+        r.choice((1.5, 0.0, 7.0)), r.choice((33, 1, 2, 256, 300))), lambda r: container.LevelExtension(
+        r.choice((own.level.spacing_frames, 1, 4096)), r.choice((-23.0, -60.0, 0.0)), r.choice((-45.0, -90.0)),
+        r.choice((0.5, 1.0, 6.0)), r.choice((121, 2, 256))))
     segment = _pick(rng, own.segment_frames, own.segment_frames, 1, 4096, 0, 5000)
     return container.Header(**{**own.__dict__, **fields, "extensions": extensions, "level": level,
                                "segment_frames": segment})
@@ -100,6 +104,10 @@ def _payload(rng: random.Random, h: container.Header, frames: int, n_q: int) -> 
                 container.LevelExtension.unpack(h.level.pack())  # refuses an out-of-spec envelope
                 points = np.array([[rng.randrange(h.level.levels) for _ in range(h.level.points(frames))]
                                    for _ in range(h.channels)], np.int64).reshape(h.channels, -1)
+                if rng.random() < 0.3:  # the loudest points the envelope allows, or swings between its ends
+                    top = h.level.levels - 1
+                    points = np.where(rng.random() < 0.5, top, (np.arange(points.shape[-1]) % 2) * top)
+                    points = np.broadcast_to(points, (h.channels, points.shape[-1])).astype(np.int64)
             return entropy.encode_chunk_v2(model().entropy.coder, codes, points, h.level, np.array(n_qs), segment)
         except (FormatError, ZeroDivisionError):
             return b""  # an out-of-spec envelope: the reader refuses the header anyway
@@ -154,6 +162,40 @@ def output_budget(data: bytes, header: container.Header) -> int:
     return header.max_samples(frames)
 
 
+FULL_SCALE = 32767  # of the 16-bit WAV the decoder writes: no sample may reach it (limiter.py)
+
+
+def _peak(path: Path) -> int:
+    """The largest |sample| of a 16-bit WAV, block by block."""
+    import soundfile as sf
+
+    peak = 0
+    with sf.SoundFile(str(path)) as f:
+        for block in f.blocks(1 << 16, dtype="int16", always_2d=True):
+            if block.size:
+                peak = max(peak, int(np.abs(block.astype(np.int32)).max()))
+    return peak
+
+
+def with_points(data: bytes, tables: entropy.EntropyModel, points) -> bytes:
+    """A 2.x file (our writer's) with every chunk's level points replaced by `points(chunk_points [C, P])` and
+    everything else kept, checksums valid: what a crafted file can say within the writer's envelope."""
+    import io
+
+    from neurocodec import payload
+
+    parsed = container.parse(data)
+    h = parsed.header
+    buf = io.BytesIO()
+    writer = container.Writer(buf, h)
+    for chunk in parsed.chunks:
+        block = payload.layout(h).decode(chunk, tables)
+        chunk_payload, top = payload.encode_chunk(tables, h, block.codes, np.asarray(points(block.points)))
+        writer.write_chunk(chunk_payload, chunk.frame_count, top)
+    writer.close(parsed.length)
+    return buf.getvalue()
+
+
 class Hang(Exception):
     pass
 
@@ -180,6 +222,7 @@ def run_case(data: bytes) -> tuple[str, dict]:
             report = model().decode_file(str(src), str(Path(tmp, "out.wav")), conceal=True)
             outcome = "concealed" if report.damage else "decoded"
             facts["samples"] = report.samples
+            facts["peak"] = _peak(Path(tmp, "out.wav"))
         except NeurocodecError as exc:
             outcome = "refused"
             facts["error"] = str(exc)
@@ -203,6 +246,11 @@ def run_case(data: bytes) -> tuple[str, dict]:
         time_budget += facts["samples"] * header.channels / SAMPLES_PER_SECOND
         if facts["samples"] > facts["budget"]:
             outcome = "over budget"
+        if header.level is not None and header.level != container.LevelExtension.written(
+                header.model_sample_rate, header.hop_length):
+            outcome, facts["why"] = "over budget", "decoded a level envelope no encoder writes"
+        if facts.get("peak", 0) >= FULL_SCALE:
+            outcome, facts["why"] = "over budget", f"a sample at full scale ({facts['peak']})"
     if outcome != "hang" and (facts["seconds"] > time_budget or facts["peak_bytes"] > MEMORY_BUDGET):
         outcome = "over budget"
     return outcome, facts

@@ -131,7 +131,8 @@ def decode(
         if not quiet:
             err.print(f"{_name(input, 'stdin')} -> {_name(output, 'stdout')}: {report.seconds:.2f} s, "
                       f"{report.samples} samples/ch, {len(report.damage)} problems concealed, "
-                      f"{report.seconds / (time.perf_counter() - t0):.3g}x real time", soft_wrap=True)
+                      + (f"{report.limited} samples limited below full scale, " if report.limited else "")
+                      + f"{report.seconds / (time.perf_counter() - t0):.3g}x real time", soft_wrap=True)
         if report.damage and strict:
             raise typer.Exit(5)
     except NeurocodecError as exc:

@@ -10,7 +10,8 @@ import zlib
 from dataclasses import dataclass
 
 from ..errors import FormatError
-from ..limits import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from ..limits import (LEVEL_FLOOR_DB, LEVEL_POINTS, LEVEL_STEP_DB, LEVEL_TARGET_DB, MAX_CHANNELS, MAX_SAMPLE_RATE,
+                      MIN_SAMPLE_RATE, level_spacing_frames)
 
 MAGIC = b"\x89NCD\r\n\x1a\n"  # high bit catches 7-bit channels; CR LF / LF / ^Z catch text-mode damage
 VERSION_MAJOR = 2  # what the writer writes
@@ -96,6 +97,17 @@ class LevelExtension:
         """Points in a chunk of `frames` frames (one at each multiple of `spacing_frames` from its start)."""
         return -(-frames // self.spacing_frames)
 
+    @classmethod
+    def written(cls, model_sample_rate: int, hop_length: int) -> "LevelExtension":
+        """The envelope every encoder writes for a model of this rate and hop (`limits.py`); a reader accepts no
+        other, whatever the spec's ranges allow."""
+        return cls(level_spacing_frames(model_sample_rate, hop_length), LEVEL_TARGET_DB, LEVEL_FLOOR_DB,
+                   LEVEL_STEP_DB, LEVEL_POINTS)
+
+    def describe(self, frame_rate: float) -> str:
+        return (f"a point per {self.spacing_frames / frame_rate:g} s in {self.step_db:g} dB steps, {self.levels} "
+                f"levels from {self.floor_db:g} dBFS; the model sees {self.target_db:g} dBFS")
+
 
 @dataclass(frozen=True)
 class Header:
@@ -133,6 +145,12 @@ class Header:
             raise FormatError(f"hop_length {self.hop_length}: .ncd holds 1 to {MAX_HOP}")
         if not 1 <= self.segment_frames <= MAX_SEGMENT:
             raise FormatError(f"segment of {self.segment_frames} frames: .ncd holds 1 to {MAX_SEGMENT}")
+        if self.level is not None and self.level != LevelExtension.written(self.model_sample_rate, self.hop_length):
+            # Its values decide gains and how much audio waits for the next point: only the writer's are safe.
+            frame_rate = self.model_sample_rate / self.hop_length
+            raise FormatError(
+                f"level envelope ({self.level.describe(frame_rate)}) is not the one an encoder writes for this "
+                f"model ({LevelExtension.written(self.model_sample_rate, self.hop_length).describe(frame_rate)})")
 
     @property
     def version(self) -> str:

@@ -1,0 +1,135 @@
+"""What a crafted file can ask of the decoder (issue "Nothing a file, an array or a typo asks for can hurt"): level
+envelopes no encoder writes are refused, the loudest envelope the writer allows is limited, never clipped, and
+decoding never writes a sample at full scale."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from neurocodec import container
+from neurocodec.checkpoint import bundled_models
+from neurocodec.cli import app
+from neurocodec.errors import FormatError
+from neurocodec.limiter import CEILING, Limiter
+from tools.ncd_fuzz import with_points
+from .conftest import GOLDEN, SPEECH, TINY_MODEL
+
+FULL_SCALE = 32767
+GOLDEN_V21 = (GOLDEN / "v2.1-speech-16k-2q.ncd").read_bytes()
+
+
+def _with_level(data: bytes, **change) -> bytes:
+    h, size = container.parse_header(data)
+    return dataclasses.replace(h, level=dataclasses.replace(h.level, **change)).pack(check=False) + data[size:]
+
+
+@pytest.mark.parametrize("change", [
+    dict(target_db=-60.0),  # the red team's: the model "saw" -60 dBFS, so every point means +37 dB more gain
+    dict(target_db=0.0, floor_db=-90.0),  # ... and the reverse: silence
+    dict(spacing_frames=4096),  # a point every 27 s: audio held until the next one
+    dict(step_db=0.25),
+    dict(levels=2),
+])
+def test_a_level_envelope_no_encoder_writes_is_refused_by_decode_and_info(change, tmp_path):
+    data = _with_level(GOLDEN_V21, **change)
+    container.LevelExtension.unpack(container.parse_header(GOLDEN_V21)[0].level.pack())  # the spec's ranges hold
+    with pytest.raises(FormatError, match="level envelope .* is not the one an encoder writes"):
+        container.parse(data)
+    src = tmp_path / "x.ncd"
+    src.write_bytes(data)
+    for args in (["decode", str(src), str(tmp_path / "x.wav"), "-m", str(TINY_MODEL)], ["info", str(src)]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 5 and "is not the one an encoder writes" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_255_channels_with_a_spacing_of_4096_are_refused_in_little_memory(tmp_path):
+    h, _ = container.parse_header(GOLDEN_V21)
+    h = dataclasses.replace(h, channels=255, length=None, level=dataclasses.replace(h.level, spacing_frames=4096))
+    head = h.pack(check=False)
+    data = head + container.chunk_header(0, 4096, 2, 0, container.crc32(b"")) + container.index_bytes([(len(head), 0)],
+                                                                                                     4096, 4096 * 160)
+    src = tmp_path / "wide.ncd"
+    src.write_bytes(data)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r = subprocess.run([sys.executable, "-m", "neurocodec.cli", "decode", str(src), str(tmp_path / "w.wav"), "-m",
+                        str(TINY_MODEL), "--decode-through-errors"], capture_output=True, text=True, timeout=120)
+    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    assert r.returncode == 5 and "level envelope" in r.stderr, r.stderr
+    assert peak_mb < 1024
+
+
+def test_limiter_passes_audio_below_the_ceiling_unchanged_and_streams_exactly():
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal((2, 30000)) * 0.1).astype(np.float32)
+    lim = Limiter(16000, 2)
+    out = np.concatenate([lim.push(quiet[:, :7000]), lim.push(quiet[:, 7000:], last=True)], axis=-1)
+    assert np.array_equal(out, quiet) and lim.touched == 0
+    loud = quiet.copy()
+    loud[:, 10000:10400] *= 30  # far over full scale
+    loud[1, 20000] = 1.5  # one lone over on one channel
+    whole = Limiter(16000, 2)
+    ref = np.concatenate([whole.push(loud), whole.push(loud[:, :0], last=True)], axis=-1)
+    pieces = Limiter(16000, 2)
+    got = np.concatenate([pieces.push(loud[:, i:i + 333]) for i in range(0, 30000, 333)]
+                         + [pieces.push(loud[:, :0], last=True)], axis=-1)
+    assert np.array_equal(ref, got) and whole.touched == pieces.touched > 0
+    assert np.abs(ref).max() <= CEILING
+    gain = np.where(np.abs(loud[0]) > 1e-3, ref[0] / np.where(loud[0] == 0, 1, loud[0]), np.nan)
+    steps = np.abs(np.diff(gain))
+    assert np.nanmax(steps[np.isfinite(steps)]) < 0.2  # the gain ramps (over 5 ms), it does not jump
+    assert np.allclose(ref[:, :9000], loud[:, :9000]) and np.allclose(ref[:, 25000:], loud[:, 25000:])
+    assert np.allclose(ref[0, 19000:20500], loud[0, 19000:20500]) is False  # linked: channel 0 follows channel 1
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    if "default" not in bundled_models():
+        pytest.skip("no bundled default model")
+    from neurocodec.loader import load_model
+
+    return load_model("default", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speech_file(default_model, tmp_path_factory) -> bytes:
+    out = tmp_path_factory.mktemp("hostile") / "speech.ncd"
+    default_model.encode_file(str(SPEECH), str(out), kbps=6)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("pattern", ["loudest", "swinging"])
+def test_the_loudest_envelope_the_writer_allows_is_limited_not_clipped(default_model, speech_file, pattern,
+                                                                       tmp_path):
+    top = container.parse_header(speech_file)[0].level.levels - 1
+
+    def points(p):
+        if pattern == "loudest":  # every point at +15 dBFS: 38 dB of gain on speech the model renders at -23
+            return np.full_like(p, top)
+        return np.broadcast_to((np.arange(p.shape[-1]) % 2) * top, p.shape).copy()  # 60 dB every 0.2 s
+
+    src, out = tmp_path / "loud.ncd", tmp_path / "loud.wav"
+    src.write_bytes(with_points(speech_file, default_model.identity.tables, points))
+    r = CliRunner().invoke(app, ["decode", str(src), str(out)])
+    assert r.exit_code == 0, r.output
+    assert "samples limited" in r.output, r.output
+    audio, _ = sf.read(out, dtype="int16")
+    assert np.abs(audio.astype(np.int32)).max() < FULL_SCALE
+
+
+def test_decoding_a_loud_input_keeps_its_level_without_a_sample_at_full_scale(default_model):
+    audio, sr = sf.read(SPEECH, dtype="float32", always_2d=True)
+    audio = audio.T * (0.99 / np.abs(audio).max())  # real speech peaking just under full scale
+    decoded = default_model.decode(default_model.encode(audio, sr, kbps=6))
+    assert np.abs(decoded).max() <= CEILING
+    rms = lambda x: np.sqrt(np.mean(x ** 2))
+    assert abs(20 * np.log10(rms(decoded) / rms(audio))) < 0.5
