@@ -19,7 +19,7 @@ _LAZY = {
     "load_model": ".loader",
     "LoadedModel": ".loader",
     "EncodedAudio": ".stream",
-    "describe": ".ncdfile",
+    "describe": ".ncdinfo",
 }
 __all__ = [*_LAZY, "__version__"]
 

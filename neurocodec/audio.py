@@ -18,11 +18,10 @@ import soxr
 
 from .errors import AudioError, OutputError
 from .fileio import PIECE, STDIO, atomic_path, is_stream, open_input
-from .limits import MAX_SAMPLE_RATE
+from .limits import MAX_SAMPLE_RATE, MAX_SECONDS
 
 BLOCK_SAMPLES = 1 << 16
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-MAX_SECONDS = 24 * 3600.0  # the longest input read by default (`--max-hours` on the command line)
 PROBE_BYTES = 1 << 20  # a stream must show an audio header within this many bytes
 SPOOL_IN_MEMORY = 64 << 20  # a spooled stream moves to a temporary file beyond this
 _BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,

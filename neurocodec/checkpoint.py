@@ -13,16 +13,18 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, model_config_from_json, to_dict
 from .entropy import EntropyModel, uniform_model
 from .errors import CheckpointError, ConfigError, FormatError
 from .fileio import atomic_path
+
+if TYPE_CHECKING:  # torch is imported where tensors are: `info` and the light paths read metadata without it
+    import torch
 
 FORMAT = "neurocodec-model"
 FORMAT_VERSION = "1"
@@ -42,14 +44,21 @@ class CheckpointInfo(NamedTuple):
     decodes: tuple[str, ...] = ()  # weights hashes of earlier releases with the same decoder (their files decode)
 
 
-def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+def weights_sha256(tensors: "dict[str, torch.Tensor | np.ndarray]") -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name]
+        if isinstance(t, np.ndarray):  # read without torch: the same bytes under torch's dtype name
+            dtype, shape, raw = "torch." + t.dtype.name, t.shape, np.ascontiguousarray(t).view(np.uint8)
+        else:
+            import torch
+
+            t = t.detach().cpu().contiguous()
+            dtype, shape, raw = str(t.dtype), t.shape, t.view(torch.uint8).numpy() if t.numel() else b""
         h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(json.dumps(list(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(dtype.encode())
+        h.update(json.dumps(list(shape)).encode())
+        h.update(bytes(raw) if len(raw) else b"")
     return h.hexdigest()
 
 
@@ -87,6 +96,9 @@ def save_model(
     `decodes`: weights hashes of earlier checkpoints whose files this one decodes (the caller checked that their
     decoder hash is this one's: `tools/release_model.py` does).
     """
+    import torch
+    from safetensors.torch import save_file
+
     tensors = {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
@@ -123,6 +135,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         from safetensors import safe_open
+        from safetensors.torch import load_file
 
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -176,6 +189,21 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
                                    encoder, decodes)
 
 
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """A checkpoint's config from its metadata alone (no tensors, no torch): what the command line checks an
+    option against before the model loads. `read_model` verifies the whole file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            metadata = f.metadata() or {}
+        return model_config_from_json(metadata.get("config", ""))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable neurocodec checkpoint ({str(exc).splitlines()[0]})") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: bad config in metadata: {exc}") from None
+
+
 def bundled_models() -> dict[str, Path]:
     """Name → path of every model shipped inside the package (`neurocodec/weights/*.safetensors`)."""
     root = resources.files("neurocodec") / _WEIGHTS_DIR
@@ -194,7 +222,7 @@ def bundled_name(model_id: str) -> str | None:
 
     for name, path in sorted(bundled_models().items()):
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(path), framework="np") as f:
                 meta = f.metadata() or {}
         except (SafetensorError, OSError):
             continue
@@ -207,8 +235,15 @@ def bundled_name(model_id: str) -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _decoder_hash(path: str) -> str:
-    tensors = {k: v for k, v in load_file(path).items() if not k.startswith("entropy.")}
-    return part_hashes(tensors)[0]
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)  # numpy: no torch for `info`
+    except (TypeError, ValueError, SafetensorError):  # a dtype numpy lacks (bfloat16)
+        from safetensors.torch import load_file
+
+        tensors = load_file(path)
+    return part_hashes({k: v for k, v in tensors.items() if not k.startswith("entropy.")})[0]
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:

@@ -18,6 +18,8 @@ from typing import Any, Literal, Union
 
 from .errors import ConfigError
 
+DEFAULT_KBPS = 6.0  # what `encode` spends on the whole file when no bitrate is given
+
 
 # --------------------------------------------------------------------------------------------------- model parts
 @dataclass(frozen=True)
@@ -105,6 +107,27 @@ class ModelConfig:
     def kbps(self, n_q: int) -> float:
         """Fixed-width bitrate in kbps when `n_q` codebooks are used."""
         return n_q * math.log2(self.quantizer.codebook_size) * self.frame_rate / 1000
+
+    def n_q_for_total_kbps(self, kbps: float | None, channels: int = 1) -> int:
+        """Codebooks per channel at `kbps` for the whole signal: `channels` share it (the largest count whose
+        fixed-width rate fits). None: `DEFAULT_KBPS`, or all codebooks of a model that tops out below it. Raises
+        `ConfigError` for a bitrate the model cannot meet."""
+        if kbps is None:
+            kbps = min(DEFAULT_KBPS, self.kbps(self.quantizer.n_q) * channels)
+        try:
+            return self.n_q_for_kbps(kbps / channels)
+        except ConfigError as exc:
+            if channels == 1:
+                raise
+            raise ConfigError(f"{kbps:g} kbps for {channels} channels: {exc} per channel") from None
+
+    def n_q_for_quality(self, quality: float, channels: int = 1) -> int:
+        """The codebooks of constant `quality` kbps, the reference of variable rate (`vbr.py`); `ConfigError` as
+        `n_q_for_total_kbps`, naming the quality."""
+        try:
+            return self.n_q_for_total_kbps(quality, channels)
+        except ConfigError as exc:
+            raise ConfigError(f"quality {quality:g}: {exc}") from None
 
     def n_q_for_kbps(self, kbps: float) -> int:
         """The largest number of codebooks whose fixed-width bitrate does not exceed `kbps` (one channel).

@@ -13,10 +13,14 @@ class ConfigError(NeurocodecError):
     exit_code = 2
 
 
-class AudioError(NeurocodecError):
-    """Audio cannot be read, written or resampled."""
+class InputError(NeurocodecError):
+    """An input cannot be read: missing, unreadable, a folder, or not what the command reads."""
 
     exit_code = 3
+
+
+class AudioError(InputError):
+    """Audio cannot be read, written or resampled."""
 
 
 class CheckpointError(NeurocodecError):

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import container, payload
-from .checkpoint import bundled_name
 from .config import ModelConfig
 from .entropy import LOG_UNIT, EntropyModel
-from .errors import ConfigError, FormatError
+from .errors import FormatError
 from .level import LevelCoder
-
-DEFAULT_KBPS = 6.0  # for the whole file
+from .ncdinfo import model_label
 
 
 def level_extension(coder: LevelCoder) -> container.LevelExtension:
@@ -30,12 +28,6 @@ def level_extension(coder: LevelCoder) -> container.LevelExtension:
 def level_coder(ext: container.LevelExtension, hop_length: int) -> LevelCoder:
     """The decoder's level coder for a header's envelope."""
     return LevelCoder(hop_length, ext.spacing_frames, ext.target_db, ext.floor_db, ext.step_db, ext.levels)
-
-
-def model_label(header: container.Header) -> str:
-    """The name of the model that made a file: its header's (1.x), else the bundled model with its id (2.x),
-    else "unknown"."""
-    return header.model_name or bundled_name(header.model_sha256) or "unknown"
 
 
 @dataclass(frozen=True)
@@ -71,25 +63,12 @@ class ModelIdentity:
         return LevelCoder.for_model(self.config.sample_rate, self.config.hop_length)
 
     def n_q_for_kbps(self, kbps: float | None, channels: int = 1) -> int:
-        """Codebooks per channel at `kbps` for the whole signal: `channels` share it (the largest count whose
-        fixed-width rate fits). None: `DEFAULT_KBPS`, or all codebooks of a model that tops out below it. Raises
-        `ConfigError` for a bitrate the model cannot meet."""
-        if kbps is None:
-            kbps = min(DEFAULT_KBPS, self.config.kbps(self.config.quantizer.n_q) * channels)
-        try:
-            return self.config.n_q_for_kbps(kbps / channels)
-        except ConfigError as exc:
-            if channels == 1:
-                raise
-            raise ConfigError(f"{kbps:g} kbps for {channels} channels: {exc} per channel") from None
+        """See `ModelConfig.n_q_for_total_kbps`."""
+        return self.config.n_q_for_total_kbps(kbps, channels)
 
     def n_q_for_quality(self, quality: float, channels: int = 1) -> int:
-        """The codebooks of constant `quality` kbps, the reference of variable rate (`vbr.py`); `ConfigError` as
-        `n_q_for_kbps`, naming the quality."""
-        try:
-            return self.n_q_for_kbps(quality, channels)
-        except ConfigError as exc:
-            raise ConfigError(f"quality {quality:g}: {exc}") from None
+        """See `ModelConfig.n_q_for_quality`."""
+        return self.config.n_q_for_quality(quality, channels)
 
     def header(self, sample_rate: int, channels: int, length: int | None, effort: int = 0) -> container.Header:
         """The `.ncd` header of a file this model codes: the audio's facts, the decoder it needs, the model's

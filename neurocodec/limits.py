@@ -4,6 +4,8 @@ audio path and the format share."""
 MIN_SAMPLE_RATE = 1_000  # of the original audio and of the model: below it nothing is audio, and resampling
 MAX_SAMPLE_RATE = 768_000  # to it costs without bound; the top is the highest PCM rate in common use
 MAX_CHANNELS = 255  # a header's channel count is one byte's worth
+MAX_EFFORT = 4  # `encode --effort` 0 … 4 (`search.EFFORT_STEPS`)
+MAX_SECONDS = 24 * 3600.0  # the longest input read or decoded by default (`--max-hours` on the command line)
 
 # The level envelope (`level.py` measures it, an `.ncd` header states it): every encoder writes these parameters
 # for a model of a given rate and hop, and a reader accepts no others, so that a file cannot ask the decoder for

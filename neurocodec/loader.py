@@ -18,9 +18,10 @@ import torch
 
 from . import ncdfile
 from .checkpoint import CheckpointInfo, read_model, resolve_model
+from .config import DEFAULT_KBPS
 from .entropy import EntropyModel
 from .errors import CheckpointError, ConfigError
-from .identity import DEFAULT_KBPS, ModelIdentity
+from .identity import ModelIdentity
 from .level import LevelCoder
 from .model import Codec
 from .stream import EncodedAudio, decode_audio

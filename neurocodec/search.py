@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .limits import MAX_EFFORT
 from .spectral import MelSpectrogram, log_mel, stft
 
 SCALES = ((512, 64), (1024, 80), (2048, 128))  # (window, mel bands) of the log-mel loss
@@ -30,7 +31,7 @@ RATE_WEIGHT = 0.01  # loss units per bit per code: on the development files 0.01
 RATE_TEMPERATURE = 0.05  # softmax temperature over cosine similarity for the rate term
 EFFORT_STEPS = (0, 2, 4, 8, 16)  # Adam steps per window at effort 0, 1, … (0: the encoder's own codes; 32 steps
 # gained nothing over 16 on the development files)
-MAX_EFFORT = len(EFFORT_STEPS) - 1
+assert len(EFFORT_STEPS) == MAX_EFFORT + 1
 
 
 def effort_steps(effort: int) -> int:

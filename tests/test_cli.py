@@ -94,7 +94,7 @@ def test_model_mismatch_is_refused_before_decoding(tmp_path):
     (["decode", SPEECH, "x.wav", "-m", MODEL], 5, "not an .ncd file"),
     (["encode", SPEECH, "x.ncd", "-m", MODEL, "-b", "0.1"], 2, "below one codebook"),
     (["encode", SPEECH, "x.ncd", "-m", MODEL, "--quality", "0.1"], 2, "quality 0.1: 0.1 kbps is below one codebook"),
-    (["encode", str(ROOT / "examples"), "x.ncd", "-m", MODEL], 3, "is a folder, not an audio file"),
+    (["encode", str(ROOT / "examples"), "x.ncd", "-m", MODEL], 3, "is a folder, not a file"),
 ])
 def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, monkeypatch, args, code, message):
     monkeypatch.chdir(tmp_path)

@@ -52,7 +52,7 @@ def test_output_path_failures_are_one_line_errors(tmp_path):
     one_line_error(cli("encode", SPEECH, str(tmp_path / "no" / "x.ncd"), "-q"), 8, "does not exist")
     one_line_error(cli("encode", SPEECH, str(tmp_path), "-q"), 8, "is a folder")
     one_line_error(cli("encode", SPEECH, str(tmp_path / ("a" * 260 + ".ncd")), "-q"), 8, "name is too long")
-    one_line_error(cli("decode", SPEECH, str(tmp_path / "x.mp3"), "-q"), 5, "not an .ncd")
+    one_line_error(cli("decode", SPEECH, str(tmp_path / "x.wav"), "-q"), 5, "not an .ncd")
     assert not any(tmp_path.iterdir())
 
 
@@ -75,7 +75,9 @@ def test_a_symlink_is_followed_and_stays_a_link(tmp_path, ncd):
     target, link = tmp_path / "real.wav", tmp_path / "link.wav"
     target.write_bytes(b"old")
     link.symlink_to(target)
-    assert cli("decode", str(ncd), str(link), "-q").exit_code == 0
+    one_line_error(cli("decode", str(ncd), str(link), "-q"), 8, "exists; pass --force")  # nothing is lost
+    assert target.read_bytes() == b"old"
+    assert cli("decode", str(ncd), str(link), "-q", "--force").exit_code == 0
     assert link.is_symlink() and sf.info(str(target)).frames == sf.info(SPEECH).frames
 
 

@@ -58,7 +58,7 @@ def test_effort_is_deterministic_bounded_and_recorded(model, tmp_path):
     out = tmp_path / "a.wav"
     assert model.decode_file(str(a), str(out)).samples == sf.info(str(SPEECH)).frames
     r = CliRunner().invoke(app, ["info", str(a)])
-    assert r.exit_code == 0 and "effort 1" in r.output
+    assert r.exit_code == 0 and "effort: 1" in r.output
     r = CliRunner().invoke(app, ["encode", str(SPEECH), str(tmp_path / "x.ncd"), "-m", str(TINY_MODEL), "--effort", "9"])
     assert r.exit_code == 2 and "effort 9" in r.output
     with pytest.raises(ValueError):

@@ -23,6 +23,7 @@ from ..errors import ConfigError, NeurocodecError
 from .display import TrainDisplay, print_table, progress_bar
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate.")
 err = Console(stderr=True, highlight=False)
 MAX_THREADS = 1024
@@ -63,43 +64,56 @@ def _name(path: str, stdio: str) -> str:
     return escape(stdio if path == "-" else path)
 
 
-MAX_HOURS = typer.Option(24.0, "--max-hours", help="Refuse inputs longer than this (streams are read at most this far).")
+MAX_HOURS = typer.Option(24.0, "--max-hours", show_default=True, help="Refuse inputs longer than this many hours (streams are read at most this far).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No summary line or progress bar (errors and warnings still show).")
+FORCE = typer.Option(False, "--force", "-f", help="Replace an existing output file (without it, an existing file is refused).")
+MODEL = typer.Option(None, "--model", "-m", show_default="the bundled default", help="Bundled model name or .safetensors path.")
+DEVICE = typer.Option(None, "--device", show_default="cuda when present, else cpu", help="cpu, cuda, cuda:1 …")
+THREADS = typer.Option(0, "--threads", show_default=True, help="CPU threads (0: torch's default, the machine's cores).")
+
+
+def _speed(seconds: float, elapsed: float) -> str:
+    """"×real time" that stays readable for short and slow runs: 3 significant digits, never 0x."""
+    x = seconds / max(elapsed, 1e-9)
+    return f"{x:.3g}x real time" if x >= 0.001 else f"{elapsed:.1f} s"
 
 
 @app.command()
 def encode(
     input: str = typer.Argument(..., help="Audio file (wav/flac/ogg/…), or - for stdin."),
-    output: str = typer.Argument(..., help="Output .ncd file, or - for stdout."),
-    bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", help="kbps for the whole file, channels sharing it: 1.5, 3, 6, 12 per channel for the default model [default: 6, or the model's maximum if lower]."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or .safetensors path."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when present)."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default)."),
-    level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
-    quality: Optional[float] = typer.Option(None, "--quality", "-Q", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). Holds the input in memory; about 3x real time. --bitrate is the constant-rate mode."),
-    effort: int = typer.Option(0, "--effort", "-e", help="0-4: analysis by synthesis, each level about twice the work of the one below for better codes (0: the encoder's own, fastest)."),
+    output: str = typer.Argument(..., help="Output .ncd file, or - for stdout (not a terminal)."),
+    bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", show_default="6, or the model's maximum if lower", help="kbps for the whole file, channels sharing it: 1.5, 3, 6, 12 per channel for the default model."),
+    model: Optional[str] = MODEL,
+    device: Optional[str] = DEVICE,
+    threads: int = THREADS,
+    level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", show_default=True, help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
+    quality: Optional[float] = typer.Option(None, "--quality", "-Q", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). --bitrate is the constant-rate mode."),
+    effort: int = typer.Option(0, "--effort", "-e", show_default=True, help="0-4: analysis by synthesis, each level about twice the work of the one below for better codes (0: the encoder's own, fastest)."),
     max_hours: float = MAX_HOURS,
+    force: bool = FORCE,
     quiet: bool = QUIET,
 ) -> None:
     """Encode audio into an .ncd file. --bitrate is for the whole file: the channels share it; --quality is
     variable rate."""
     try:
+        t0 = time.perf_counter()
+        from ..preflight import check_encode, max_seconds
+
+        limit = max_seconds(max_hours)
+        check_encode(input, output, model, bitrate, quality, effort, force)
         _threads(threads)
         from ..loader import load_model
 
-        t0 = time.perf_counter()
         loaded = load_model(model, device)
-        if quality is not None and bitrate is not None:
-            raise ConfigError("--quality (variable rate) and --bitrate (constant rate) exclude each other")
         with progress_bar(err, quiet, "encode") as progress:
-            report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=max_hours * 3600, progress=progress,
+            report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=limit, progress=progress,
                                         level_loop=level_loop, quality=quality, effort=effort)
         if not quiet:
             h, seconds = report.header, report.samples / report.header.sample_rate
             err.print(f"{_name(input, 'stdin')}: {seconds:.2f} s, {h.channels} ch, {h.sample_rate / 1000:g} kHz -> "
                       f"{_name(output, 'stdout')}: {report.n_q:.3g} codebooks/ch, "
                       f"{report.bytes * 8 / max(seconds, 1e-9) / 1000:.2f} kbps ({report.bytes} bytes), "
-                      f"{seconds / (time.perf_counter() - t0):.3g}x real time", soft_wrap=True)
+                      f"{_speed(seconds, time.perf_counter() - t0)}", soft_wrap=True)
     except NeurocodecError as exc:
         _fail(exc)
 
@@ -107,24 +121,29 @@ def encode(
 @app.command()
 def decode(
     input: str = typer.Argument(..., help=".ncd file, or - for stdin."),
-    output: str = typer.Argument(..., help="Output audio (.wav/.flac/.ogg), or - for WAV on stdout."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model name or .safetensors path (default: the one named in the file)."),
-    device: Optional[str] = typer.Option(None, "--device"),
+    output: str = typer.Argument(..., help="Output audio (.wav/.flac/.ogg; no extension: WAV), or - for WAV on stdout (not a terminal)."),
+    model: Optional[str] = MODEL,
+    device: Optional[str] = DEVICE,
     decode_through_errors: bool = typer.Option(False, "--decode-through-errors", help="Conceal damaged chunks with silence instead of stopping."),
     strict: bool = typer.Option(False, "--strict", help="With --decode-through-errors: still exit non-zero if anything was concealed."),
-    threads: int = typer.Option(0, "--threads"),
+    threads: int = THREADS,
     max_hours: float = MAX_HOURS,
+    force: bool = FORCE,
     quiet: bool = QUIET,
 ) -> None:
     """Decode an .ncd file to audio (WAV, FLAC or Ogg Vorbis by the output's extension)."""
     try:
+        t0 = time.perf_counter()
+        from ..preflight import check_decode, max_seconds
+
+        limit = max_seconds(max_hours)
+        check_decode(input, output, force)
         _threads(threads)
         from ..loader import load_model
 
-        t0 = time.perf_counter()
         loaded = load_model(model, device)
         with progress_bar(err, quiet, "decode") as progress:
-            report = loaded.decode_file(input, output, conceal=decode_through_errors, max_seconds=max_hours * 3600,
+            report = loaded.decode_file(input, output, conceal=decode_through_errors, max_seconds=limit,
                                         progress=progress)
         for line in report.damage:
             _say("warning:", "yellow", line)
@@ -132,7 +151,7 @@ def decode(
             err.print(f"{_name(input, 'stdin')} -> {_name(output, 'stdout')}: {report.seconds:.2f} s, "
                       f"{report.samples} samples/ch, {len(report.damage)} problems concealed, "
                       + (f"{report.limited} samples limited below full scale, " if report.limited else "")
-                      + f"{report.seconds / (time.perf_counter() - t0):.3g}x real time", soft_wrap=True)
+                      + _speed(report.seconds, time.perf_counter() - t0), soft_wrap=True)
         if report.damage and strict:
             raise typer.Exit(5)
     except NeurocodecError as exc:
@@ -142,14 +161,15 @@ def decode(
 @app.command()
 def info(
     input: str = typer.Argument(..., help=".ncd file, or - for stdin."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text (fields: docs/info.md)."),
     max_hours: float = MAX_HOURS,
 ) -> None:
-    """Show an .ncd file's header, chunks, real bitrate and any damage found."""
+    """Show an .ncd file's header, chunks, real bitrate and any damage found (no model needed)."""
     try:
-        from ..ncdfile import describe
+        from ..ncdinfo import describe
+        from ..preflight import max_seconds
 
-        desc = describe(input, max_hours * 3600)
+        desc = describe(input, max_seconds(max_hours))
     except NeurocodecError as exc:
         _fail(exc)
     if as_json:
@@ -174,7 +194,7 @@ def train(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Checkpoints and logs (default ~/.cache/neurocodec/runs/NAME)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir exactly where it stopped."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Stop at this step (default: the config's)."),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: Optional[str] = DEVICE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a live display."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw RUN_DIR's curves to RUN_DIR/curves.png and exit."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per process (overrides the config's train.threads)."),
@@ -233,7 +253,7 @@ def fit_entropy(
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write: same weights, fitted tables."),
     contexts: int = typer.Option(16, "--contexts", help="Tables per codebook and expert (context clusters + 1)."),
     minutes: float = typer.Option(60.0, "--minutes", help="At most this much audio (random files)."),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: Optional[str] = DEVICE,
 ) -> None:
     """Fit the entropy coder's integer probability tables on real audio and store them with the model."""
     try:
@@ -248,15 +268,15 @@ def fit_entropy(
 @app.command("eval")
 def eval_(
     inputs: list[str] = typer.Argument(..., help="Folders, audio files, or an eval manifest.json (tools/build_corpus.py)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    model: Optional[str] = MODEL,
     bitrates: str = typer.Option("1.5,3,6,12", "--bitrate", "--bitrates", "-b", help="Comma-separated kbps."),
     baseline: str = typer.Option("", "--baseline", help="Comma-separated: opus, nolace (Opus 1.5 + NoLACE, tools/build_opus15.sh), codec2 (run in the same run)."),
     opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrate", "--opus-bitrates", help="Opus kbps (default: --bitrate)."),
     efforts: str = typer.Option("0", "--effort", help="Comma-separated encoder efforts to compare (0-4)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write results.json/.csv, report.md and PNGs here."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many files of each kind."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    threads: int = typer.Option(0, "--threads"),
+    device: Optional[str] = DEVICE,
+    threads: int = THREADS,
 ) -> None:
     """Round-trip audio through .ncd files (and baselines); print quality, bitrate and speed."""
     try:
@@ -297,7 +317,22 @@ def main() -> None:
     # its state first: it installs its own SIGTERM handler).
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
-    app()
+    # click's exception classes (typer vendors click in recent versions and names only BadParameter publicly).
+    usage_error, click_exception = (next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+                                    for name in ("UsageError", "ClickException"))
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:  # one line, as every other error (click would draw a box)
+        command = exc.ctx.command_path if exc.ctx is not None else "neurocodec"
+        if exc.format_message():  # (none when help was shown for a bare command)
+            _say("error:", "bold red", f"{exc.format_message()} (see: {command} -h)")
+        code = 2
+    except click_exception as exc:
+        _say("error:", "bold red", exc.format_message())
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _exit_on_signal(signum, frame) -> None:

@@ -167,6 +167,11 @@ class Header:
                 return ident.hex(), effort
         return None
 
+    @property
+    def model_id_names(self) -> str:
+        """What `model_sha256` is the hash of: the decoder's weights (2.1 on), or every weight (earlier)."""
+        return "decoder" if (self.version_major, self.version_minor) >= (2, 1) else "weights"
+
     def max_samples(self, frames: int) -> int:
         """The most samples per channel at `sample_rate` that `frames` frames can describe (+1 for rounding)."""
         return -(-frames * self.hop_length * self.sample_rate // self.model_sample_rate) + 1

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..config import Config, from_dict, to_dict
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 
 RUNS = Path("~/.cache/neurocodec/runs")  # where a run goes when no folder is given: RUNS/<model name>
 
@@ -81,7 +81,7 @@ class RunDir:
 
     def read_log(self) -> list[dict]:
         if not self.log.is_file():
-            raise CheckpointError(f"{self.log}: no training log here")
+            raise InputError(f"{self.log}: no training log here")
         records = []
         for line in self.log.read_text().splitlines():
             try:
