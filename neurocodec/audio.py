@@ -18,7 +18,7 @@ import soxr
 
 from .errors import AudioError, OutputError
 from .fileio import PIECE, STDIO, atomic_path, is_stream, open_input
-from .limits import MAX_SAMPLE_RATE, MAX_SECONDS
+from .limits import MAX_CHANNELS, MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
 
 BLOCK_SAMPLES = 1 << 16
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -26,6 +26,46 @@ PROBE_BYTES = 1 << 20  # a stream must show an audio header within this many byt
 SPOOL_IN_MEMORY = 64 << 20  # a spooled stream moves to a temporary file beyond this
 _BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
                      "FLOAT": 4, "DOUBLE": 8}  # compressed formats: at most 4 bytes a sample
+
+
+MAX_FLOAT = 16.0  # +24 dBFS: float audio beyond it is not audio in [-1, 1] (integer PCM stored as float, most often)
+_PCM_SCALE = {np.dtype(np.int8): 128.0, np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2.0**31}
+
+
+def check_audio(audio, sample_rate, where: str = "audio", first_sample: int = 0) -> tuple[np.ndarray, int]:
+    """The one validation of audio handed to neurocodec (the Python API; the reader checks each block the same
+    way): → (`[C, T]` float32, sample rate as int). `audio` is `[T]` or `[C, T]`, float in [-1, 1] (overs up to
+    `MAX_FLOAT` pass) or integer PCM (int8/int16/int32, scaled by its full scale; uint8 is offset binary).
+    Refused with `AudioError`: other dtypes, NaN or infinite samples, floats beyond `MAX_FLOAT`, more than 2
+    dimensions, no channel or more than `MAX_CHANNELS`, a sample rate outside 1 kHz … 768 kHz. `first_sample`:
+    where `audio` starts in a longer signal (for the message)."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float, np.floating)) or \
+            not float(sample_rate).is_integer() or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{where}: sample rate {sample_rate!r}: give an integer from {MIN_SAMPLE_RATE} to "
+                         f"{MAX_SAMPLE_RATE} Hz")
+    array = np.asarray(audio)
+    if array.dtype in _PCM_SCALE:
+        array = array.astype(np.float32) / np.float32(_PCM_SCALE[array.dtype])
+    elif array.dtype == np.uint8:
+        array = (array.astype(np.float32) - 128.0) / 128.0
+    elif array.dtype.kind != "f":
+        raise AudioError(f"{where}: samples of type {array.dtype}: give float in [-1, 1] or int8/int16/int32 PCM")
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2:
+        raise AudioError(f"{where}: shape {array.shape}: give [samples] or [channels, samples]")
+    if not 1 <= array.shape[0] <= MAX_CHANNELS:
+        hint = " (samples first? pass audio.T)" if array.shape[1] <= MAX_CHANNELS < array.shape[0] else ""
+        raise AudioError(f"{where}: {array.shape[0]} channels in shape {array.shape}: give 1 to {MAX_CHANNELS}{hint}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = first_sample + int(np.argmax(~finite.all(axis=0)))
+        raise AudioError(f"{where}: sample {bad} ({bad / sample_rate:.3f} s) is NaN or infinite")
+    if array.size and np.abs(array).max() > MAX_FLOAT:
+        raise AudioError(f"{where}: samples reach {np.abs(array).max():.4g}; float audio is in [-1, 1] (integer "
+                         "PCM stored as float? divide by its full scale, e.g. 32768)")
+    return array, int(sample_rate)
 
 
 class AudioReader:
@@ -106,11 +146,9 @@ class AudioReader:
                 block = self._file.read(samples, dtype="float32", always_2d=True)
                 if not len(block):
                     return
-                if not np.isfinite(block).all():
-                    bad = done + int(np.argmax(~np.isfinite(block).all(axis=1)))
-                    raise AudioError(f"{self.name}: sample {bad} ({bad / self.sample_rate:.3f} s) is NaN or infinite")
+                checked, _ = check_audio(block.T, self.sample_rate, self.name, done)
                 done += len(block)
-                yield np.ascontiguousarray(block.T)
+                yield checked
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{self.name}: read failed ({_reason(exc)})") from None
 

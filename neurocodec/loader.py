@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import ncdfile
+from .audio import check_audio
 from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .config import DEFAULT_KBPS
 from .entropy import EntropyModel
@@ -67,11 +68,11 @@ class LoadedModel:
     # ------------------------------------------------------------------------------------------- coding
     def encode(self, audio: np.ndarray, sample_rate: int, kbps: float | None = DEFAULT_KBPS,
                level_loop: bool = True, quality: float | None = None, effort: int = 0) -> EncodedAudio:
-        """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` with the original rate and length,
+        """audio `[C, T]` (or `[T]`; float in [-1, 1] or integer PCM, checked by `audio.check_audio`) at any rate
+        (1 kHz … 768 kHz) → codes `[C, n_q, T_frames]` with the original rate and length,
         and the level envelope. `kbps` is the total: the channels share it. `level_loop`, `quality`, `effort`: see
         `ncdfile.code_blocks` (variable rate: the codes are -1 where a segment keeps fewer codebooks)."""
-        audio = np.asarray(audio, np.float32)
-        audio = audio[None] if audio.ndim == 1 else audio
+        audio, sample_rate = check_audio(audio, sample_rate)
         channels = audio.shape[0]
         n_q, blocks = ncdfile.code_blocks(self.codec, self.identity, [audio], sample_rate, channels, kbps, quality,
                                           level_loop, effort)
@@ -82,7 +83,10 @@ class LoadedModel:
         return EncodedAudio(codes, sample_rate, audio.shape[-1], points, self.level)
 
     def decode(self, encoded: EncodedAudio) -> np.ndarray:
-        """codes → audio `[C, length]` float32 at the original sample rate."""
+        """codes → audio `[C, length]` float32 at the original sample rate (checked first:
+        `ModelIdentity.check_encoded`; `FormatError` for codes this model could not have made)."""
+        self.identity.check_encoded(encoded.codes, encoded.sample_rate, encoded.length, encoded.points,
+                                    encoded.level)
         return decode_audio(self.codec, encoded)
 
     def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options

@@ -134,3 +134,64 @@ def test_decoding_a_loud_input_keeps_its_level_without_a_sample_at_full_scale(de
     assert np.abs(decoded).max() <= CEILING
     rms = lambda x: np.sqrt(np.mean(x ** 2))
     assert abs(20 * np.log10(rms(decoded) / rms(audio))) < 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from neurocodec.loader import load_model
+
+    return load_model(TINY_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speech_16k():
+    audio, sr = sf.read(SPEECH, dtype="int16", always_2d=True)
+    return audio.T[:, : sr].copy(), sr  # one second of int16 PCM [1, T]
+
+
+def test_the_api_scales_integer_pcm_as_the_reader_does(tiny, speech_16k):
+    pcm, sr = speech_16k
+    as_float = tiny.encode(pcm.astype(np.float32) / 32768, sr, kbps=None)
+    for array in (pcm, (pcm.astype(np.int32) << 16)):
+        encoded = tiny.encode(array, sr, kbps=None)
+        assert np.array_equal(encoded.codes, as_float.codes) and np.array_equal(encoded.points, as_float.points)
+    assert np.array_equal(tiny.encode(pcm[0], np.int64(sr), kbps=None).codes, as_float.codes)  # [T] and a numpy rate
+
+
+@pytest.mark.parametrize("array, rate, message", [
+    (np.full((1, 800), np.nan, np.float32), 16000, "sample 0 (0.000 s) is NaN or infinite"),
+    (np.zeros((16000, 2), np.float32), 16000, "samples first? pass audio.T"),
+    (np.zeros((1, 1, 100), np.float32), 16000, "give [samples] or [channels, samples]"),
+    (np.zeros((0, 100), np.float32), 16000, "0 channels"),
+    (np.zeros(100, np.int64), 16000, "samples of type int64"),
+    (np.zeros(100, bool), 16000, "samples of type bool"),
+    (np.zeros(100, np.complex64), 16000, "samples of type complex64"),
+    (np.full(100, 1000.0, np.float32), 16000, "integer PCM stored as float"),
+    (np.zeros(100, np.float32), 16000.5, "sample rate 16000.5"),
+    (np.zeros(100, np.float32), True, "sample rate True"),
+    (np.zeros(100, np.float32), 100, "sample rate 100"),
+])
+def test_the_api_refuses_what_the_command_line_refuses(tiny, array, rate, message):
+    from neurocodec.errors import AudioError
+
+    with pytest.raises(AudioError) as info:
+        tiny.encode(array, rate)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_decode_refuses_codes_the_model_could_not_have_made(tiny, speech_16k):
+    pcm, sr = speech_16k
+    encoded = tiny.encode(pcm, sr, kbps=None)
+    assert tiny.decode(encoded).shape == pcm.shape
+    codes = encoded.codes.copy()
+    codes[0, 0, 3] = tiny.config.quantizer.codebook_size
+    big = encoded.codes.shape[-1] * tiny.config.hop_length * 10
+    foreign = dataclasses.replace(encoded.level, target_db=-60.0)
+    for bad, message in ((encoded._replace(codes=codes), "has codes 0 to 63"),
+                         (encoded._replace(codes=encoded.codes.astype(np.float32)), "give integers"),
+                         (encoded._replace(length=big), "describe at most"),
+                         (encoded._replace(level=foreign), "is not model"),
+                         (encoded._replace(points=encoded.points + 200), "level points"),
+                         (encoded._replace(points=encoded.points[:, :-1]), "level points")):
+        with pytest.raises(FormatError, match=message):
+            tiny.decode(bad)
