@@ -87,7 +87,7 @@ def encode(
     device: Optional[str] = DEVICE,
     threads: int = THREADS,
     level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", show_default=True, help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
-    quality: Optional[float] = typer.Option(None, "--quality", "-Q", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). --bitrate is the constant-rate mode."),
+    quality: Optional[float] = typer.Option(None, "--quality", "-Q", show_default="off: constant rate", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). --bitrate is the constant-rate mode."),
     effort: int = typer.Option(0, "--effort", "-e", show_default=True, help="0-4: analysis by synthesis, each level about twice the work of the one below for better codes (0: the encoder's own, fastest)."),
     max_hours: float = MAX_HOURS,
     force: bool = FORCE,
@@ -191,15 +191,15 @@ def info(
 @app.command()
 def train(
     config: Optional[Path] = typer.Argument(None, help="TOML config (examples/default.toml …)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Checkpoints and logs (default ~/.cache/neurocodec/runs/NAME)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", show_default="~/.cache/neurocodec/runs/NAME", help="Checkpoints and logs."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir exactly where it stopped."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Stop at this step (default: the config's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", show_default="the config's", help="Stop at this step."),
     device: Optional[str] = DEVICE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a live display."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw RUN_DIR's curves to RUN_DIR/curves.png and exit."),
+    plot: Optional[Path] = typer.Option(None, "--plot", show_default="off", help="Draw RUN_DIR's curves to RUN_DIR/curves.png and exit."),
     threads: int = typer.Option(0, "--threads", help="CPU threads per process (overrides the config's train.threads)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (evaluate, checkpoint) after this much wall time."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start a new run from these generator weights (e.g. a released model)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", show_default="no limit", help="Stop (evaluate, checkpoint) after this much wall time."),
+    init: Optional[Path] = typer.Option(None, "--init", show_default="a fresh model", help="Start a new run from these generator weights (e.g. a released model)."),
 ) -> None:
     """Train a codec from folders of audio (see examples/default.toml)."""
     try:
@@ -250,7 +250,7 @@ def train(
 def fit_entropy(
     model: str = typer.Argument(..., help="Model checkpoint (or bundled name) whose codes are modelled."),
     audio: list[str] = typer.Argument(..., help="Folders/manifests/files of training audio (not the eval set)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write: same weights, fitted tables."),
+    output: Path = typer.Option(..., "--output", "-o", show_default="required", help="Checkpoint to write: same weights, fitted tables."),
     contexts: int = typer.Option(16, "--contexts", help="Tables per codebook and expert (context clusters + 1)."),
     minutes: float = typer.Option(60.0, "--minutes", help="At most this much audio (random files)."),
     device: Optional[str] = DEVICE,
@@ -271,10 +271,10 @@ def eval_(
     model: Optional[str] = MODEL,
     bitrates: str = typer.Option("1.5,3,6,12", "--bitrate", "--bitrates", "-b", help="Comma-separated kbps."),
     baseline: str = typer.Option("", "--baseline", help="Comma-separated: opus, nolace (Opus 1.5 + NoLACE, tools/build_opus15.sh), codec2 (run in the same run)."),
-    opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrate", "--opus-bitrates", help="Opus kbps (default: --bitrate)."),
+    opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrate", "--opus-bitrates", show_default="the --bitrate list", help="Opus kbps, comma-separated."),
     efforts: str = typer.Option("0", "--effort", help="Comma-separated encoder efforts to compare (0-4)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write results.json/.csv, report.md and PNGs here."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many files of each kind."),
+    report: Optional[Path] = typer.Option(None, "--report", show_default="none: the table only", help="Write results.json/.csv, report.md and PNGs here."),
+    limit: Optional[int] = typer.Option(None, "--limit", show_default="all", help="At most this many files of each kind."),
     device: Optional[str] = DEVICE,
     threads: int = THREADS,
 ) -> None:
