@@ -152,6 +152,13 @@ class AudioReader:
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{self.name}: read failed ({_reason(exc)})") from None
 
+    def rewind(self) -> None:
+        """Read from the start again (a stream was spooled, so it can be)."""
+        try:
+            self._file.seek(0)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{self.name}: cannot read it again ({_reason(exc)})") from None
+
     def close(self) -> None:
         if getattr(self, "_file", None) is not None:
             self._file.close()

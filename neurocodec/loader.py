@@ -74,8 +74,8 @@ class LoadedModel:
         `ncdfile.code_blocks` (variable rate: the codes are -1 where a segment keeps fewer codebooks)."""
         audio, sample_rate = check_audio(audio, sample_rate)
         channels = audio.shape[0]
-        n_q, blocks = ncdfile.code_blocks(self.codec, self.identity, [audio], sample_rate, channels, kbps, quality,
-                                          level_loop, effort)
+        n_q, blocks = ncdfile.code_blocks(self.codec, self.identity, lambda: [audio], sample_rate, channels, kbps,
+                                          quality, level_loop, effort)
         blocks = list(blocks)
         codes = (np.concatenate([b.codes for b in blocks], axis=-1) if blocks
                  else np.zeros((channels, n_q, 0), np.int64))

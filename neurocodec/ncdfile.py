@@ -61,13 +61,14 @@ class DecodeReport(NamedTuple):
         return self.samples / self.sample_rate
 
 
-def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Iterable[np.ndarray], sample_rate: int,
+def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int,
                 channels: int, kbps: float | None = 6.0, quality: float | None = None, level_loop: bool = True,
                 effort: int = 0) -> tuple[int, Iterator[CodeBlock]]:
-    """Audio blocks `[C, n]` → (codebooks per channel, code blocks with the level envelope's points): constant
+    """Audio blocks `[C, n]` (`blocks()` gives them; variable rate calls it twice, for two passes) → (codebooks
+    per channel, code blocks with the level envelope's points): constant
     `kbps` for the whole signal (the channels share it), or with `quality` variable rate (`vbr.py`: each 0.2 s
     segment gets the fewest codebooks that keep the file within the distortion constant `quality` kbps gives it;
-    the codes are -1 beyond a segment's codebooks; the whole input is held). `level_loop`: the encoder decodes its
+    the codes are -1 beyond a segment's codebooks; memory bounded by its measuring window). `level_loop`: the encoder decodes its
     own codes to make the output's level the input's (`level.LevelLoop`); False is about twice as fast and leaves
     the model's own level error. `effort` (0 … `search.MAX_EFFORT`): analysis by synthesis, each step about three
     decoder passes (`search.py`); 0 is the encoder's own codes."""
@@ -82,7 +83,7 @@ def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Iterable[np.ndarr
         n_q, searched = identity.n_q_for_quality(quality, channels), codec.n_q
     search = Search(codec, searched, steps, torch.from_numpy(identity.code_prices())) if steps else None
     if quality is None:
-        return n_q, stream_encode(codec, blocks, sample_rate, channels, n_q, level=level, loop=level_loop,
+        return n_q, stream_encode(codec, blocks(), sample_rate, channels, n_q, level=level, loop=level_loop,
                                   search=search)
     return n_q, vbr.encode_blocks(codec, blocks, sample_rate, channels, n_q, level.spacing_frames, level_loop,
                                   search)
@@ -101,16 +102,21 @@ def encode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, 
         known = not is_stream(input)
         header = identity.header(reader.sample_rate, reader.channels, reader.samples if known else None, effort)
         samples = 0
+        passes = 1 if quality is None else 2  # variable rate reads the input twice
+        done = 0  # samples read in earlier passes
 
         def blocks() -> Iterator[np.ndarray]:
-            nonlocal samples
+            nonlocal samples, done
+            done += samples
+            samples = 0
+            reader.rewind()
             for block in reader.blocks():
                 samples += block.shape[-1]
                 if progress is not None:
-                    progress(samples, reader.samples if known else None)
+                    progress((done + samples) // passes, reader.samples if known else None)
                 yield block
 
-        n_q, source = code_blocks(codec, identity, blocks(), reader.sample_rate, reader.channels, kbps, quality,
+        n_q, source = code_blocks(codec, identity, blocks, reader.sample_rate, reader.channels, kbps, quality,
                                   level_loop, effort)
         level = identity.level
         cfg = identity.config

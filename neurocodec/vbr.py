@@ -14,7 +14,8 @@ Easy segments (pauses, sustained notes) fall below Q kbps, hard ones rise above 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+import math
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -22,11 +23,52 @@ import torch
 from .codes import CodeBlock, frame_counts, keep_codebooks
 from .model import Codec
 from .spectral import MelSpectrogram
-from .stream import EncodedAudio, decode_audio, encode_audio
+from .level import LevelCoder
+from .stream import EncodedAudio, decode_audio, encode_audio, stream_encode
 
 SCALES = ((512, 64), (1024, 80))  # (window, mel bands): speech-codec resolutions
 LOUDNESS_POWER = 0.3  # of mel power (0.6 of mel magnitude)
 DEAD_ZONE = 0.25  # loudness differences within this fraction of the smaller loudness do not count (PESQ's masking)
+
+
+def segment_terms(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float, segments: int,
+                  asymmetry: float = 1.0, dead_zone: float = DEAD_ZONE, loudness_power: float = LOUDNESS_POWER,
+                  fmax: float | None = None) -> np.ndarray:
+    """The sums behind `segment_distances`, per scale and segment, so that windows of a long input add up to the
+    whole: ref, est `[C, T]` → `[len(SCALES), 3, segments]`: the loudness difference beyond the dead zone summed
+    over the STFT frames centred in each segment (each frame's mean over channels and mel bands), the input's
+    loudness summed the same way, and the frame count."""
+    n = min(ref.shape[-1], est.shape[-1])
+    r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], dtype=np.float32))
+    e = torch.from_numpy(np.ascontiguousarray(est[:, :n], dtype=np.float32))
+    terms = np.zeros((len(SCALES), 3, segments))
+    with torch.inference_mode():
+        for i, (window, bands) in enumerate(SCALES):
+            mel = MelSpectrogram(sample_rate, window, bands, fmax=fmax)
+            loud_r, loud_e = mel(r) ** (2 * loudness_power), mel(e) ** (2 * loudness_power)
+            margin = dead_zone * torch.minimum(loud_r, loud_e)
+            diff = ((loud_r - loud_e - margin).clamp_min(0)
+                    + asymmetry * (loud_e - loud_r - margin).clamp_min(0)).mean(dim=(0, 1)).numpy()
+            centre = np.arange(len(diff)) * (window // 4)  # stft's hop is a quarter window, frames centred
+            seg = np.minimum((centre / segment_samples).astype(np.int64), segments - 1)
+            terms[i, 0] = np.bincount(seg, weights=diff, minlength=segments)
+            terms[i, 1] = np.bincount(seg, weights=loud_r.mean(dim=(0, 1)).numpy(), minlength=segments)
+            terms[i, 2] = np.bincount(seg, minlength=segments)
+    return terms
+
+
+def distances(terms: np.ndarray, relative: float | None = None) -> np.ndarray:
+    """`segment_terms` `[scales, 3, segments]` (of a whole input, or windows of it joined along segments) → the
+    distance per segment `[segments]` (see `segment_distances`)."""
+    sums, level, counts = terms[:, 0], terms[:, 1], terms[:, 2]
+    per_frame = sums / np.maximum(counts, 1)
+    mean_level = level.sum(axis=1, keepdims=True) / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    if relative is None:
+        total = np.where(counts > 0, per_frame / np.maximum(mean_level, 1e-9), 0.0)
+    else:
+        own = level / np.maximum(counts, 1)
+        total = per_frame / (own + relative * mean_level + 1e-9)
+    return total.sum(axis=0) / len(SCALES)
 
 
 def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_samples: float,
@@ -40,44 +82,24 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
     `research/vbr_allocations.py` compares; with `asymmetry` A, loudness the decoding adds counts A times what it
     misses; with `fmax`, mel bands up to that frequency only, e.g. the 8 kHz that PESQ-WB hears); mean over scales
     (`segment_samples` at `sample_rate`)."""
-    n = min(ref.shape[-1], est.shape[-1])
-    r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], dtype=np.float32))
-    e = torch.from_numpy(np.ascontiguousarray(est[:, :n], dtype=np.float32))
-    total = np.zeros(segments)
-    with torch.inference_mode():
-        for window, bands in SCALES:
-            mel = MelSpectrogram(sample_rate, window, bands, fmax=fmax)
-            loud_r, loud_e = mel(r) ** (2 * loudness_power), mel(e) ** (2 * loudness_power)
-            margin = dead_zone * torch.minimum(loud_r, loud_e)
-            diff = ((loud_r - loud_e - margin).clamp_min(0)
-                    + asymmetry * (loud_e - loud_r - margin).clamp_min(0)).mean(dim=(0, 1))
-            if relative is None:
-                diff = diff / loud_r.mean().clamp_min(1e-9)
-            diff = diff.numpy()
-            centre = np.arange(len(diff)) * (window // 4)  # stft's hop is a quarter window, frames centred
-            seg = np.minimum((centre / segment_samples).astype(np.int64), segments - 1)
-            sums = np.bincount(seg, weights=diff, minlength=segments)
-            counts = np.bincount(seg, minlength=segments)
-            if relative is None:
-                total += np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-            else:
-                level = loud_r.mean(dim=(0, 1)).numpy()
-                own = np.bincount(seg, weights=level, minlength=segments) / np.maximum(counts, 1)
-                total += sums / np.maximum(counts, 1) / (own + relative * level.mean() + 1e-9)
-    return total / len(SCALES)
+    return distances(segment_terms(ref, est, sample_rate, segment_samples, segments, asymmetry, dead_zone,
+                                   loudness_power, fmax), relative)
 
 
 def distortion_table(codec: Codec, audio: np.ndarray, encoded: EncodedAudio, segment_frames: int) -> np.ndarray:
     """`[n_q, segments]`: the distortion of each segment with 1 … n_q codebooks (n_q: the codes'). `audio` `[C, T]`
     is the input at `encoded.sample_rate`."""
+    return np.stack([distances(t) for t in _terms_table(codec, audio, encoded, segment_frames)])
+
+
+def _terms_table(codec: Codec, audio: np.ndarray, encoded: EncodedAudio, segment_frames: int) -> np.ndarray:
+    """`[n_q, scales, 3, segments]`: `segment_terms` of the decoding with 1 … n_q codebooks."""
     n_q, frames = encoded.codes.shape[1:]
     segments = -(-frames // segment_frames)
     hop = codec.hop_length * encoded.sample_rate / codec.sample_rate
-    table = np.empty((n_q, segments))
-    for n in range(1, n_q + 1):
-        est = decode_audio(codec, encoded._replace(codes=encoded.codes[:, :n]))
-        table[n - 1] = segment_distances(audio, est, encoded.sample_rate, segment_frames * hop, segments)
-    return table
+    return np.stack([segment_terms(audio, decode_audio(codec, encoded._replace(codes=encoded.codes[:, :n])),
+                                   encoded.sample_rate, segment_frames * hop, segments)
+                     for n in range(1, n_q + 1)])
 
 
 def choose(table: np.ndarray, reference_n_q: int, cost: np.ndarray | None = None) -> np.ndarray:
@@ -108,33 +130,64 @@ def choose(table: np.ndarray, reference_n_q: int, cost: np.ndarray | None = None
     return pick(low)
 
 
-def encode(codec: Codec, audio: np.ndarray, sample_rate: int, reference_n_q: int, segment_frames: int,
-           loop: bool = True, search=None) -> EncodedAudio:
-    """audio `[C, T]` → codes of every codebook `[C, n_q, T_frames]`, -1 beyond each segment's codebooks, with the
-    level envelope, for the quality of constant `reference_n_q` codebooks. With `loop`, the distortions are
-    measured with the envelope corrected for every codebook (so that the model's own level error does not count as
-    distortion), then the same codes are encoded again and the envelope corrected for the codebooks each frame
-    keeps, as the reader will decode them. `search`: analysis by synthesis for every codebook (`stream_encode`; it
-    then runs twice with `loop`)."""
-    every = codec.n_q
-    encoded = encode_audio(codec, audio, sample_rate, every, loop=loop, search=search)
-    counts = choose(distortion_table(codec, audio, encoded, segment_frames), reference_n_q)
-    present = frame_counts(counts, segment_frames, encoded.codes.shape[-1])
+WINDOW_SECONDS = 30.0  # the distortions are measured window by window: memory follows this, not the input
+CONTEXT_SECONDS = 2.0  # … each with this much audio either side (the level analysis looks ±1.6 s around a point)
+WINDOW_ELEMENTS = int(WINDOW_SECONDS * 48_000 * 2)  # … fewer seconds for many channels (all channels, samples)
+
+
+def measure(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, segment_frames: int,
+            loop: bool = True, search=None) -> np.ndarray:
+    """Audio blocks `[C, n]` → the distortion table `[n_q, segments]` of the whole input (every codebook count),
+    measured in windows of about `WINDOW_SECONDS` with `CONTEXT_SECONDS` either side, so that memory is bounded
+    whatever the input's length. The sums of each window's own segments join into the whole file's table (the
+    distance is relative to the whole input's loudness, as for one window covering it)."""
+    segment_samples = segment_frames * codec.hop_length * sample_rate / codec.sample_rate
+    seconds = max(2 * CONTEXT_SECONDS, min(WINDOW_SECONDS, WINDOW_ELEMENTS / (channels * sample_rate)))
+    window = max(1, round(seconds * sample_rate / segment_samples))  # segments a window owns
+    context = math.ceil(CONTEXT_SECONDS * sample_rate / segment_samples)
+    parts: list[np.ndarray] = []
+    held, start = np.zeros((channels, 0), np.float32), 0  # audio from sample `start` on
+    first = 0  # the first segment the next window owns
+
+    def window_terms(last: bool) -> np.ndarray:
+        lo = max(0, first - context)
+        begin = round(lo * segment_samples)
+        end = held.shape[-1] + start if last else round((first + window + context) * segment_samples)
+        audio = held[:, begin - start: end - start]
+        encoded = encode_audio(codec, audio, sample_rate, codec.n_q, loop=loop, search=search)
+        terms = _terms_table(codec, audio, encoded, segment_frames)
+        own = first - lo
+        return terms[..., own:] if last else terms[..., own: own + window]
+
+    for block in blocks:
+        held = np.concatenate([held, block], axis=-1)
+        while start + held.shape[-1] >= round((first + window + context) * segment_samples) + 1:
+            parts.append(window_terms(last=False))
+            first += window
+            keep_from = round(max(0, first - context) * segment_samples)
+            held, start = held[:, keep_from - start:], keep_from
+    if start + held.shape[-1] > round(first * segment_samples) or not parts:
+        parts.append(window_terms(last=True))
+    return np.stack([distances(t) for t in np.concatenate(parts, axis=-1)])
+
+
+def encode_blocks(codec: Codec, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, channels: int,
+                  reference_n_q: int, segment_frames: int, loop: bool = True, search=None) -> Iterator[CodeBlock]:
+    """Variable rate as a source of code blocks, as `stream.stream_encode` is for constant rate: audio blocks
+    `[C, n]` → code blocks (-1 beyond each segment's codebooks) with the level envelope's points, for the quality
+    of constant `reference_n_q` codebooks. Two passes over the input (`blocks()` gives its blocks afresh each
+    call): the distortions of every codebook count, window by window (`measure`), then the codebooks per segment
+    for the whole file (`choose`), then the input encoded again keeping those (with `loop`, the level envelope is
+    corrected for the codebooks each frame keeps, as the reader will decode them). Memory is bounded by the
+    window, not the input. `search`: analysis by synthesis in both passes."""
+    counts = choose(measure(codec, blocks(), sample_rate, channels, segment_frames, loop, search), reference_n_q)
 
     def keep(codes: np.ndarray, first: int) -> np.ndarray:
-        return keep_codebooks(codes, present[first: first + codes.shape[-1]])
+        lo, offset = divmod(first, segment_frames)
+        mine = counts[lo: lo + -(-(offset + codes.shape[-1]) // segment_frames)]
+        mine = np.concatenate([mine, np.full(max(0, -(-(offset + codes.shape[-1]) // segment_frames) - len(mine)),
+                                             counts[-1] if len(counts) else codec.n_q)])  # a frame past the table
+        return keep_codebooks(codes, frame_counts(mine, segment_frames, offset + codes.shape[-1])[offset:])
 
-    if loop:
-        return encode_audio(codec, audio, sample_rate, every, stage=keep, search=search)
-    return encoded._replace(codes=keep(encoded.codes, 0))
-
-
-def encode_blocks(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, reference_n_q: int,
-                  segment_frames: int, loop: bool = True, search=None) -> Iterator[CodeBlock]:
-    """Variable rate as a source of code blocks, as `stream.stream_encode` is for constant rate: audio blocks
-    `[C, n]` → code blocks (-1 beyond each segment's codebooks) with the level envelope's points. It holds the
-    whole input and its decodings (`encode`)."""
-    audio = np.concatenate([np.zeros((channels, 0), np.float32)] + list(blocks), axis=-1)
-    encoded = encode(codec, audio, sample_rate, reference_n_q, segment_frames, loop, search)
-    del audio
-    yield CodeBlock(encoded.codes, encoded.points)
+    yield from stream_encode(codec, blocks(), sample_rate, channels, codec.n_q, level=LevelCoder.for_model(
+        codec.sample_rate, codec.hop_length), loop=loop, stage=keep, search=search)

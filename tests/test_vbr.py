@@ -71,3 +71,24 @@ def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     voiced = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20))
     gate = (np.floor(t / 0.3) % 2 == 0).astype(float)
     return (0.3 * voiced * gate + 1e-3 * rng.standard_normal(len(t))).astype(np.float64)
+
+
+def test_measuring_in_windows_gives_the_whole_input_table(monkeypatch):
+    """The distortion table of a long input is measured window by window (bounded memory); the windows' sums join
+    into the table one window over the whole input gives, up to the codes' edge effects."""
+    import soundfile as sf
+
+    from neurocodec.loader import load_model
+    from .conftest import SPEECH, TINY_MODEL
+
+    model = load_model(TINY_MODEL, device="cpu")
+    audio, sr = sf.read(SPEECH, dtype="float32", always_2d=True)
+    audio = np.tile(audio.T, 3)  # about 10 s
+    blocks = [audio[:, i: i + 7000] for i in range(0, audio.shape[-1], 7000)]
+    whole = vbr.measure(model.codec, blocks, sr, 1, 20)
+    monkeypatch.setattr(vbr, "WINDOW_SECONDS", 1.0)
+    monkeypatch.setattr(vbr, "CONTEXT_SECONDS", 0.5)
+    windowed = vbr.measure(model.codec, blocks, sr, 1, 20)
+    assert windowed.shape == whole.shape == (model.codec.n_q, -(-audio.shape[-1] // (20 * 160)))
+    assert np.allclose(windowed, whole, rtol=0.05, atol=1e-3)
+    assert (vbr.choose(windowed, 2) == vbr.choose(whole, 2)).mean() > 0.9
