@@ -168,3 +168,22 @@ def test_opus_1_5_with_nolace_round_trips_speech(speech):
     coded = baselines.nolace(audio[0], sr, 8)
     assert coded.audio.shape == audio[0].shape and 4 < coded.kbps < 12
     assert metrics.pesq_wb(audio[0], coded.audio, sr) > 1.5
+
+
+def test_a_plain_folder_is_sorted_into_speech_and_music(tmp_path, speech):
+    import pytest as _pytest
+
+    from neurocodec.errors import ConfigError
+    from neurocodec.eval.run import collect
+
+    folder = eval_folder(tmp_path, speech)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for f in folder.rglob("*.flac"):
+        shutil.copy(f, plain / f.name)
+    kinds = {it.path.name: it.kind for it in collect([plain])}
+    assert kinds == {"a.flac": "speech", "chord.flac": "music"}, kinds  # the detector, no folder names
+    assert {it.kind for it in collect([plain], domain="music")} == {"music"}
+    assert {it.path.name: it.kind for it in collect([folder])} == kinds  # the folder names
+    with _pytest.raises(ConfigError, match="--domain"):
+        collect([plain], domain="noise")

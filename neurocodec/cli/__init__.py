@@ -274,6 +274,7 @@ def eval_(
     opus_bitrates: Optional[str] = typer.Option(None, "--opus-bitrate", "--opus-bitrates", show_default="the --bitrate list", help="Opus kbps, comma-separated."),
     efforts: str = typer.Option("0", "--effort", help="Comma-separated encoder efforts to compare (0-4)."),
     report: Optional[Path] = typer.Option(None, "--report", show_default="none: the table only", help="Write results.json/.csv, report.md and PNGs here."),
+    domain: str = typer.Option("auto", "--domain", help="speech, music, or auto: a manifest's kind, else a speech/ or music/ folder in the path, else a detector (the share of low-energy frames). PESQ and STOI are measured on speech only."),
     limit: Optional[int] = typer.Option(None, "--limit", show_default="all", help="At most this many files of each kind."),
     device: Optional[str] = DEVICE,
     threads: int = THREADS,
@@ -290,7 +291,7 @@ def eval_(
             except ValueError:
                 raise typer.BadParameter(f"not a list of numbers: {text!r}") from None
 
-        items = collect(inputs, limit)
+        items = collect(inputs, limit, domain)
         audio_dir = report / "audio" if report else None
         loaded = load_model(model, device)
         err.print(f"evaluating {len(items)} files …")
