@@ -157,7 +157,9 @@ def measure(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channe
         encoded = encode_audio(codec, audio, sample_rate, codec.n_q, loop=loop, search=search)
         terms = _terms_table(codec, audio, encoded, segment_frames)
         own = first - lo
-        return terms[..., own:] if last else terms[..., own: own + window]
+        terms = terms[..., own:] if last else terms[..., own: own + window]
+        # Kept compact: the input's loudness and the frame counts are the same for every codebook count.
+        return np.concatenate([terms[:, :, 0], terms[0, :, 1:].transpose(1, 0, 2)], axis=0)
 
     for block in blocks:
         held = np.concatenate([held, block], axis=-1)
@@ -168,7 +170,9 @@ def measure(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channe
             held, start = held[:, keep_from - start:], keep_from
     if start + held.shape[-1] > round(first * segment_samples) or not parts:
         parts.append(window_terms(last=True))
-    return np.stack([distances(t) for t in np.concatenate(parts, axis=-1)])
+    joined = np.concatenate(parts, axis=-1)  # [n_q + 2, scales, segments]
+    n_q = joined.shape[0] - 2
+    return np.stack([distances(np.stack([joined[n], joined[n_q], joined[n_q + 1]], axis=1)) for n in range(n_q)])
 
 
 def encode_blocks(codec: Codec, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, channels: int,
