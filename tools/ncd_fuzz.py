@@ -177,23 +177,29 @@ def _peak(path: Path) -> int:
     return peak
 
 
-def with_points(data: bytes, tables: entropy.EntropyModel, points) -> bytes:
+def with_points(data: bytes, tables: entropy.EntropyModel, points, level: container.LevelExtension | None = None
+                ) -> bytes:
     """A 2.x file (our writer's) with every chunk's level points replaced by `points(chunk_points [C, P])` and
-    everything else kept, checksums valid: what a crafted file can say within the writer's envelope."""
+    everything else kept, checksums valid: what a crafted file can say. With `level` (same spacing), the header
+    states that envelope instead and the points are coded under it."""
+    import dataclasses
     import io
 
     from neurocodec import payload
 
     parsed = container.parse(data)
     h = parsed.header
+    coded = h if level is None else dataclasses.replace(h, level=level)
     buf = io.BytesIO()
     writer = container.Writer(buf, h)
     for chunk in parsed.chunks:
         block = payload.layout(h).decode(chunk, tables)
-        chunk_payload, top = payload.encode_chunk(tables, h, block.codes, np.asarray(points(block.points)))
+        chunk_payload, top = payload.encode_chunk(tables, coded, block.codes, np.asarray(points(block.points)))
         writer.write_chunk(chunk_payload, chunk.frame_count, top)
     writer.close(parsed.length)
-    return buf.getvalue()
+    out = buf.getvalue()
+    size = container.parse_header(out)[1]
+    return coded.pack(check=False) + out[size:]  # the same size: the index's offsets hold
 
 
 class Hang(Exception):

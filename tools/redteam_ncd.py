@@ -61,12 +61,50 @@ def files() -> dict[str, tuple[bytes, list[str]]]:
     out["255ch-empty"] = (buf.getvalue(), [])
     # 4. 800 KB of chunk sync words after a valid header (`info`).
     out["800KB-sync"] = (data[:size] + container.v2.CHUNK_SYNC * 400_000, ["info"])
+    # 5-9. The level envelope (issue "Nothing a file … can hurt"): real speech codes of the default model with
+    # envelopes within the spec's ranges but not the writer's, and the loudest ones the writer's envelope allows.
+    out.update(level_files())
     return out
 
 
+def level_files() -> dict[str, tuple[bytes, list[str]]]:
+    import dataclasses
+    import tempfile
+
+    import numpy as np
+
+    from ncd_fuzz import with_points
+
+    from neurocodec import container
+    from neurocodec.loader import load_model
+
+    model = load_model("default", device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "speech.ncd")
+        model.encode_file(str(ROOT / "examples" / "speech.flac"), str(path), kbps=6)
+        speech = path.read_bytes()
+    h = container.parse_header(speech)[0]
+
+    def envelope(points, **level) -> bytes:
+        """The file with another envelope in its header and `points(p)` in every chunk (checksums valid)."""
+        return with_points(speech, model.identity.tables, points, dataclasses.replace(h.level, **level))
+
+    top = h.level.levels - 1
+    return {
+        "level-target-60-points+24": (envelope(lambda p: np.full_like(p, 138), target_db=-60.0, levels=139), []),
+        "level-alternating-112dB": (envelope(lambda p: (np.arange(p.size).reshape(p.shape) % 2) * 112,
+                                             floor_db=-88.0, step_db=1.0, levels=113), []),
+        "level-target0-points-90": (envelope(lambda p: np.zeros_like(p), target_db=0.0, floor_db=-90.0), []),
+        "level-writers-loudest": (with_points(speech, model.identity.tables, lambda p: np.full_like(p, top)), []),
+        "level-writers-swinging": (with_points(speech, model.identity.tables,
+                                               lambda p: (np.arange(p.size).reshape(p.shape) % 2) * top), []),
+    }
+
+
 def measure(python: str, pythonpath: str | None, path: Path, extra: list[str]) -> dict:
+    model = [] if path.name.startswith("level-") else ["-m", str(MODEL)]  # the level files are the default model's
     cmd = ["info", str(path)] if extra == ["info"] else ["decode", str(path), str(path.with_suffix(".wav")),
-                                                         "-m", str(MODEL), *extra]
+                                                         "-f", *model, *extra]
     env = {"PYTHONPATH": pythonpath} if pythonpath else {}
     import os
 
@@ -87,8 +125,16 @@ def measure(python: str, pythonpath: str | None, path: Path, extra: list[str]) -
     rss = next((int(line.split(":")[1]) / 1024 for line in err.splitlines() if "Maximum resident" in line), None)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("\t")]
     last = next((line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1] if lines else "")
+    full_scale = None
+    if path.with_suffix(".wav").exists():  # samples at full scale in what was written
+        import numpy as np
+        import soundfile as sf
+
+        audio = sf.read(str(path.with_suffix(".wav")), dtype="int16")[0].astype(np.int32)
+        full_scale = int((np.abs(audio) >= 32767).sum())
     path.with_suffix(".wav").unlink(missing_ok=True)
-    return {"exit": code, "seconds": round(seconds, 1), "peak_rss_mb": rss and round(rss), "message": last[:160]}
+    return {"exit": code, "seconds": round(seconds, 1), "peak_rss_mb": rss and round(rss), "full_scale": full_scale,
+            "message": last[:160]}
 
 
 def main() -> int:
