@@ -49,13 +49,20 @@ def _output(path: str, what: str, force: bool) -> None:
         raise OutputError(f"{path}: exists; pass --force (-f) to replace it")
 
 
-def check_encode(input: str, output: str, model: str | None, kbps: float | None, quality: float | None,
-                 effort: int, force: bool = False) -> None:
-    """`neurocodec encode`'s arguments, before the model loads."""
+def check_encode(input: str | None, output: str | None, model: str | None, kbps: float | None,
+                 quality: float | None, effort: int, force: bool = False) -> None:
+    """`neurocodec encode`'s arguments, before the model loads (None for the paths: the options alone, for many
+    files; the bitrate is then checked for one channel)."""
     if quality is not None and kbps is not None:
         raise ConfigError("--quality (variable rate) and --bitrate (constant rate) exclude each other")
     if not 0 <= effort <= MAX_EFFORT:
         raise ConfigError(f"--effort {effort}: give 0 to {MAX_EFFORT}")
+    if input is None or output is None:
+        path = resolve_model(model)
+        if path.is_file():
+            config = read_config(path)
+            config.n_q_for_quality(quality) if quality is not None else config.n_q_for_total_kbps(kbps)
+        return
     _input(input)
     check_distinct(input, output)
     suffix = "" if is_stream(output) else Path(output).suffix.lower()

@@ -21,6 +21,7 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import ConfigError, NeurocodecError
 from .display import TrainDisplay, print_table, progress_bar
+from .many import run_many, two_paths
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -78,10 +79,19 @@ def _speed(seconds: float, elapsed: float) -> str:
     return f"{x:.3g}x real time" if x >= 0.001 else f"{elapsed:.1f} s"
 
 
+OUT_DIR = typer.Option(None, "--output-dir", "-o", show_default="off: INPUT OUTPUT", help="Code every input into this folder (a folder's files keep their paths below it); an output newer than its input is skipped, a bad file reported and skipped.")
+FROM = typer.Option(None, "--from", show_default="none", help="With -o: also the paths listed in this file, one per line (- : stdin).")
+JOBS = typer.Option(1, "--jobs", "-j", show_default=True, help="With -o: worker processes, each loading the model once.")
+SHARD = typer.Option(None, "--shard", show_default="all", help="With -o: K/N codes every N-th file from the K-th of the sorted list, so that N machines running the same command share it.")
+
+
 @app.command()
 def encode(
-    input: str = typer.Argument(..., help="Audio file (wav/flac/ogg/…), or - for stdin."),
-    output: str = typer.Argument(..., help="Output .ncd file, or - for stdout (not a terminal)."),
+    paths: list[str] = typer.Argument(..., metavar="INPUT OUTPUT | INPUT… -o DIR", help="Audio file (wav/flac/ogg/…) or - for stdin, then the .ncd file or - for stdout (not a terminal); with -o, audio files and folders."),
+    output_dir: Optional[str] = OUT_DIR,
+    list_file: Optional[str] = FROM,
+    jobs: int = JOBS,
+    shard: Optional[str] = SHARD,
     bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", show_default="6, or the model's maximum if lower", help="kbps for the whole file, channels sharing it: 1.5, 3, 6, 12 per channel for the default model."),
     model: Optional[str] = MODEL,
     device: Optional[str] = DEVICE,
@@ -100,6 +110,12 @@ def encode(
         from ..preflight import check_encode, max_seconds
 
         limit = max_seconds(max_hours)
+        if output_dir is not None:
+            check_encode(None, None, model, bitrate, quality, effort)
+            options = dict(kbps=bitrate, max_seconds=limit, level_loop=level_loop, quality=quality, effort=effort)
+            return run_many(err, "encode", paths, output_dir, ".ncd", list_file, shard, jobs, threads, model,
+                            device, force, quiet, options)
+        input, output = two_paths("encode", paths, list_file, shard, jobs)
         check_encode(input, output, model, bitrate, quality, effort, force)
         _threads(threads)
         from ..loader import load_model
@@ -120,8 +136,12 @@ def encode(
 
 @app.command()
 def decode(
-    input: str = typer.Argument(..., help=".ncd file, or - for stdin."),
-    output: str = typer.Argument(..., help="Output audio (.wav/.flac/.ogg; no extension: WAV), or - for WAV on stdout (not a terminal)."),
+    paths: list[str] = typer.Argument(..., metavar="INPUT OUTPUT | INPUT… -o DIR", help=".ncd file or - for stdin, then the audio file (.wav/.flac/.ogg; no extension: WAV) or - for WAV on stdout (not a terminal); with -o, .ncd files and folders."),
+    output_dir: Optional[str] = OUT_DIR,
+    list_file: Optional[str] = FROM,
+    jobs: int = JOBS,
+    shard: Optional[str] = SHARD,
+    audio_format: str = typer.Option("wav", "--format", show_default=True, help="With -o: wav, flac or ogg."),
     model: Optional[str] = MODEL,
     device: Optional[str] = DEVICE,
     decode_through_errors: bool = typer.Option(False, "--decode-through-errors", help="Conceal damaged chunks with silence instead of stopping."),
@@ -137,6 +157,13 @@ def decode(
         from ..preflight import check_decode, max_seconds
 
         limit = max_seconds(max_hours)
+        if output_dir is not None:
+            if audio_format not in ("wav", "flac", "ogg"):
+                raise ConfigError(f"--format {audio_format!r}: give wav, flac or ogg")
+            options = dict(conceal=decode_through_errors, max_seconds=limit)
+            return run_many(err, "decode", paths, output_dir, "." + audio_format, list_file, shard, jobs, threads,
+                            model, device, force, quiet, options)
+        input, output = two_paths("decode", paths, list_file, shard, jobs)
         check_decode(input, output, force)
         _threads(threads)
         from ..loader import load_model

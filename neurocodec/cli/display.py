@@ -14,8 +14,8 @@ PROGRESS_AFTER_S = 1.0  # a progress bar appears when a command has run this lon
 
 
 @contextlib.contextmanager
-def progress_bar(err: Console, quiet: bool, what: str) -> Iterator:
-    """A callback (samples done, total) drawing a progress bar on a terminal once the work has taken a second."""
+def progress_bar(err: Console, quiet: bool, what: str, after: float = PROGRESS_AFTER_S) -> Iterator:
+    """A callback (done, total) drawing a progress bar on a terminal once the work has taken `after` seconds."""
     if quiet or not err.is_terminal:
         yield None
         return
@@ -29,7 +29,7 @@ def progress_bar(err: Console, quiet: bool, what: str) -> Iterator:
     def update(done: int, total: int | None) -> None:
         nonlocal task
         if task is None:
-            if time.monotonic() - start < PROGRESS_AFTER_S:
+            if time.monotonic() - start < after:
                 return
             bar.start()
             task = bar.add_task(what, total=total)
