@@ -195,3 +195,18 @@ def test_decode_refuses_codes_the_model_could_not_have_made(tiny, speech_16k):
                          (encoded._replace(points=encoded.points[:, :-1]), "level points")):
         with pytest.raises(FormatError, match=message):
             tiny.decode(bad)
+
+
+def test_decode_max_hours_bounds_what_a_file_says_and_what_it_decodes(tmp_path):
+    src = tmp_path / "a.ncd"
+    src.write_bytes(GOLDEN_V21)
+    seconds = container.parse(GOLDEN_V21).length / container.parse_header(GOLDEN_V21)[0].sample_rate
+    for hours, code in ((seconds * 0.9 / 3600, 5), (seconds * 1.1 / 3600, 0)):
+        r = CliRunner().invoke(app, ["decode", str(src), str(tmp_path / "a.wav"), "-m", str(TINY_MODEL), "-f",
+                                     "--max-hours", repr(hours)])
+        assert r.exit_code == code, r.output
+        assert code == 0 or ("longer than the" in r.output and "--max-hours" in r.output), r.output
+    for bad in ("nan", "inf", "0", "-1"):
+        r = CliRunner().invoke(app, ["decode", str(src), str(tmp_path / "b.wav"), "-m", str(TINY_MODEL),
+                                     "--max-hours", bad])
+        assert r.exit_code == 2 and "--max-hours" in r.output, r.output
