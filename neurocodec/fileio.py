@@ -150,3 +150,18 @@ def read_bounded(source: BinaryIO, limit: int, first: bytes = b"") -> bytes | No
         if size > limit:
             return None
         parts.append(piece)
+
+
+def release_free_memory() -> None:
+    """Hand memory the process has freed back to the system (glibc's `malloc_trim`; elsewhere nothing). The command
+    line keeps freed memory for reuse (it is faster), so a long job that allocates in phases calls this between
+    them to keep its peak at one phase's."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+

@@ -1,7 +1,8 @@
 """Spectral features shared by training losses and evaluation metrics.
 
-The mel filterbank comes from `librosa.filters.mel` (Slaney scale and norm: what DAC uses). librosa is imported
-only when a filterbank is first built, so inference never pays for it.
+The mel filterbank comes from `librosa.filters.mel` (Slaney scale and norm: what DAC uses): for common rates from a
+table librosa wrote (`tools/mel_tables.py`), else from librosa when a filterbank is first built, so inference never
+pays for importing it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,22 @@ import torch
 from .errors import MissingDependencyError
 
 
+@functools.lru_cache(maxsize=1)
+def _tables() -> dict[str, np.ndarray]:
+    """librosa's filterbanks for common rates, written by `tools/mel_tables.py` (a test holds them equal)."""
+    from importlib import resources
+
+    with resources.files("neurocodec").joinpath("mel_tables.npz").open("rb") as f, np.load(f) as data:
+        return {name: data[name] for name in data.files}
+
+
 @functools.lru_cache(maxsize=64)
 def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """`[n_mels, n_fft // 2 + 1]` Slaney mel filterbank from librosa."""
+    """`[n_mels, n_fft // 2 + 1]` Slaney mel filterbank from librosa: from the table librosa wrote for common rates
+    and the encoder's measures (so that encoding does not import librosa: 130 MB), else from librosa itself."""
+    table = _tables().get(f"{sample_rate}_{n_fft}_{n_mels}") if fmin == 0.0 and fmax is None else None
+    if table is not None:
+        return table
     try:
         import librosa
     except ImportError:

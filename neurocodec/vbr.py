@@ -23,6 +23,7 @@ import torch
 from .codes import CodeBlock, frame_counts, keep_codebooks
 from .model import Codec
 from .spectral import MelSpectrogram
+from .fileio import release_free_memory
 from .level import LevelCoder
 from .stream import EncodedAudio, decode_audio, encode_audio, stream_encode
 
@@ -165,6 +166,7 @@ def measure(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channe
         held = np.concatenate([held, block], axis=-1)
         while start + held.shape[-1] >= round((first + window + context) * segment_samples) + 1:
             parts.append(window_terms(last=False))
+            release_free_memory()  # a window's temporaries, freed, go back to the system: the peak stays one window's
             first += window
             keep_from = round(max(0, first - context) * segment_samples)
             held, start = held[:, keep_from - start:], keep_from
@@ -185,6 +187,7 @@ def encode_blocks(codec: Codec, blocks: Callable[[], Iterable[np.ndarray]], samp
     corrected for the codebooks each frame keeps, as the reader will decode them). Memory is bounded by the
     window, not the input. `search`: analysis by synthesis in both passes."""
     counts = choose(measure(codec, blocks(), sample_rate, channels, segment_frames, loop, search), reference_n_q)
+    release_free_memory()
 
     def keep(codes: np.ndarray, first: int) -> np.ndarray:
         lo, offset = divmod(first, segment_frames)

@@ -13,6 +13,20 @@ from neurocodec.train.losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, Mu
 SR = 24000
 
 
+def test_the_packaged_filterbanks_are_librosas():
+    """`neurocodec/mel_tables.npz` (tools/mel_tables.py) stands in for librosa at common rates: exactly its output."""
+    from neurocodec.spectral import _tables, mel_filters
+
+    tables = _tables()
+    assert len(tables) == 24
+    for name, table in tables.items():
+        sr, window, n_mels = map(int, name.split("_"))
+        reference = librosa.filters.mel(sr=sr, n_fft=window, n_mels=n_mels, htk=False, norm="slaney")
+        assert table.dtype == reference.dtype and np.array_equal(table, reference), name
+        assert mel_filters(sr, window, n_mels) is table
+    assert mel_filters(16000, 512, 64, fmax=8000.0) is not tables["16000_512_64"]  # other bounds: librosa's own
+
+
 @pytest.mark.parametrize("window, n_mels", [(32, 5), (256, 40), (2048, 320)])
 def test_filters_are_librosa_slaney_triangles(window, n_mels):
     fb = MelSpectrogram(SR, window, n_mels).filters.numpy()
