@@ -14,8 +14,10 @@ PROGRESS_AFTER_S = 1.0  # a progress bar appears when a command has run this lon
 
 
 @contextlib.contextmanager
-def progress_bar(err: Console, quiet: bool, what: str, after: float = PROGRESS_AFTER_S) -> Iterator:
-    """A callback (done, total) drawing a progress bar on a terminal once the work has taken `after` seconds."""
+def progress_bar(err: Console, quiet: bool, what: str, after: float | None = None) -> Iterator:
+    """A callback (done, total) drawing a progress bar on a terminal once the work has taken `after` seconds
+    (None: `PROGRESS_AFTER_S`)."""
+    after = PROGRESS_AFTER_S if after is None else after
     if quiet or not err.is_terminal:
         yield None
         return
