@@ -7,7 +7,6 @@ import functools
 import hashlib
 import json
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest

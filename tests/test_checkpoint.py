@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -104,7 +103,6 @@ def test_gpu_shards_split_and_merge_back_to_the_fp16_model(tmp_path, tiny_config
     """tools/shards.py: what comes back from a lent GPU (fp16 halves) joins into a loadable model checkpoint."""
     import subprocess
     import sys
-    from pathlib import Path
 
     script = ROOT / "tools" / "shards.py"
     state = Codec(tiny_config.model).state_dict()

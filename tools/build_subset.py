@@ -19,7 +19,6 @@ the GPU machine decodes them once at start (data.preload).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
