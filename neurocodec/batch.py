@@ -6,7 +6,7 @@ output, and keeps one shard of the list (`--shard K/N`: every N-th job from the 
 machines given the same list and command cover it exactly once; any scheduler can run them). `run` codes the jobs
 in `jobs` worker processes, each loading the model once; an output already newer than its input is skipped (a
 re-run finishes what is missing), a bad file is reported and skipped, and every output is written atomically, so
-nothing is half-written. No torch here: the workers import it.
+nothing is half-written. No model here: the workers load it.
 """
 
 from __future__ import annotations
@@ -103,16 +103,13 @@ _MODEL = None
 _LOAD_ERROR: NeurocodecError | None = None  # a worker that could not load the model fails each of its jobs
 
 
-def _load(model: str | None, device: str | None, threads: int) -> None:
+def _load(load: dict) -> None:
+    """A worker's model: `load` holds `loader.load_model`'s arguments."""
     global _MODEL, _LOAD_ERROR
-    import torch
-
     from .loader import load_model
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     try:
-        _MODEL = load_model(model, device)
+        _MODEL = load_model(**load)
     except NeurocodecError as exc:
         _LOAD_ERROR = exc
 
@@ -138,12 +135,12 @@ def _code(kind: str, job: Job, options: dict) -> Outcome:
         return Outcome(job, "failed", f"{job.output}: {exc.strerror or exc}", 8)
 
 
-def run(kind: str, jobs: list[Job], model: str | None, device: str | None, options: dict, workers: int = 1,
-        threads: int = 0, force: bool = False, on_outcome: Callable[[Outcome], None] | None = None
-        ) -> list[Outcome]:
+def run(kind: str, jobs: list[Job], load: dict, options: dict, workers: int = 1, force: bool = False,
+        on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Code `jobs` (`kind` "encode" or "decode", `options` for `LoadedModel.encode_file`/`decode_file`) in
-    `workers` processes of `threads` torch threads each (0: the machine's cores shared out). Returns every
-    outcome, in the order they finished; `on_outcome` sees each as it comes."""
+    `workers` processes, each loading the model with `load` (`loader.load_model`'s arguments; its `threads`
+    0: the machine's cores shared out). Returns every outcome, in the order they finished; `on_outcome` sees
+    each as it comes."""
     if not 1 <= workers <= 256:
         raise ConfigError(f"--jobs {workers}: give 1 to 256")
     outcomes: list[Outcome] = []
@@ -165,17 +162,17 @@ def run(kind: str, jobs: list[Job], model: str | None, device: str | None, optio
             todo.append(job)
     if not todo:
         return outcomes
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    load = {**load, "threads": load.get("threads") or max(1, (os.cpu_count() or 1) // workers)}
     if workers == 1:
-        _load(model, device, threads)
+        _load(load)
         for job in todo:
             report(_code(kind, job, options))
         return outcomes
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    context = multiprocessing.get_context("spawn")  # torch (and ONNX Runtime's threads) and fork do not mix
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_load,
-                             initargs=(model, device, threads)) as pool:
+                             initargs=(load,)) as pool:
         for future in as_completed([pool.submit(_code, kind, job, options) for job in todo]):
             report(future.result())
     return outcomes

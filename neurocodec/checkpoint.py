@@ -128,19 +128,25 @@ def save_model(
     return digest
 
 
-def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
-    """Load and verify a checkpoint. Raises `CheckpointError` with one line saying what is wrong."""
+def read_model(path: str | os.PathLike, numpy: bool = False
+               ) -> tuple[dict[str, "torch.Tensor | np.ndarray"], CheckpointInfo]:
+    """Load and verify a checkpoint: torch tensors, or with `numpy` NumPy arrays (no torch: the light runtime; a
+    dtype NumPy lacks, bfloat16, is refused there). Raises `CheckpointError` with one line saying what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
+        if numpy:
+            from safetensors.numpy import load_file
+        else:
+            from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="np") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a neurocodec model (metadata format {metadata.get('format')!r})")
@@ -154,7 +160,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Checkp
         config = model_config_from_json(metadata.get("config", ""))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: bad config in metadata: {exc}") from None
-    tables = {k: tensors.pop(k).numpy() for k in list(tensors) if k.startswith("entropy.")}
+    tables = {k: np.asarray(tensors.pop(k)) for k in list(tensors) if k.startswith("entropy.")}
     digest = weights_sha256(tensors)
     if digest != metadata.get("weights_sha256"):
         raise CheckpointError(

@@ -39,7 +39,7 @@ def fit_entropy_model(model: str | os.PathLike | None, sources: list[str], outpu
     for i in order:
         audio, sr = read_audio(files[i])
         # The codes files get: level-normalised audio (the closed loop changes only the envelope, not the codes).
-        seqs.append(encode_audio(loaded.codec, audio.mean(axis=0, keepdims=True), sr, n_q, loop=False).codes[0])
+        seqs.append(encode_audio(loaded.net, audio.mean(axis=0, keepdims=True), sr, n_q, loop=False).codes[0])
         seconds += audio.shape[-1] / sr
         if seconds >= max_seconds:
             break

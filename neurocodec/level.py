@@ -17,8 +17,9 @@ that the decoded level is the input's), are free to change (not part of the form
 the points (`LevelCoder.gains_db`, `restore`) is, and its parameters travel in the `.ncd` header (the mapping
 is `identity.py`'s: this room knows nothing of the format).
 
-Torch throughout, so that training (on any device) and encoding run the same code. Audio is `[..., T]` at the
-model's sample rate; points are `[..., K]` integer indices, `K = ceil(T / spacing_samples)`.
+NumPy throughout (no torch: the light runtime encodes and decodes with it; the trainer computes the gain here and
+applies it on its device). Audio is `[..., T]` float32 at the model's sample rate; points are `[..., K]` int64
+indices, `K = ceil(T / spacing_samples)`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from .limits import LEVEL_FLOOR_DB as FLOOR_DB, LEVEL_POINTS as LEVELS, LEVEL_STEP_DB as STEP_DB
 from .limits import LEVEL_TARGET_DB as TARGET_DB, level_spacing_frames
@@ -37,6 +38,11 @@ CONTEXT_POINTS = 8  # ±1.6 s
 MAX_CORRECTION_DB = 12.0  # the closed loop (LevelLoop) moves a point by at most this
 LOOP_POINTS = 3  # … measuring over ±3 points (±0.6 s)
 GATE_DB = 30.0  # … and only where the normalised input is within this of the target
+
+
+def gain(db: np.ndarray) -> np.ndarray:
+    """dB → linear amplitude factor, float32."""
+    return np.power(np.float32(10.0), np.asarray(db, np.float32) / np.float32(20))
 
 
 @dataclass(frozen=True)
@@ -64,62 +70,65 @@ class LevelCoder:
 
     # ------------------------------------------------------------------------------------------------ the format
 
-    def point_db(self, points: torch.Tensor) -> torch.Tensor:
+    def point_db(self, points: np.ndarray) -> np.ndarray:
         """Integer points → level in dBFS (float32)."""
-        return self.floor_db + points.to(torch.float32) * self.step_db
+        return np.float32(self.floor_db) + np.asarray(points).astype(np.float32) * np.float32(self.step_db)
 
-    def gains_db(self, points: torch.Tensor, samples: int, next_point: torch.Tensor | None = None) -> torch.Tensor:
+    def gains_db(self, points: np.ndarray, samples: int, next_point: np.ndarray | None = None) -> np.ndarray:
         """points `[..., K]` → the encoder's gain in dB `[..., samples]` (samples ≤ K · spacing_samples): at point
         k's sample (k · spacing_samples) it is `target_db - level(k)`, linear in between; after the last point it
         holds, unless `next_point` `[...]` (the point after these, if known) continues the line."""
         level = self.point_db(points)
         after = level[..., -1:] if next_point is None else self.point_db(next_point)[..., None]
-        following = torch.cat([level[..., 1:], after], dim=-1)
-        frac = torch.arange(self.spacing_samples, device=points.device, dtype=torch.float32) / self.spacing_samples
+        following = np.concatenate([level[..., 1:], after], axis=-1)
+        frac = np.arange(self.spacing_samples, dtype=np.float32) / np.float32(self.spacing_samples)
         curve = level[..., :, None] + (following - level)[..., :, None] * frac  # [..., K, spacing]
-        return self.target_db - curve.flatten(-2)[..., :samples]
+        return np.float32(self.target_db) - curve.reshape(curve.shape[:-2] + (-1,))[..., :samples]
 
-    def restore(self, audio: torch.Tensor, points: torch.Tensor, next_point: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def restore(self, audio: np.ndarray, points: np.ndarray, next_point: np.ndarray | None = None
+                ) -> np.ndarray:
         """Decoder: model output `[..., T]` (T ≤ K · spacing_samples) → audio at the input's level."""
-        return audio * torch.pow(10.0, -self.gains_db(points, audio.shape[-1], next_point) / 20)
+        return audio * gain(-self.gains_db(points, audio.shape[-1], next_point))
 
     # ---------------------------------------------------------------------------------------------- the analysis
 
-    def segment_levels(self, audio: torch.Tensor) -> torch.Tensor:
+    def segment_levels(self, audio: np.ndarray) -> np.ndarray:
         """audio `[..., T]` → each segment's level in dB `[..., ceil(T / spacing_samples)]`: its RMS, or its peak
         less `HEADROOM_DB` if higher (a short loud click in a quiet segment must not be amplified into clipping).
         A last, partial segment is measured over the samples it has."""
         n = audio.shape[-1]
         size = self.spacing_samples
         k = -(-n // size)
-        padded = torch.nn.functional.pad(audio.float(), (0, k * size - n)).unflatten(-1, (k, size))
-        count = torch.full((k,), float(size), device=audio.device)
+        audio = np.asarray(audio, dtype=np.float32)
+        pad = [(0, 0)] * (audio.ndim - 1) + [(0, k * size - n)]
+        padded = np.pad(audio, pad).reshape(audio.shape[:-1] + (k, size))
+        count = np.full((k,), float(size), dtype=np.float32)
         count[-1] = n - (k - 1) * size
-        rms_db = 10 * torch.log10(padded.pow(2).sum(-1) / count + 1e-12)
-        peak_db = 20 * torch.log10(padded.abs().amax(-1) + 1e-12)
-        return torch.maximum(rms_db, peak_db - HEADROOM_DB)
+        rms_db = 10 * np.log10(np.square(padded).sum(-1, dtype=np.float32) / count + np.float32(1e-12))
+        peak_db = 20 * np.log10(np.abs(padded).max(-1) + np.float32(1e-12))
+        return np.maximum(rms_db, peak_db - np.float32(HEADROOM_DB))
 
-    def points_from_levels(self, seg: torch.Tensor) -> torch.Tensor:
+    def points_from_levels(self, seg: np.ndarray) -> np.ndarray:
         """segment levels `[..., K]` → integer points `[..., K]` (long). Point k covers segments k-1 and k."""
-        before = torch.cat([torch.full_like(seg[..., :1], -math.inf), seg[..., :-1]], dim=-1)
-        touch = torch.maximum(before, seg)
-        flat = touch.reshape(-1, 1, touch.shape[-1])
-        loudest = torch.nn.functional.max_pool1d(flat, 2 * CONTEXT_POINTS + 1, stride=1, padding=CONTEXT_POINTS)
-        level = torch.maximum(touch, loudest.reshape(touch.shape) - RANGE_DB).clamp_min(self.floor_db)
-        return torch.round((level - self.floor_db) / self.step_db).clamp(0, self.levels - 1).long()
+        before = np.concatenate([np.full_like(seg[..., :1], -math.inf), seg[..., :-1]], axis=-1)
+        touch = np.maximum(before, seg)
+        pad = [(0, 0)] * (touch.ndim - 1) + [(CONTEXT_POINTS, CONTEXT_POINTS)]
+        padded = np.pad(touch, pad, constant_values=-math.inf)
+        loudest = np.lib.stride_tricks.sliding_window_view(padded, 2 * CONTEXT_POINTS + 1, axis=-1).max(-1)
+        level = np.maximum(np.maximum(touch, loudest - np.float32(RANGE_DB)), np.float32(self.floor_db))
+        steps = np.round((level - np.float32(self.floor_db)) / np.float32(self.step_db))
+        return np.clip(steps, 0, self.levels - 1).astype(np.int64)
 
-    def analyse(self, audio: torch.Tensor) -> torch.Tensor:
+    def analyse(self, audio: np.ndarray) -> np.ndarray:
         """audio `[..., T]` → points `[..., ceil(T / spacing_samples)]`."""
         return self.points_from_levels(self.segment_levels(audio))
 
-    def normalize(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalize(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encoder and trainer: audio `[..., T]` → (audio near `target_db`, points). `restore` undoes it."""
         if audio.shape[-1] == 0:
-            return audio, torch.zeros(audio.shape[:-1] + (0,), dtype=torch.long, device=audio.device)
+            return audio, np.zeros(audio.shape[:-1] + (0,), dtype=np.int64)
         points = self.analyse(audio)
-        gain = torch.pow(10.0, self.gains_db(points, audio.shape[-1]) / 20)
-        return audio * gain.to(audio.dtype), points
+        return audio * gain(self.gains_db(points, audio.shape[-1])), points
 
 
 class LevelNormalizer:
@@ -131,40 +140,40 @@ class LevelNormalizer:
 
     def __init__(self, coder: LevelCoder, channels: int):
         self.coder = coder
-        self.pending = torch.zeros(channels, 0)  # audio not yet measured as a whole segment
-        self.held = torch.zeros(channels, 0)  # measured, not yet emitted (starts at segment `self.emitted`)
-        self.levels = torch.zeros(channels, 0)  # the recent segments' levels (those points still depend on)
+        self.pending = np.zeros((channels, 0), np.float32)  # audio not yet measured as a whole segment
+        self.held = np.zeros((channels, 0), np.float32)  # measured, not yet emitted (from segment `self.emitted`)
+        self.levels = np.zeros((channels, 0), np.float32)  # the recent segments' levels (those points still depend on)
         self.first_level = 0  # segment number of self.levels[:, 0]
         self.emitted = 0  # segments emitted (and points returned)
 
-    def _points(self, first: int, end: int) -> torch.Tensor:
+    def _points(self, first: int, end: int) -> np.ndarray:
         """Points [first, end) from the levels kept (from segment first - CONTEXT_POINTS - 2, or the start)."""
         lo = max(0, first - CONTEXT_POINTS - 2)
         window = self.levels[:, lo - self.first_level:]
         return self.coder.points_from_levels(window)[:, first - lo: end - lo]
 
-    def push(self, audio: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def push(self, audio: np.ndarray, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """audio `[C, n]` → (normalised audio `[C, m]`, its new points `[C, j]`); `last` flushes everything."""
         size = self.coder.spacing_samples
-        self.pending = torch.cat([self.pending, audio.float()], dim=-1)
+        self.pending = np.concatenate([self.pending, np.asarray(audio, np.float32)], axis=-1)
         whole = self.pending.shape[-1] // size * size
         if last:
             whole = self.pending.shape[-1]
         if whole:
             part, self.pending = self.pending[:, :whole], self.pending[:, whole:]
-            self.levels = torch.cat([self.levels, self.coder.segment_levels(part)], dim=-1)
-            self.held = torch.cat([self.held, part], dim=-1)
+            self.levels = np.concatenate([self.levels, self.coder.segment_levels(part)], axis=-1)
+            self.held = np.concatenate([self.held, part], axis=-1)
         known = self.first_level + self.levels.shape[-1]
         # Point k is final once segment k + CONTEXT_POINTS is measured; segment k leaves once point k + 1 is.
         final = known if last else max(0, known - CONTEXT_POINTS)
         ready = known if last else max(0, final - 1)
         if ready <= self.emitted:
-            return self.held[:, :0], torch.zeros(self.held.shape[0], 0, dtype=torch.long)
+            return self.held[:, :0], np.zeros((self.held.shape[0], 0), np.int64)
         points = self._points(self.emitted, min(known, ready + 1))
         out_points = points[:, : ready - self.emitted]
         samples = self.held.shape[-1] if last else (ready - self.emitted) * size
         gains = self.coder.gains_db(out_points, samples, None if last else points[:, -1])
-        out = self.held[:, :samples] * torch.pow(10.0, gains / 20)
+        out = self.held[:, :samples] * gain(gains)
         self.held = self.held[:, samples:]
         self.emitted = ready
         keep = max(0, self.emitted - CONTEXT_POINTS - 2)  # levels that later points can no longer need are dropped
@@ -187,19 +196,19 @@ class LevelLoop:
 
     def __init__(self, coder: LevelCoder, channels: int):
         self.coder = coder
-        self.x = torch.zeros(channels, 0, dtype=torch.float64)  # energies from sample `self.start` on
-        self.y = torch.zeros(channels, 0, dtype=torch.float64)
+        self.x = np.zeros((channels, 0), np.float64)  # energies from sample `self.start` on
+        self.y = np.zeros((channels, 0), np.float64)
         self.start = 0
-        self.points = torch.zeros(channels, 0, dtype=torch.long)  # normaliser's points from `self.done` on
+        self.points = np.zeros((channels, 0), np.int64)  # normaliser's points from `self.done` on
         self.done = 0  # points corrected and returned
         self.reach = LOOP_POINTS * coder.spacing_samples
-        offsets = torch.arange(-self.reach, self.reach, dtype=torch.float64)
-        self.hat = 1 - offsets.abs() / self.reach  # point k's weight at samples kS - reach … kS + reach - 1
+        offsets = np.arange(-self.reach, self.reach, dtype=np.float64)
+        self.hat = 1 - np.abs(offsets) / self.reach  # point k's weight at samples kS - reach … kS + reach - 1
 
-    def push(self, x: torch.Tensor, points: torch.Tensor, y: torch.Tensor, last: bool = False) -> torch.Tensor:
-        self.x = torch.cat([self.x, x.double().pow(2)], dim=-1)
-        self.y = torch.cat([self.y, y.double().pow(2)], dim=-1)
-        self.points = torch.cat([self.points, points.long()], dim=-1)
+    def push(self, x: np.ndarray, points: np.ndarray, y: np.ndarray, last: bool = False) -> np.ndarray:
+        self.x = np.concatenate([self.x, np.square(np.asarray(x, np.float64))], axis=-1)
+        self.y = np.concatenate([self.y, np.square(np.asarray(y, np.float64))], axis=-1)
+        self.points = np.concatenate([self.points, np.asarray(points, np.int64)], axis=-1)
         size, reach = self.coder.spacing_samples, self.reach
         end = self.start + min(self.x.shape[-1], self.y.shape[-1])  # samples both streams cover
         out = []
@@ -213,10 +222,10 @@ class LevelLoop:
             n = min(xs.shape[-1], ys.shape[-1])
             w = self.hat[lo - (k * size - reach): lo - (k * size - reach) + n]
             ex, ey = (xs[:, :n] * w).sum(-1), (ys[:, :n] * w).sum(-1)
-            live = (ex / w.sum().clamp_min(1e-9) > 10 ** ((self.coder.target_db - GATE_DB) / 10)) & (ey > 0)
-            error = torch.where(live, 10 * torch.log10(ex.clamp_min(1e-30) / ey.clamp_min(1e-30)), 0.0)
-            steps = torch.round(error.clamp(-MAX_CORRECTION_DB, MAX_CORRECTION_DB) / self.coder.step_db)
-            out.append((self.points[:, 0] + steps.long()).clamp(0, self.coder.levels - 1))
+            live = (ex / max(w.sum(), 1e-9) > 10 ** ((self.coder.target_db - GATE_DB) / 10)) & (ey > 0)
+            error = np.where(live, 10 * np.log10(np.maximum(ex, 1e-30) / np.maximum(ey, 1e-30)), 0.0)
+            steps = np.round(np.clip(error, -MAX_CORRECTION_DB, MAX_CORRECTION_DB) / self.coder.step_db)
+            out.append(np.clip(self.points[:, 0] + steps.astype(np.int64), 0, self.coder.levels - 1))
             self.points = self.points[:, 1:]
             self.done += 1
             drop = self.done * size - reach - self.start  # the next point needs samples from (k + 1) S - reach on
@@ -224,7 +233,7 @@ class LevelLoop:
                 self.x, self.y, self.start = self.x[:, drop:], self.y[:, drop:], self.start + drop
         if not out:
             return self.points[:, :0]
-        return torch.stack(out, dim=-1)
+        return np.stack(out, axis=-1)
 
 
 class LevelRestorer:
@@ -235,18 +244,18 @@ class LevelRestorer:
     def __init__(self, coder: LevelCoder, channels: int):
         self.coder = coder
         self.channels = channels
-        self.audio = torch.zeros(channels, 0)
+        self.audio = np.zeros((channels, 0), np.float32)
         self.start = 0  # sample position of self.audio[0], counted from the stream's start
-        self.points = torch.zeros(channels, 0, dtype=torch.long)  # points from the one at or before `start`
+        self.points = np.zeros((channels, 0), np.int64)  # points from the one at or before `start`
         self.first_point = 0  # index of self.points[:, 0]
 
-    def add_points(self, points: torch.Tensor) -> None:
+    def add_points(self, points: np.ndarray) -> None:
         """The next points in order, `[C, j]` (points k, k+1, …; the first one the stream sees is point 0)."""
-        self.points = torch.cat([self.points, points.long()], dim=-1)
+        self.points = np.concatenate([self.points, np.asarray(points, np.int64)], axis=-1)
 
-    def push(self, audio: torch.Tensor, last: bool = False) -> torch.Tensor:
+    def push(self, audio: np.ndarray, last: bool = False) -> np.ndarray:
         size = self.coder.spacing_samples
-        self.audio = torch.cat([self.audio, audio.float()], dim=-1)
+        self.audio = np.concatenate([self.audio, np.asarray(audio, np.float32)], axis=-1)
         if self.points.shape[-1] == 0:
             if last:  # no level side information arrived for this audio: it is silence of a lost region
                 out, self.audio = self.audio, self.audio[:, :0]
@@ -263,10 +272,10 @@ class LevelRestorer:
         need = -(-(offset + n) // size)
         span = self.points[:, :need]
         if span.shape[-1] < need:  # flushing past the last point: hold it
-            span = torch.cat([span, span[:, -1:].expand(-1, need - span.shape[-1])], dim=-1)
+            span = np.concatenate([span, np.repeat(span[:, -1:], need - span.shape[-1], axis=-1)], axis=-1)
         nxt = self.points[:, need] if need < self.points.shape[-1] else None
         gains = self.coder.gains_db(span, offset + n, nxt)[:, offset:]
-        out = self.audio[:, :n] * torch.pow(10.0, -gains / 20)
+        out = self.audio[:, :n] * gain(-gains)
         self.audio = self.audio[:, n:]
         self.start += n
         drop = min(self.start // size - self.first_point, self.points.shape[-1] - 1)

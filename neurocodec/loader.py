@@ -6,35 +6,50 @@ users code audio with.
     audio = model.decode(encoded)                        # → [C, T] at the original rate and length
     model.encode_file("in.wav", "out.ncd", kbps=6)       # files (or "-" for stdin/stdout)
     model.decode_file("out.ncd", "out.wav")
+
+Two runtimes run the same model: ONNX Runtime (`onnxnet.py`, no torch: the default on the CPU) and torch (any
+device; training, analysis by synthesis, and architectures the light runtime does not run). `runtime="auto"`
+picks ONNX Runtime for the CPU when it is installed and can run the model, else torch.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from . import ncdfile
 from .audio import check_audio
 from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .config import DEFAULT_KBPS
 from .entropy import EntropyModel
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, MissingDependencyError
 from .identity import ModelIdentity
 from .level import LevelCoder
-from .model import Codec
 from .stream import EncodedAudio, decode_audio
+from .windows import Net
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import Codec
+
+RUNTIMES = ("auto", "onnx", "torch")
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A codec with everything that travels with it: config, entropy tables and identity (name, weights hash)."""
+    """A model's networks (`net`: ONNX Runtime or torch) with everything that travels with them: config, entropy
+    tables and identity (name, weights hash). `tensors`: the checkpoint's arrays, kept by the light runtime so that
+    what needs torch (`codec`, `effort` > 0) can still have it."""
 
-    codec: Codec
+    net: Net
     info: CheckpointInfo
     identity: ModelIdentity
+    tensors: dict[str, np.ndarray] | None = None
 
     @property
     def name(self) -> str:
@@ -54,7 +69,33 @@ class LoadedModel:
 
     @property
     def sample_rate(self) -> int:
-        return self.codec.sample_rate
+        return self.net.sample_rate
+
+    @property
+    def runtime(self) -> str:
+        """"onnx" or "torch": what runs the networks."""
+        return "torch" if hasattr(self.net, "codec") else "onnx"
+
+    @functools.cached_property
+    def codec(self) -> "Codec":
+        """The torch model (built from the checkpoint's arrays on the CPU when the light runtime runs this one)."""
+        if hasattr(self.net, "codec"):
+            return self.net.codec
+        try:
+            import torch
+        except ImportError:
+            raise MissingDependencyError("this needs torch (pip install torch); the light runtime runs without "
+                                         "it") from None
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.tensors.items()}
+        return _build_codec(state, self.info, torch.device("cpu"), True)
+
+    def net_for(self, effort: int) -> Net:
+        """The net to encode with: analysis by synthesis (`effort` > 0) runs on torch, whatever loaded the model."""
+        if not effort or hasattr(self.net, "with_search"):
+            return self.net
+        from .model.codec import TorchNet
+
+        return TorchNet(self.codec)
 
     @property
     def level(self) -> LevelCoder:
@@ -74,8 +115,8 @@ class LoadedModel:
         `ncdfile.code_blocks` (variable rate: the codes are -1 where a segment keeps fewer codebooks)."""
         audio, sample_rate = check_audio(audio, sample_rate)
         channels = audio.shape[0]
-        n_q, blocks = ncdfile.code_blocks(self.codec, self.identity, lambda: [audio], sample_rate, channels, kbps,
-                                          quality, level_loop, effort)
+        n_q, blocks = ncdfile.code_blocks(self.net_for(effort), self.identity, lambda: [audio], sample_rate,
+                                          channels, kbps, quality, level_loop, effort)
         blocks = list(blocks)
         codes = (np.concatenate([b.codes for b in blocks], axis=-1) if blocks
                  else np.zeros((channels, n_q, 0), np.int64))
@@ -87,41 +128,64 @@ class LoadedModel:
         `ModelIdentity.check_encoded`; `FormatError` for codes this model could not have made)."""
         self.identity.check_encoded(encoded.codes, encoded.sample_rate, encoded.length, encoded.points,
                                     encoded.level)
-        return decode_audio(self.codec, encoded)
+        return decode_audio(self.net, encoded)
 
     def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
                     ) -> ncdfile.EncodeReport:
         """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
         Options: `max_seconds`, `progress`, `level_loop`, `quality` (variable rate), `effort` (analysis by
         synthesis; see `ncdfile.encode_file`)."""
-        return ncdfile.encode_file(self.codec, self.identity, input, output, kbps, **options)
+        return ncdfile.encode_file(self.net_for(options.get("effort", 0)), self.identity, input, output, kbps,
+                                   **options)
 
     def decode_file(self, input: str, output: str, conceal: bool = False, **options) -> ncdfile.DecodeReport:
         """`.ncd` file (or "-") → audio file (WAV on "-"), written atomically; damage raises unless `conceal`.
         Options: `max_seconds`, `progress` (see `ncdfile.decode_file`)."""
-        return ncdfile.decode_file(self.codec, self.identity, input, output, conceal, **options)
+        return ncdfile.decode_file(self.net, self.identity, input, output, conceal, **options)
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
-    def build(cls, state: dict[str, torch.Tensor], info: CheckpointInfo, device: str | torch.device | None = None,
-              inference: bool = True) -> "LoadedModel":
-        """From a checkpoint's tensors (`checkpoint.read_model`). `device` None picks CUDA when present. Inference
-        mode folds weight norm and freezes the weights; `state` itself is left untouched."""
-        codec = Codec(info.config)
-        try:
-            codec.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"weights do not fit the config of model {info.name!r}: {str(exc).splitlines()[0]}") from None
-        codec = codec.float().to(pick_device(device))
-        if inference:
-            codec.prepare_for_inference()
-        return cls(codec, info, ModelIdentity(info.name, info.weights_sha256, info.config, info.entropy,
-                                              info.decoder_sha256, info.encoder_sha256, info.decodes))
+    def build(cls, state: dict[str, "torch.Tensor"], info: CheckpointInfo,
+              device: "str | torch.device | None" = None, inference: bool = True) -> "LoadedModel":
+        """On torch, from a checkpoint's tensors (`checkpoint.read_model`). `device` None picks CUDA when present.
+        Inference mode folds weight norm and freezes the weights; `state` itself is left untouched."""
+        from .model.codec import TorchNet
+
+        codec = _build_codec(state, info, pick_device(device), inference)
+        return cls(TorchNet(codec), info, _identity(info))
+
+    @classmethod
+    def build_light(cls, tensors: dict[str, np.ndarray], info: CheckpointInfo, threads: int = 0) -> "LoadedModel":
+        """On ONNX Runtime (`onnxnet.OnnxNet`), from a checkpoint's arrays (`read_model(numpy=True)`)."""
+        from .onnxnet import OnnxNet
+
+        return cls(OnnxNet(info.config, tensors, threads), info, _identity(info), tensors)
 
 
-def pick_device(device: str | torch.device | None) -> torch.device:
+def _identity(info: CheckpointInfo) -> ModelIdentity:
+    return ModelIdentity(info.name, info.weights_sha256, info.config, info.entropy, info.decoder_sha256,
+                         info.encoder_sha256, info.decodes)
+
+
+def _build_codec(state, info: CheckpointInfo, device, inference: bool) -> "Codec":
+    from .model import Codec
+
+    codec = Codec(info.config)
+    try:
+        codec.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights do not fit the config of model {info.name!r}: {str(exc).splitlines()[0]}") from None
+    codec = codec.float().to(device)
+    if inference:
+        codec.prepare_for_inference()
+    return codec
+
+
+def pick_device(device: "str | torch.device | None") -> "torch.device":
     """`device` checked: cpu, cuda[:N] that exists, or mps that exists; None picks CUDA when present."""
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -139,8 +203,57 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None,
-               inference: bool = True) -> LoadedModel:
-    """Load a bundled model by name (None: the default) or a checkpoint by path, verified by its hash."""
-    state, info = read_model(resolve_model(name_or_path))
+def light_runtime_available(config) -> str | None:
+    """None when ONNX Runtime is installed and can run `config` (graphs included), else why not."""
+    from .onnxnet import PARTS, find_graph, graph_key, import_onnxruntime, supports
+
+    why = supports(config)
+    if why:
+        return why
+    for part in PARTS:
+        if find_graph(config, part) is None:
+            return (f"no ONNX graph for this model's {part} (architecture {graph_key(config, part)}): run "
+                    "`neurocodec export --model MODEL` once where torch is installed")
+    try:
+        import_onnxruntime()
+    except MissingDependencyError as exc:
+        return str(exc)
+    return None
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: "str | torch.device | None" = None,
+               inference: bool = True, runtime: str = "auto", threads: int = 0) -> LoadedModel:
+    """Load a bundled model by name (None: the default) or a checkpoint by path, verified by its hash.
+
+    `runtime`: "onnx" (ONNX Runtime on the CPU, no torch), "torch" (any `device`; None picks CUDA when present),
+    or "auto": ONNX Runtime when no device other than the CPU is asked for, `inference` is on and the light
+    runtime can run the model, else torch. `threads`: ONNX Runtime's threads (0: its default); torch's are
+    `torch.set_num_threads`'."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}: give {', '.join(RUNTIMES)}")
+    path = resolve_model(name_or_path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if runtime == "auto":
+        light = inference and str(device or "cpu") == "cpu"
+        if light:
+            from .checkpoint import read_config
+
+            light = light_runtime_available(read_config(path)) is None
+        runtime = "onnx" if light else "torch"
+    if runtime == "onnx":
+        if device is not None and str(device) != "cpu":
+            raise ConfigError(f"the onnx runtime runs on the cpu, not {device}: use --runtime torch")
+        tensors, info = read_model(path, numpy=True)
+        why = light_runtime_available(info.config)
+        if why:
+            raise MissingDependencyError(f"--runtime onnx: {why}")
+        return LoadedModel.build_light(tensors, info, threads)
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError("the torch runtime needs torch (pip install torch)") from None
+    if threads > 0:
+        torch.set_num_threads(threads)
+    state, info = read_model(path)
     return LoadedModel.build(state, info, device, inference)

@@ -2,8 +2,8 @@
 
 The bytes are `container/`'s, the payloads `payload.py`'s (one layout per format generation), the audio ↔ codes
 streams `stream.py`'s (constant rate) and `vbr.py`'s (variable rate), both sources of code blocks that the writer
-loop takes alike. The model comes as plain values: its codec and its `identity.ModelIdentity` (header, tables,
-the check that a file's codes are its own).
+loop takes alike. The model comes as plain values: its networks (a `windows.Net`: torch or ONNX Runtime) and its
+`identity.ModelIdentity` (header, tables, the check that a file's codes are its own).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
-import torch
 
 from . import container, payload, vbr
 from .audio import AudioReader, AudioWriter
@@ -22,11 +21,10 @@ from .errors import AudioError, ConfigError, FormatError
 from .fileio import atomic_path, check_distinct, is_stream
 from .identity import ModelIdentity, level_coder
 from .limiter import Limiter
-from .limits import MAX_CHANNELS, MAX_SECONDS
-from .model import Codec
+from .limits import MAX_CHANNELS, MAX_EFFORT, MAX_SECONDS
 from .ncdinfo import read_ncd
-from .search import Search, effort_steps
 from .stream import stream_decode, stream_encode
+from .windows import Net
 
 CHUNK_BYTES = 4000  # the payload a chunk aims at: its framing (≈ 21 bytes with the index) stays near 0.5 %
 MAX_CHUNK_SECONDS = 16.0  # the unit of damage and seeking: never longer than this
@@ -61,7 +59,7 @@ class DecodeReport(NamedTuple):
         return self.samples / self.sample_rate
 
 
-def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int,
+def code_blocks(net: Net, identity: ModelIdentity, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int,
                 channels: int, kbps: float | None = 6.0, quality: float | None = None, level_loop: bool = True,
                 effort: int = 0) -> tuple[int, Iterator[CodeBlock]]:
     """Audio blocks `[C, n]` (`blocks()` gives them; variable rate calls it twice, for two passes) → (codebooks
@@ -73,23 +71,32 @@ def code_blocks(codec: Codec, identity: ModelIdentity, blocks: Callable[[], Iter
     the model's own level error. `effort` (0 … `search.MAX_EFFORT`): analysis by synthesis, each step about three
     decoder passes (`search.py`); 0 is the encoder's own codes."""
     level = identity.level
-    try:
-        steps = effort_steps(effort)
-    except ValueError as exc:
-        raise ConfigError(f"--effort: {exc}") from None
+    if not 0 <= effort <= MAX_EFFORT:
+        raise ConfigError(f"--effort: effort {effort}: give 0 to {MAX_EFFORT}")
     if quality is None:
         n_q = searched = identity.n_q_for_kbps(kbps, channels)
     else:  # variable rate codes every codebook, then keeps each segment's
-        n_q, searched = identity.n_q_for_quality(quality, channels), codec.n_q
-    search = Search(codec, searched, steps, torch.from_numpy(identity.code_prices())) if steps else None
+        n_q, searched = identity.n_q_for_quality(quality, channels), net.n_q
+    if effort:
+        net = searching(net, identity, searched, effort)
     if quality is None:
-        return n_q, stream_encode(codec, blocks(), sample_rate, channels, n_q, level=level, loop=level_loop,
-                                  search=search)
-    return n_q, vbr.encode_blocks(codec, blocks, sample_rate, channels, n_q, level.spacing_frames, level_loop,
-                                  search)
+        return n_q, stream_encode(net, blocks(), sample_rate, channels, n_q, level=level, loop=level_loop)
+    return n_q, vbr.encode_blocks(net, blocks, sample_rate, channels, n_q, level.spacing_frames, level_loop)
 
 
-def encode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, kbps: float | None = 6.0,
+def searching(net: Net, identity: ModelIdentity, n_q: int, effort: int) -> Net:
+    """`net` with analysis by synthesis at `effort` (`search.Search`: gradients through the decoder, so torch)."""
+    if not hasattr(net, "with_search"):
+        raise ConfigError(f"--effort {effort} searches with gradients through the decoder and needs torch "
+                          "(pip install torch); --effort 0 runs on ONNX Runtime")
+    import torch
+
+    from .search import Search, effort_steps
+
+    return net.with_search(Search(net.codec, n_q, effort_steps(effort), torch.from_numpy(identity.code_prices())))
+
+
+def encode_file(net: Net, identity: ModelIdentity, input: str, output: str, kbps: float | None = 6.0,
                 chunk_frames: int | None = None, max_seconds: float = MAX_SECONDS,
                 progress: Progress | None = None, level_loop: bool = True, quality: float | None = None,
                 effort: int = 0) -> EncodeReport:
@@ -116,7 +123,7 @@ def encode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, 
                     progress((done + samples) // passes, reader.samples if known else None)
                 yield block
 
-        n_q, source = code_blocks(codec, identity, blocks, reader.sample_rate, reader.channels, kbps, quality,
+        n_q, source = code_blocks(net, identity, blocks, reader.sample_rate, reader.channels, kbps, quality,
                                   level_loop, effort)
         level = identity.level
         cfg = identity.config
@@ -214,7 +221,7 @@ def _too_long(where: str, seconds: float, max_seconds: float) -> FormatError:
                        "(--max-hours raises it); nothing written")
 
 
-def decode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, conceal: bool = False,
+def decode_file(net: Net, identity: ModelIdentity, input: str, output: str, conceal: bool = False,
                 max_seconds: float = MAX_SECONDS, progress: Progress | None = None) -> DecodeReport:
     """.ncd file (or a stream) → audio file (or WAV on "-"), written atomically; damage raises unless `conceal`."""
     check_distinct(input, output)
@@ -236,7 +243,7 @@ def decode_file(codec: Codec, identity: ModelIdentity, input: str, output: str, 
     limiter = Limiter(h.sample_rate, h.channels)
     with AudioWriter(output, h.sample_rate, h.channels) as writer:
         level = level_coder(h.level, h.hop_length) if h.level is not None else None
-        for block in stream_decode(codec, pieces, h.sample_rate, length, h.channels, level=level, limiter=limiter):
+        for block in stream_decode(net, pieces, h.sample_rate, length, h.channels, level=level, limiter=limiter):
             written += block.shape[-1]
             if written > longest:
                 raise _too_long(where, written / h.sample_rate, max_seconds)

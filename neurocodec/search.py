@@ -8,7 +8,7 @@ marginal tables), a rate term: the softmax over each stage's code similarities p
 codes the decoder renders alike the cheaper ones win (rate-distortion optimised quantisation). The codes of the
 optimised latent are the greedy codes of that latent, so every decoder of the same weights decodes them.
 
-It runs on one compute window at a time (`model.streaming.WindowedEncoder` calls it), so memory stays bounded
+It runs on one compute window at a time (`model.codec.TorchNet` calls it for `windows.WindowedEncoder`), so memory stays bounded
 whatever the input's length; each step costs about three decoder passes over the window. Effort N picks the steps
 (`EFFORT_STEPS`). The same input, effort and thread count give the same codes.
 

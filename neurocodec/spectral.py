@@ -1,41 +1,12 @@
-"""Spectral features shared by training losses and evaluation metrics.
-
-The mel filterbank comes from `librosa.filters.mel` (Slaney scale and norm: what DAC uses): for common rates from a
-table librosa wrote (`tools/mel_tables.py`), else from librosa when a filterbank is first built, so inference never
-pays for importing it.
-"""
+"""Spectral features in torch, shared by training losses and evaluation metrics. The mel filterbank is
+`dsp.mel_filters` (librosa's; NumPy, shared with the paths that run without torch)."""
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import torch
 
-from .errors import MissingDependencyError
-
-
-@functools.lru_cache(maxsize=1)
-def _tables() -> dict[str, np.ndarray]:
-    """librosa's filterbanks for common rates, written by `tools/mel_tables.py` (a test holds them equal)."""
-    from importlib import resources
-
-    with resources.files("neurocodec").joinpath("mel_tables.npz").open("rb") as f, np.load(f) as data:
-        return {name: data[name] for name in data.files}
-
-
-@functools.lru_cache(maxsize=64)
-def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """`[n_mels, n_fft // 2 + 1]` Slaney mel filterbank from librosa: from the table librosa wrote for common rates
-    and the encoder's measures (so that encoding does not import librosa: 130 MB), else from librosa itself."""
-    table = _tables().get(f"{sample_rate}_{n_fft}_{n_mels}") if fmin == 0.0 and fmax is None else None
-    if table is not None:
-        return table
-    try:
-        import librosa
-    except ImportError:
-        raise MissingDependencyError("librosa is needed for mel spectrograms: pip install librosa") from None
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney")
+from .dsp import mel_filters
 
 
 def random_filters(n_fft: int, n_mels: int, seed: int = 0) -> np.ndarray:

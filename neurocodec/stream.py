@@ -2,7 +2,7 @@
 
 Channels are coded independently (each is one batch item of the mono model). Input is resampled with soxr to the
 model's rate on the way in; decoding resamples back and restores the original length and channel count. The model
-runs in compute windows of `window_frames` frames (`model.streaming`) over at most `CHANNELS_PER_PASS` channels at
+runs in compute windows of `window_frames` frames (`windows.py`, through a `windows.Net`: torch or ONNX Runtime) over at most `CHANNELS_PER_PASS` channels at
 a time, and silence (lost frames, padding) comes out in blocks of at most `SILENCE_BLOCK` samples, so memory depends
 neither on the input's length nor on its channel count.
 """
@@ -13,14 +13,12 @@ import math
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
-import torch
 
 from .audio import Resampler
 from .codes import CodeBlock
 from .level import LevelCoder, LevelLoop, LevelNormalizer, LevelRestorer
 from .limiter import Limiter
-from .model import Codec
-from .model.streaming import DEFAULT_WINDOW_FRAMES, WindowedDecoder, WindowedEncoder
+from .windows import DEFAULT_WINDOW_FRAMES, Net, WindowedDecoder, WindowedEncoder
 
 
 CHANNELS_PER_PASS = 4
@@ -51,13 +49,13 @@ class _ByChannels:
         self.channels = channels
         self.groups = [(slice(i, i + CHANNELS_PER_PASS), make()) for i in range(0, channels, CHANNELS_PER_PASS)]
 
-    def push(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([stream.push(x[part]) for part, stream in self.groups], dim=0)
+    def push(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([stream.push(x[part]) for part, stream in self.groups], axis=0)
 
-    def flush(self) -> torch.Tensor:
-        out = torch.cat([stream.flush() for _, stream in self.groups], dim=0)
+    def flush(self) -> np.ndarray:
+        out = np.concatenate([stream.flush() for _, stream in self.groups], axis=0)
         # A stream that was never pushed to does not know its batch: its empty output gets the channel axis here.
-        return out if out.shape[0] == self.channels else out.new_zeros((self.channels,) + out.shape[1:])
+        return out if out.shape[0] == self.channels else np.zeros((self.channels,) + out.shape[1:], out.dtype)
 
 
 def _silence(channels: int, samples: int) -> Iterator[np.ndarray]:
@@ -79,7 +77,7 @@ Stage = Callable[[np.ndarray, int], np.ndarray]  # (codes [C, n_q, k], index of 
 
 
 def stream_encode(
-    codec: Codec,
+    net: Net,
     blocks: Iterable[np.ndarray],
     sample_rate: int,
     channels: int,
@@ -88,22 +86,21 @@ def stream_encode(
     level: LevelCoder | None = None,
     loop: bool = True,
     stage: Stage | None = None,
-    search: Callable | None = None,
 ) -> Iterator[CodeBlock]:
     """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
     level envelope before the model, and the envelope's points come with the codes (in order, from the file's
     start, a little behind them). With `loop` too, the encoder decodes its own codes and corrects the points so
     that the decoded level is the input's (`LevelLoop`): about twice the work, the model's own level error gone.
     `stage`: what becomes of the encoder's codes before they are yielded (e.g. variable rate marks the codebooks a
-    frame does not keep with -1); the loop decodes what it returns, as the reader will. `search`: analysis by
-    synthesis in place of greedy quantisation (`search.Search`, window by window)."""
-    resampler = Resampler(sample_rate, codec.sample_rate, channels)
+    frame does not keep with -1); the loop decodes what it returns, as the reader will. Analysis by synthesis
+    (`search.Search`) comes as a net that searches (`model.codec.TorchNet`)."""
+    resampler = Resampler(sample_rate, net.sample_rate, channels)
     window = window_for(channels, window_frames)
-    n_q = n_q or codec.n_q
-    stream = _ByChannels(lambda: WindowedEncoder(codec, n_q, window, search), channels)
+    n_q = n_q or net.n_q
+    stream = _ByChannels(lambda: WindowedEncoder(net, n_q, window), channels)
     normalizer = LevelNormalizer(level, channels) if level is not None else None
     closed = LevelLoop(level, channels) if level is not None and loop else None
-    decoder = _ByChannels(lambda: WindowedDecoder(codec, window), channels) if closed is not None else None
+    decoder = _ByChannels(lambda: WindowedDecoder(net, window), channels) if closed is not None else None
 
     def model_rate() -> Iterator[np.ndarray]:
         for block in blocks:
@@ -112,37 +109,36 @@ def stream_encode(
 
     coded = 0  # frames the encoder has produced
 
-    def staged(codes: torch.Tensor) -> torch.Tensor:
+    def staged(codes: np.ndarray) -> np.ndarray:
         if stage is None or not codes.shape[-1]:
             return codes
-        return torch.from_numpy(stage(codes.cpu().numpy(), coded)).to(codes.device)
+        return stage(codes, coded)
 
-    with torch.inference_mode():
-        pieces = model_rate()
-        done = False
-        while not done:
-            audio = next(pieces, None)
-            done = audio is None
-            x = torch.zeros(channels, 0) if done else torch.from_numpy(audio)
-            points = None
-            if normalizer is not None:
-                x, points = normalizer.push(x, last=done)
-            codes = stream.push(x) if x.shape[-1] else torch.zeros(channels, n_q, 0, dtype=torch.long)
+    pieces = model_rate()
+    done = False
+    while not done:
+        audio = next(pieces, None)
+        done = audio is None
+        x = np.zeros((channels, 0), np.float32) if done else audio
+        points = None
+        if normalizer is not None:
+            x, points = normalizer.push(x, last=done)
+        codes = stream.push(x) if x.shape[-1] else np.zeros((channels, n_q, 0), np.int64)
+        if done:
+            codes = np.concatenate([codes, stream.flush()], axis=-1)
+        codes = staged(codes)
+        if closed is not None:
+            out = decoder.push(codes) if codes.shape[-1] else np.zeros((channels, 0), np.float32)
             if done:
-                codes = torch.cat([codes, stream.flush()], dim=-1)
-            codes = staged(codes)
-            if closed is not None:
-                out = decoder.push(codes) if codes.shape[-1] else torch.zeros(channels, 0)
-                if done:
-                    out = torch.cat([out, decoder.flush()], dim=-1)
-                points = closed.push(x, points, out, last=done)
-            coded += codes.shape[-1]
-            if codes.shape[-1] or (points is not None and points.shape[-1]):
-                yield CodeBlock(codes.cpu().numpy(), None if points is None else points.numpy())
+                out = np.concatenate([out, decoder.flush()], axis=-1)
+            points = closed.push(x, points, out, last=done)
+        coded += codes.shape[-1]
+        if codes.shape[-1] or (points is not None and points.shape[-1]):
+            yield CodeBlock(codes, points)
 
 
 def stream_decode(
-    codec: Codec,
+    net: Net,
     code_blocks: Iterable[np.ndarray | int],
     sample_rate: int,
     length: int | None,
@@ -161,8 +157,8 @@ def stream_decode(
     per channel come out (trimmed, or zero-padded if the resampler's rounding leaves the codes a sample short),
     but never more than the frames received describe: a length is a promise the codes must back.
     """
-    resampler = Resampler(codec.sample_rate, sample_rate, channels)
-    ratio = sample_rate / codec.sample_rate
+    resampler = Resampler(net.sample_rate, sample_rate, channels)
+    ratio = sample_rate / net.sample_rate
     window = window_for(channels, window_frames)
     limiter = limiter if limiter is not None else Limiter(sample_rate, channels)
     emitted = 0
@@ -177,7 +173,7 @@ def stream_decode(
             yield audio
 
     def new_stream() -> tuple[_ByChannels, LevelRestorer | None]:
-        return (_ByChannels(lambda: WindowedDecoder(codec, window), channels),
+        return (_ByChannels(lambda: WindowedDecoder(net, window), channels),
                 LevelRestorer(level, channels) if level is not None else None)
 
     def finish(stream: _ByChannels, restorer: LevelRestorer | None) -> Iterator[np.ndarray]:
@@ -185,7 +181,7 @@ def stream_decode(
         if restorer is not None:
             tail = restorer.push(tail, last=True)
         if tail.shape[-1]:
-            yield tail.cpu().numpy()
+            yield tail
 
     def model_rate() -> Iterator[np.ndarray]:
         stream, restorer = new_stream()
@@ -193,47 +189,45 @@ def stream_decode(
             if isinstance(block, (int, np.integer)):
                 yield from finish(stream, restorer)
                 stream, restorer = new_stream()
-                yield from _silence(channels, int(block) * codec.hop_length)
+                yield from _silence(channels, int(block) * net.hop_length)
                 continue
             codes, points = (block.codes, block.points) if isinstance(block, CodeBlock) else (block, None)
             if restorer is not None and points is not None:
-                restorer.add_points(torch.from_numpy(np.asarray(points)))
+                restorer.add_points(np.asarray(points))
             if not codes.shape[-1]:
                 continue
-            audio = stream.push(torch.from_numpy(np.ascontiguousarray(codes)).long())
+            audio = stream.push(np.asarray(codes, np.int64))
             if restorer is not None:
                 audio = restorer.push(audio)
             if audio.shape[-1]:
-                yield audio.cpu().numpy()
+                yield audio
         yield from finish(stream, restorer)
 
     model_samples = 0
-    with torch.inference_mode():
-        for audio in model_rate():
-            model_samples += audio.shape[-1]
-            for piece in _pieces(audio, ratio):
-                yield from emit(resampler(piece))
-            if length is not None and emitted >= length:
-                return  # the rest could only be trimmed away
-        yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True), last=True)
+    for audio in model_rate():
+        model_samples += audio.shape[-1]
+        for piece in _pieces(audio, ratio):
+            yield from emit(resampler(piece))
+        if length is not None and emitted >= length:
+            return  # the rest could only be trimmed away
+    yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True), last=True)
     if length is not None and emitted < length:
         backed = math.ceil(model_samples * ratio) + 1
         yield from _silence(channels, max(0, min(length, backed) - emitted))
 
 
-def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
+def encode_audio(net: Net, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
                  window_frames: int = DEFAULT_WINDOW_FRAMES, level: bool = True, loop: bool = True,
-                 stage: Stage | None = None, search: Callable | None = None) -> EncodedAudio:
+                 stage: Stage | None = None) -> EncodedAudio:
     """audio `[C, T]` (or `[T]`) at any rate → codes `[C, n_q, T_frames]` and, with `level`, the level envelope
     the audio was normalised by (`LevelCoder.for_model`; with `loop`, corrected by the encoder's own decoding of
     the codes after `stage`, as `stream_encode`)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
-    coder = LevelCoder.for_model(codec.sample_rate, codec.hop_length) if level else None
-    parts = list(stream_encode(codec, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop, stage,
-                               search))
-    n_q = n_q or codec.n_q
+    coder = LevelCoder.for_model(net.sample_rate, net.hop_length) if level else None
+    parts = list(stream_encode(net, [audio], sample_rate, audio.shape[0], n_q, window_frames, coder, loop, stage))
+    n_q = n_q or net.n_q
     channels = audio.shape[0]
     codes = np.concatenate([np.zeros((channels, n_q, 0), np.int64)] + [p.codes for p in parts], axis=-1)
     points = None
@@ -242,11 +236,11 @@ def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int, n_q: int | N
     return EncodedAudio(codes, sample_rate, audio.shape[-1], points, coder)
 
 
-def decode_audio(codec: Codec, encoded: EncodedAudio, window_frames: int = DEFAULT_WINDOW_FRAMES) -> np.ndarray:
+def decode_audio(net: Net, encoded: EncodedAudio, window_frames: int = DEFAULT_WINDOW_FRAMES) -> np.ndarray:
     """codes (and level envelope) → audio `[C, length]` at the original sample rate."""
     channels = encoded.codes.shape[0]
     block = encoded.codes if encoded.level is None else CodeBlock(encoded.codes, encoded.points)
-    parts = list(stream_decode(codec, [block], encoded.sample_rate, encoded.length, channels, window_frames,
+    parts = list(stream_decode(net, [block], encoded.sample_rate, encoded.length, channels, window_frames,
                                encoded.level))
     if not parts:
         return np.zeros((channels, 0), np.float32)

@@ -18,14 +18,13 @@ import math
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from .codes import CodeBlock, frame_counts, keep_codebooks
-from .model import Codec
-from .spectral import MelSpectrogram
+from .dsp import mel_magnitude
 from .fileio import release_free_memory
 from .level import LevelCoder
 from .stream import EncodedAudio, decode_audio, encode_audio, stream_encode
+from .windows import Net
 
 SCALES = ((512, 64), (1024, 80))  # (window, mel bands): speech-codec resolutions
 LOUDNESS_POWER = 0.3  # of mel power (0.6 of mel magnitude)
@@ -40,21 +39,20 @@ def segment_terms(ref: np.ndarray, est: np.ndarray, sample_rate: int, segment_sa
     over the STFT frames centred in each segment (each frame's mean over channels and mel bands), the input's
     loudness summed the same way, and the frame count."""
     n = min(ref.shape[-1], est.shape[-1])
-    r = torch.from_numpy(np.ascontiguousarray(ref[:, :n], dtype=np.float32))
-    e = torch.from_numpy(np.ascontiguousarray(est[:, :n], dtype=np.float32))
+    r, e = ref[:, :n], est[:, :n]
     terms = np.zeros((len(SCALES), 3, segments))
-    with torch.inference_mode():
-        for i, (window, bands) in enumerate(SCALES):
-            mel = MelSpectrogram(sample_rate, window, bands, fmax=fmax)
-            loud_r, loud_e = mel(r) ** (2 * loudness_power), mel(e) ** (2 * loudness_power)
-            margin = dead_zone * torch.minimum(loud_r, loud_e)
-            diff = ((loud_r - loud_e - margin).clamp_min(0)
-                    + asymmetry * (loud_e - loud_r - margin).clamp_min(0)).mean(dim=(0, 1)).numpy()
-            centre = np.arange(len(diff)) * (window // 4)  # stft's hop is a quarter window, frames centred
-            seg = np.minimum((centre / segment_samples).astype(np.int64), segments - 1)
-            terms[i, 0] = np.bincount(seg, weights=diff, minlength=segments)
-            terms[i, 1] = np.bincount(seg, weights=loud_r.mean(dim=(0, 1)).numpy(), minlength=segments)
-            terms[i, 2] = np.bincount(seg, minlength=segments)
+    for i, (window, bands) in enumerate(SCALES):
+        power = np.float32(2 * loudness_power)
+        loud_r = mel_magnitude(r, sample_rate, window, bands, fmax) ** power
+        loud_e = mel_magnitude(e, sample_rate, window, bands, fmax) ** power
+        margin = np.float32(dead_zone) * np.minimum(loud_r, loud_e)
+        diff = (np.maximum(loud_r - loud_e - margin, 0)
+                + np.float32(asymmetry) * np.maximum(loud_e - loud_r - margin, 0)).mean(axis=(0, 1))
+        centre = np.arange(len(diff)) * (window // 4)  # stft's hop is a quarter window, frames centred
+        seg = np.minimum((centre / segment_samples).astype(np.int64), segments - 1)
+        terms[i, 0] = np.bincount(seg, weights=diff, minlength=segments)
+        terms[i, 1] = np.bincount(seg, weights=loud_r.mean(axis=(0, 1)), minlength=segments)
+        terms[i, 2] = np.bincount(seg, minlength=segments)
     return terms
 
 
@@ -87,18 +85,18 @@ def segment_distances(ref: np.ndarray, est: np.ndarray, sample_rate: int, segmen
                                    loudness_power, fmax), relative)
 
 
-def distortion_table(codec: Codec, audio: np.ndarray, encoded: EncodedAudio, segment_frames: int) -> np.ndarray:
+def distortion_table(net: Net, audio: np.ndarray, encoded: EncodedAudio, segment_frames: int) -> np.ndarray:
     """`[n_q, segments]`: the distortion of each segment with 1 … n_q codebooks (n_q: the codes'). `audio` `[C, T]`
     is the input at `encoded.sample_rate`."""
-    return np.stack([distances(t) for t in _terms_table(codec, audio, encoded, segment_frames)])
+    return np.stack([distances(t) for t in _terms_table(net, audio, encoded, segment_frames)])
 
 
-def _terms_table(codec: Codec, audio: np.ndarray, encoded: EncodedAudio, segment_frames: int) -> np.ndarray:
+def _terms_table(net: Net, audio: np.ndarray, encoded: EncodedAudio, segment_frames: int) -> np.ndarray:
     """`[n_q, scales, 3, segments]`: `segment_terms` of the decoding with 1 … n_q codebooks."""
     n_q, frames = encoded.codes.shape[1:]
     segments = -(-frames // segment_frames)
-    hop = codec.hop_length * encoded.sample_rate / codec.sample_rate
-    return np.stack([segment_terms(audio, decode_audio(codec, encoded._replace(codes=encoded.codes[:, :n])),
+    hop = net.hop_length * encoded.sample_rate / net.sample_rate
+    return np.stack([segment_terms(audio, decode_audio(net, encoded._replace(codes=encoded.codes[:, :n])),
                                    encoded.sample_rate, segment_frames * hop, segments)
                      for n in range(1, n_q + 1)])
 
@@ -136,13 +134,13 @@ CONTEXT_SECONDS = 2.0  # … each with this much audio either side (the level an
 WINDOW_ELEMENTS = int(WINDOW_SECONDS * 48_000 * 2)  # … fewer seconds for many channels (all channels, samples)
 
 
-def measure(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, segment_frames: int,
-            loop: bool = True, search=None) -> np.ndarray:
+def measure(net: Net, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, segment_frames: int,
+            loop: bool = True) -> np.ndarray:
     """Audio blocks `[C, n]` → the distortion table `[n_q, segments]` of the whole input (every codebook count),
     measured in windows of about `WINDOW_SECONDS` with `CONTEXT_SECONDS` either side, so that memory is bounded
     whatever the input's length. The sums of each window's own segments join into the whole file's table (the
     distance is relative to the whole input's loudness, as for one window covering it)."""
-    segment_samples = segment_frames * codec.hop_length * sample_rate / codec.sample_rate
+    segment_samples = segment_frames * net.hop_length * sample_rate / net.sample_rate
     seconds = max(2 * CONTEXT_SECONDS, min(WINDOW_SECONDS, WINDOW_ELEMENTS / (channels * sample_rate)))
     window = max(1, round(seconds * sample_rate / segment_samples))  # segments a window owns
     context = math.ceil(CONTEXT_SECONDS * sample_rate / segment_samples)
@@ -155,8 +153,8 @@ def measure(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channe
         begin = round(lo * segment_samples)
         end = held.shape[-1] + start if last else round((first + window + context) * segment_samples)
         audio = held[:, begin - start: end - start]
-        encoded = encode_audio(codec, audio, sample_rate, codec.n_q, loop=loop, search=search)
-        terms = _terms_table(codec, audio, encoded, segment_frames)
+        encoded = encode_audio(net, audio, sample_rate, net.n_q, loop=loop)
+        terms = _terms_table(net, audio, encoded, segment_frames)
         own = first - lo
         terms = terms[..., own:] if last else terms[..., own: own + window]
         # Kept compact: the input's loudness and the frame counts are the same for every codebook count.
@@ -177,24 +175,24 @@ def measure(codec: Codec, blocks: Iterable[np.ndarray], sample_rate: int, channe
     return np.stack([distances(np.stack([joined[n], joined[n_q], joined[n_q + 1]], axis=1)) for n in range(n_q)])
 
 
-def encode_blocks(codec: Codec, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, channels: int,
-                  reference_n_q: int, segment_frames: int, loop: bool = True, search=None) -> Iterator[CodeBlock]:
+def encode_blocks(net: Net, blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, channels: int,
+                  reference_n_q: int, segment_frames: int, loop: bool = True) -> Iterator[CodeBlock]:
     """Variable rate as a source of code blocks, as `stream.stream_encode` is for constant rate: audio blocks
     `[C, n]` → code blocks (-1 beyond each segment's codebooks) with the level envelope's points, for the quality
     of constant `reference_n_q` codebooks. Two passes over the input (`blocks()` gives its blocks afresh each
     call): the distortions of every codebook count, window by window (`measure`), then the codebooks per segment
     for the whole file (`choose`), then the input encoded again keeping those (with `loop`, the level envelope is
     corrected for the codebooks each frame keeps, as the reader will decode them). Memory is bounded by the
-    window, not the input. `search`: analysis by synthesis in both passes."""
-    counts = choose(measure(codec, blocks(), sample_rate, channels, segment_frames, loop, search), reference_n_q)
+    window, not the input. A net that searches (analysis by synthesis) searches in both passes."""
+    counts = choose(measure(net, blocks(), sample_rate, channels, segment_frames, loop), reference_n_q)
     release_free_memory()
 
     def keep(codes: np.ndarray, first: int) -> np.ndarray:
         lo, offset = divmod(first, segment_frames)
         mine = counts[lo: lo + -(-(offset + codes.shape[-1]) // segment_frames)]
         mine = np.concatenate([mine, np.full(max(0, -(-(offset + codes.shape[-1]) // segment_frames) - len(mine)),
-                                             counts[-1] if len(counts) else codec.n_q)])  # a frame past the table
+                                             counts[-1] if len(counts) else net.n_q)])  # a frame past the table
         return keep_codebooks(codes, frame_counts(mine, segment_frames, offset + codes.shape[-1])[offset:])
 
-    yield from stream_encode(codec, blocks(), sample_rate, channels, codec.n_q, level=LevelCoder.for_model(
-        codec.sample_rate, codec.hop_length), loop=loop, stage=keep, search=search)
+    yield from stream_encode(net, blocks(), sample_rate, channels, net.n_q, level=LevelCoder.for_model(
+        net.sample_rate, net.hop_length), loop=loop, stage=keep)

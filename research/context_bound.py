@@ -44,7 +44,7 @@ def codes(split: str, hours: float) -> list[np.ndarray]:
         out, seconds = [], 0.0
         for i in order:
             audio, sr = read_audio(files[i])
-            out.append(encode_audio(model.codec, audio.mean(axis=0, keepdims=True), sr, loop=False).codes[0]
+            out.append(encode_audio(model.net, audio.mean(axis=0, keepdims=True), sr, loop=False).codes[0]
                        .astype(np.int16))
             seconds += audio.shape[-1] / sr
             if seconds > hours * 3600:

@@ -243,9 +243,9 @@ def main() -> int:
     print(f"{len(files)} development files of {SECONDS} s", flush=True)
     decoded, bit_tables = [], []
     for audio in files:
-        every = encode_audio(codec, audio[None], sr, codec.n_q)
+        every = encode_audio(loaded.net, audio[None], sr, codec.n_q)
         bit_tables.append(bit_table(mix, every.codes, spacing))
-        decoded.append([decode_audio(codec, every._replace(codes=every.codes[:, :n])) for n in range(1, codec.n_q + 1)])
+        decoded.append([decode_audio(loaded.net, every._replace(codes=every.codes[:, :n])) for n in range(1, codec.n_q + 1)])
 
     pesq_shifts = [int(x) for x in args.pesq_shifts.split(",")]
     drops: dict[str, list[np.ndarray]] = {}  # per-segment costs by allocation kind, one `[n_q, segments]` per file
@@ -342,9 +342,9 @@ def main() -> int:
             x = audio[None]
             frames = -(-len(audio) // codec.hop_length)
             present = codes.frame_counts(counts, spacing, frames)
-            encoded = encode_audio(codec, x, sr, codec.n_q, present=present)
+            encoded = encode_audio(loaded.net, x, sr, codec.n_q, present=present)
             bits += entropy.mix_bits(mix, encoded.codes, counts, spacing)
-            est = decode_audio(codec, encoded._replace(codes=codes.keep_codebooks(encoded.codes, present)))[0]
+            est = decode_audio(loaded.net, encoded._replace(codes=codes.keep_codebooks(encoded.codes, present)))[0]
             mel.append(metrics.mel_distance(audio, est, sr))
             pesq.append(np.mean([metrics.pesq_wb(audio[x:], est[x:], sr) for x in pesq_shifts]))
             used.append(counts)

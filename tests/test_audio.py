@@ -6,14 +6,16 @@ import torch
 from neurocodec.audio import AudioReader, Resampler, read_audio, resample, write_audio
 from neurocodec.errors import AudioError
 from neurocodec.model import Codec
+from neurocodec.model.codec import TorchNet
 from neurocodec.stream import decode_audio, encode_audio
 from .conftest import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
 def codec(tiny_config):
+    """The tiny model as the streams take it (`windows.Net`)."""
     torch.manual_seed(0)
-    return Codec(tiny_config.model).prepare_for_inference()
+    return TorchNet(Codec(tiny_config.model).prepare_for_inference())
 
 
 def tone(freq, sr, seconds, channels=1):

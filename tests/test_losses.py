@@ -15,7 +15,7 @@ SR = 24000
 
 def test_the_packaged_filterbanks_are_librosas():
     """`neurocodec/mel_tables.npz` (tools/mel_tables.py) stands in for librosa at common rates: exactly its output."""
-    from neurocodec.spectral import _tables, mel_filters
+    from neurocodec.dsp import _tables, mel_filters
 
     tables = _tables()
     assert len(tables) == 24

@@ -85,10 +85,10 @@ def test_measuring_in_windows_gives_the_whole_input_table(monkeypatch):
     audio, sr = sf.read(SPEECH, dtype="float32", always_2d=True)
     audio = np.tile(audio.T, 3)  # about 10 s
     blocks = [audio[:, i: i + 7000] for i in range(0, audio.shape[-1], 7000)]
-    whole = vbr.measure(model.codec, blocks, sr, 1, 20)
+    whole = vbr.measure(model.net, blocks, sr, 1, 20)
     monkeypatch.setattr(vbr, "WINDOW_SECONDS", 1.0)
     monkeypatch.setattr(vbr, "CONTEXT_SECONDS", 0.5)
-    windowed = vbr.measure(model.codec, blocks, sr, 1, 20)
+    windowed = vbr.measure(model.net, blocks, sr, 1, 20)
     assert windowed.shape == whole.shape == (model.codec.n_q, -(-audio.shape[-1] // (20 * 160)))
     assert np.allclose(windowed, whole, rtol=0.05, atol=1e-3)
     assert (vbr.choose(windowed, 2) == vbr.choose(whole, 2)).mean() > 0.9

@@ -4,9 +4,9 @@ the (window, bands) pairs the encoder's own measures use (`vbr.SCALES`, `search.
 
     python tools/mel_tables.py
 
-`spectral.mel_filters` takes a filterbank from this table when it holds one and asks librosa otherwise: `encode
+`dsp.mel_filters` takes a filterbank from this table when it holds one and asks librosa otherwise: `encode
 --quality` and `--effort` then run without importing librosa (numba, llvmlite and scipy.signal: about 130 MB of
-resident memory). `tests/test_model.py` checks that every table equals librosa's filterbank.
+resident memory). `tests/test_losses.py` checks that every table equals librosa's filterbank.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def main() -> int:
 
     def fit(choose) -> entropy.MixModel:
         rvq.encode = choose
-        seqs = [encode_audio(codec, a, sr, rvq.n_q, loop=False).codes[0] for a, sr in fitting]
+        seqs = [encode_audio(loaded.net, a, sr, rvq.n_q, loop=False).codes[0] for a, sr in fitting]
         return entropy.fit_mix(seqs, rvq.n_q, rvq.codebook_size)
 
     def judge(choose, mix: entropy.MixModel, n_q: int) -> tuple[float, float, float]:
@@ -121,10 +121,10 @@ def main() -> int:
         mel, pesq = [], []
         for item, audio, sr in valid:
             ref = audio.mean(0).astype(np.float32)
-            encoded = encode_audio(codec, ref[None], sr, n_q)
+            encoded = encode_audio(loaded.net, ref[None], sr, n_q)
             bits += entropy.mix_bits(mix, encoded.codes)
             count += encoded.codes.size
-            est = decode_audio(codec, encoded)[0]
+            est = decode_audio(loaded.net, encoded)[0]
             mel.append(metrics.mel_distance(ref, est, sr))
             if item.kind == "speech":
                 try:

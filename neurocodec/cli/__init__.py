@@ -20,14 +20,13 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ConfigError, NeurocodecError
-from .display import TrainDisplay, print_table, progress_bar
-from .many import run_many, two_paths
+from .display import TrainDisplay, name as _name, print_table, progress_bar, speed as _speed
+from .many import load_options as _load, run_many, two_paths
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate.")
 err = Console(stderr=True, highlight=False)
-MAX_THREADS = 1024
 
 
 def _say(label: str, style: str, text: str) -> None:
@@ -38,15 +37,6 @@ def _say(label: str, style: str, text: str) -> None:
 def _fail(exc: NeurocodecError) -> None:
     _say("error:", "bold red", str(exc))
     raise typer.Exit(exc.exit_code)
-
-
-def _threads(threads: int) -> None:
-    if not 0 <= threads <= MAX_THREADS:
-        raise ConfigError(f"--threads {threads}: give 0 (torch's default) to {MAX_THREADS}")
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def _version(value: bool) -> None:
@@ -61,22 +51,13 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate."""
 
 
-def _name(path: str, stdio: str) -> str:
-    return escape(stdio if path == "-" else path)
-
-
 MAX_HOURS = typer.Option(24.0, "--max-hours", show_default=True, help="Refuse inputs longer than this many hours (streams are read at most this far).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No summary line or progress bar (errors and warnings still show).")
 FORCE = typer.Option(False, "--force", "-f", help="Replace an existing output file (without it, an existing file is refused).")
 MODEL = typer.Option(None, "--model", "-m", show_default="the bundled default", help="Bundled model name or .safetensors path.")
-DEVICE = typer.Option(None, "--device", show_default="cuda when present, else cpu", help="cpu, cuda, cuda:1 …")
-THREADS = typer.Option(0, "--threads", show_default=True, help="CPU threads (0: torch's default, the machine's cores).")
-
-
-def _speed(seconds: float, elapsed: float) -> str:
-    """"×real time" that stays readable for short and slow runs: 3 significant digits, never 0x."""
-    x = seconds / max(elapsed, 1e-9)
-    return f"{x:.3g}x real time" if x >= 0.001 else f"{elapsed:.1f} s"
+DEVICE = typer.Option(None, "--device", show_default="cpu (torch: cuda when present)", help="cpu, cuda, cuda:1 … (a device other than the cpu runs on torch).")
+THREADS = typer.Option(0, "--threads", show_default=True, help="CPU threads (0: the runtime's default, the machine's cores).")
+RUNTIME = typer.Option("auto", "--runtime", show_default=True, help="onnx (ONNX Runtime, no torch), torch, or auto: onnx on the cpu when it can run the model.")
 
 
 OUT_DIR = typer.Option(None, "--output-dir", "-o", show_default="off: INPUT OUTPUT", help="Code every input into this folder (a folder's files keep their paths below it); an output newer than its input is skipped, a bad file reported and skipped.")
@@ -95,6 +76,7 @@ def encode(
     bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", show_default="6, or the model's maximum if lower", help="kbps for the whole file, channels sharing it: 1.5, 3, 6, 12 per channel for the default model."),
     model: Optional[str] = MODEL,
     device: Optional[str] = DEVICE,
+    runtime: str = RUNTIME,
     threads: int = THREADS,
     level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", show_default=True, help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
     quality: Optional[float] = typer.Option(None, "--quality", "-Q", show_default="off: constant rate", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). --bitrate is the constant-rate mode."),
@@ -110,17 +92,17 @@ def encode(
         from ..preflight import check_encode, max_seconds
 
         limit = max_seconds(max_hours)
+        load = _load(model, device, runtime, threads)
         if output_dir is not None:
             check_encode(None, None, model, bitrate, quality, effort)
             options = dict(kbps=bitrate, max_seconds=limit, level_loop=level_loop, quality=quality, effort=effort)
-            return run_many(err, "encode", paths, output_dir, ".ncd", list_file, shard, jobs, threads, model,
-                            device, force, quiet, options)
+            return run_many(err, "encode", paths, output_dir, ".ncd", list_file, shard, jobs, load, force, quiet,
+                            options)
         input, output = two_paths("encode", paths, list_file, shard, jobs)
         check_encode(input, output, model, bitrate, quality, effort, force)
-        _threads(threads)
         from ..loader import load_model
 
-        loaded = load_model(model, device)
+        loaded = load_model(**load)
         with progress_bar(err, quiet, "encode") as progress:
             report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=limit, progress=progress,
                                         level_loop=level_loop, quality=quality, effort=effort)
@@ -146,6 +128,7 @@ def decode(
     device: Optional[str] = DEVICE,
     decode_through_errors: bool = typer.Option(False, "--decode-through-errors", help="Conceal damaged chunks with silence instead of stopping."),
     strict: bool = typer.Option(False, "--strict", help="With --decode-through-errors: still exit non-zero if anything was concealed."),
+    runtime: str = RUNTIME,
     threads: int = THREADS,
     max_hours: float = MAX_HOURS,
     force: bool = FORCE,
@@ -157,18 +140,18 @@ def decode(
         from ..preflight import check_decode, max_seconds
 
         limit = max_seconds(max_hours)
+        load = _load(model, device, runtime, threads)
         if output_dir is not None:
             if audio_format not in ("wav", "flac", "ogg"):
                 raise ConfigError(f"--format {audio_format!r}: give wav, flac or ogg")
             options = dict(conceal=decode_through_errors, max_seconds=limit)
-            return run_many(err, "decode", paths, output_dir, "." + audio_format, list_file, shard, jobs, threads,
-                            model, device, force, quiet, options)
+            return run_many(err, "decode", paths, output_dir, "." + audio_format, list_file, shard, jobs, load,
+                            force, quiet, options)
         input, output = two_paths("decode", paths, list_file, shard, jobs)
         check_decode(input, output, force)
-        _threads(threads)
         from ..loader import load_model
 
-        loaded = load_model(model, device)
+        loaded = load_model(**load)
         with progress_bar(err, quiet, "decode") as progress:
             report = loaded.decode_file(input, output, conceal=decode_through_errors, max_seconds=limit,
                                         progress=progress)
@@ -213,6 +196,28 @@ def info(
             typer.echo(f"{'damage':>18}: {line}")
     if desc["damage"]:
         raise typer.Exit(5)
+
+
+@app.command()
+def export(
+    model: Optional[str] = MODEL,
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", show_default="the graph folder the light runtime reads (~/.cache/neurocodec/graphs)", help="Write the graphs here."),
+    weights: bool = typer.Option(False, "--weights", help="Self-contained encoder.onnx and decoder.onnx with float32 weights inside, for use outside neurocodec (needs -o)."),
+) -> None:
+    """Write a model's encoder and decoder as ONNX graphs, so that the light runtime (ONNX Runtime, no torch) runs
+    it. The bundled models' graphs ship with the package."""
+    try:
+        from ..checkpoint import read_model, resolve_model
+        from ..onnx_export import export as write_graphs
+        from ..onnxnet import user_graphs
+
+        if weights and output_dir is None:
+            raise ConfigError("--weights writes self-contained graphs: give -o DIR for them")
+        tensors, info = read_model(resolve_model(model), numpy=True)
+        for path in write_graphs(info.config, tensors, output_dir or user_graphs(), embed=weights):
+            err.print(f"wrote {escape(str(path))} ({path.stat().st_size} bytes)", soft_wrap=True)
+    except NeurocodecError as exc:
+        _fail(exc)
 
 
 @app.command()
@@ -304,11 +309,12 @@ def eval_(
     domain: str = typer.Option("auto", "--domain", help="speech, music, or auto: a manifest's kind, else a speech/ or music/ folder in the path, else a detector (the share of low-energy frames). PESQ and STOI are measured on speech only."),
     limit: Optional[int] = typer.Option(None, "--limit", show_default="all", help="At most this many files of each kind."),
     device: Optional[str] = DEVICE,
+    runtime: str = RUNTIME,
     threads: int = THREADS,
 ) -> None:
     """Round-trip audio through .ncd files (and baselines); print quality, bitrate and speed."""
     try:
-        _threads(threads)
+        load = _load(model, device, runtime, threads)
         from ..eval.run import aggregate, collect, evaluate
         from ..loader import load_model
 
@@ -320,7 +326,7 @@ def eval_(
 
         items = collect(inputs, limit, domain)
         audio_dir = report / "audio" if report else None
-        loaded = load_model(model, device)
+        loaded = load_model(**load)
         err.print(f"evaluating {len(items)} files …")
         rows = evaluate(items, loaded, kbps_list(bitrates), tuple(b for b in baseline.split(",") if b),
                         kbps_list(opus_bitrates) if opus_bitrates else None, audio_dir,

@@ -13,6 +13,17 @@ from rich.markup import escape
 PROGRESS_AFTER_S = 1.0  # a progress bar appears when a command has run this long (and stderr is a terminal)
 
 
+def name(path: str, stdio: str) -> str:
+    """A path as the summary line shows it ("-" as `stdio`), never read as markup."""
+    return escape(stdio if path == "-" else path)
+
+
+def speed(seconds: float, elapsed: float) -> str:
+    """"×real time" that stays readable for short and slow runs: 3 significant digits, never 0x."""
+    x = seconds / max(elapsed, 1e-9)
+    return f"{x:.3g}x real time" if x >= 0.001 else f"{elapsed:.1f} s"
+
+
 @contextlib.contextmanager
 def progress_bar(err: Console, quiet: bool, what: str, after: float | None = None) -> Iterator:
     """A callback (done, total) drawing a progress bar on a terminal once the work has taken `after` seconds

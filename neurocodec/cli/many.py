@@ -1,4 +1,5 @@
-"""`encode`/`decode` over many files (`-o DIR`): the plan, one progress bar, a line per failure, one summary."""
+"""`encode`/`decode` over many files (`-o DIR`): the plan, one progress bar, a line per failure, one summary; and
+the model-loading options both forms share."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..errors import ConfigError
 from .display import progress_bar
 
 BATCH_OPTIONS = ("--from", "--shard", "--jobs")
+MAX_THREADS = 1024
 
 
 def two_paths(kind: str, paths: list[str], list_file: Optional[str], shard: Optional[str], jobs: int
@@ -24,9 +27,19 @@ def two_paths(kind: str, paths: list[str], list_file: Optional[str], shard: Opti
     return paths[0], paths[1]
 
 
+def load_options(model: str | None, device: str | None, runtime: str, threads: int) -> dict:
+    """`loader.load_model`'s arguments, checked."""
+    if not 0 <= threads <= MAX_THREADS:
+        raise ConfigError(f"--threads {threads}: give 0 (the runtime's default) to {MAX_THREADS}")
+    from ..loader import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime {runtime!r}: give {', '.join(RUNTIMES)}")
+    return {"name_or_path": model, "device": device, "runtime": runtime, "threads": threads}
+
+
 def run_many(err: Console, kind: str, inputs: list[str], out_dir: str, suffix: str, list_file: Optional[str],
-             shard: Optional[str], jobs: int, threads: int, model: Optional[str], device: Optional[str],
-             force: bool, quiet: bool, options: dict) -> None:
+             shard: Optional[str], jobs: int, load: dict, force: bool, quiet: bool, options: dict) -> None:
     """Plan, run, report; exits with the first failure's code when any file failed (the others are written)."""
     from ..batch import DECODE_SUFFIXES, ENCODE_SUFFIXES, parse_shard, plan, run
 
@@ -48,7 +61,7 @@ def run_many(err: Console, kind: str, inputs: list[str], out_dir: str, suffix: s
             if progress is not None:
                 progress(sum(counts.values()), len(todo))
 
-        run(kind, todo, model, device, options, jobs, threads, force, seen)
+        run(kind, todo, load, options, jobs, force, seen)
     elapsed = time.perf_counter() - t0
     if not quiet or counts["failed"]:
         speed = f" ({seconds / max(elapsed, 1e-9):.3g}x real time)" if seconds else ""

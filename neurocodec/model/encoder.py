@@ -2,7 +2,7 @@
 
 Each encoder reports `context_frames`: how many frames of its input on either side can influence a frame of its
 output. Windowed inference pads every compute window with that much real context, which makes windowed output equal to
-one-pass output (see `neurocodec.model.streaming`).
+one-pass output (see `neurocodec.windows`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import NeurocodecError
-from ..level import LevelCoder
+from ..level import LevelCoder, gain
 from ..metrics import at_n_q, mel_distance, n_q_values, rms_ratio, si_sdr, snr
 from ..model import Codec
 from ..model.quantize import ResidualVectorQuantizer
@@ -25,12 +25,27 @@ class TrainingDiverged(NeurocodecError):
     exit_code = 7
 
 
+def normalize(level: LevelCoder, audio: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """`LevelCoder.normalize` of a tensor `[..., T]` on any device: the envelope and gain are computed in NumPy
+    (as encoding does), the gain applied on the tensor's device. → (normalised audio, points `[..., K]`)."""
+    x = audio.detach().float().cpu().numpy()
+    if x.shape[-1] == 0:
+        return audio, np.zeros(x.shape[:-1] + (0,), np.int64)
+    points = level.analyse(x)
+    return audio * torch.from_numpy(gain(level.gains_db(points, x.shape[-1]))).to(audio), points
+
+
+def restore(level: LevelCoder, audio: torch.Tensor, points: np.ndarray) -> torch.Tensor:
+    """`LevelCoder.restore` of a tensor `[..., T]` on any device."""
+    return audio * torch.from_numpy(gain(-level.gains_db(points, audio.shape[-1]))).to(audio)
+
+
 def coded(codec: Codec, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
     """audio `[B, 1, T]` through the path files take: normalised by its level envelope, coded, restored."""
     level = LevelCoder.for_model(codec.sample_rate, codec.hop_length)
-    normalized, points = level.normalize(audio)
+    normalized, points = normalize(level, audio)
     out = codec(normalized, n_q=n_q).audio[..., : audio.shape[-1]]
-    return level.restore(out, points)
+    return restore(level, out, points)
 
 
 @torch.no_grad()

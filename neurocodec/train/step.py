@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from ..config import Config
 from ..level import LevelCoder
-from .diagnostics import TrainingDiverged
+from .diagnostics import TrainingDiverged, normalize
 from .discriminators import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .losses import ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, Spectra, waveform_l1
 from .state import Parts
@@ -150,7 +150,7 @@ class TrainStep:
         nothing to the host. `profile`: seconds per phase are added to it (synchronising after each phase)."""
         tc = self.cfg.train
         clock = _Clock(profile, self.device)
-        audio, _ = self.level.normalize(audio)
+        audio, _ = normalize(self.level, audio)
         self.codec.train()
         with self._autocast():
             out = self.g_model(audio)

@@ -10,14 +10,40 @@ the input length; the cost is 2·C/window extra compute (about 3% for the defaul
 "Window" here is the unit of computation; it is unrelated to the `.ncd` container's chunks (the unit of damage
 and seeking, `ncdfile.chunk_frames_for`).
 
-Both classes are push/flush streams, so a file never has to be in memory at once.
+Both classes are push/flush streams, so a file never has to be in memory at once. NumPy in and out: the network
+behind them is a `Net` (`model.codec.TorchNet` or `onnxnet.OnnxNet`), whatever runs it.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Protocol
+
+import numpy as np
 
 DEFAULT_WINDOW_FRAMES = 750  # 10 s at 75 Hz
+
+
+class Net(Protocol):
+    """A codec's networks as NumPy functions, at its `sample_rate`; `hop_length` samples per frame. Context: how
+    many frames on either side can influence a frame of the encoder's (decoder's) output."""
+
+    sample_rate: int
+    hop_length: int
+    n_q: int
+    encoder_context: int
+    decoder_context: int
+
+    def check_n_q(self, n_q: int) -> None: ...
+
+    def encode_frames(self, audio: np.ndarray, n_q: int, first_frame: int) -> np.ndarray:
+        """audio `[B, F * hop]` float32 → codes `[B, n_q, F]` int64; `first_frame`: index of frame 0 in the
+        whole signal."""
+
+    def latent(self, codes: np.ndarray) -> np.ndarray:
+        """codes `[B, n_q, F]` (−1: codebook absent at that frame) → latent `[B, latent_dim, F]` float32."""
+
+    def decode_latent(self, latent: np.ndarray, first_frame: int) -> np.ndarray:
+        """latent `[B, latent_dim, F]` → audio `[B, F * hop]` float32."""
 
 
 class _FrameStream:
@@ -28,13 +54,13 @@ class _FrameStream:
     computes (`_run`) and what an empty result looks like (`_empty`).
     """
 
-    def __init__(self, codec, context: int, window_frames: int, unit: int):
-        self.codec = codec
-        self.hop = codec.hop_length
+    def __init__(self, net: Net, context: int, window_frames: int, unit: int):
+        self.net = net
+        self.hop = net.hop_length
         self.context = context
         self.window = max(1, window_frames)
         self.unit = unit
-        self.buffer: torch.Tensor | None = None
+        self.buffer: np.ndarray | None = None
         self.buffer_frame = 0
         self.next_frame = 0  # first frame not yet emitted
 
@@ -43,17 +69,17 @@ class _FrameStream:
         """One past the last whole frame in the buffer."""
         return self.buffer_frame + (0 if self.buffer is None else self.buffer.shape[-1] // self.unit)
 
-    def _append(self, x: torch.Tensor) -> None:
-        self.buffer = x if self.buffer is None else torch.cat([self.buffer, x], dim=-1)
+    def _append(self, x: np.ndarray) -> None:
+        self.buffer = x if self.buffer is None else np.concatenate([self.buffer, x], axis=-1)
 
-    def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
+    def _run(self, window: np.ndarray, first_frame: int, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop) of `window`, whose frame 0 is frame `first_frame` of the whole signal."""
         raise NotImplementedError
 
-    def _empty(self, batch: int) -> torch.Tensor:
+    def _empty(self, batch: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _process(self, end_frame: int, final: bool) -> torch.Tensor:
+    def _process(self, end_frame: int, final: bool) -> np.ndarray:
         out = []
         available = end_frame if final else self.buffered_end
         while self.next_frame < end_frame:
@@ -75,72 +101,61 @@ class _FrameStream:
                 self.buffer_frame += drop
         if not out:
             return self._empty(0 if self.buffer is None else self.buffer.shape[0])
-        return torch.cat(out, dim=-1)
+        return np.concatenate(out, axis=-1)
 
 
 class WindowedEncoder(_FrameStream):
-    """Push audio `[B, n]` at the model's sample rate; receive codes `[B, n_q, k]` as frames complete.
+    """Push audio `[B, n]` at the model's sample rate; receive codes `[B, n_q, k]` as frames complete."""
 
-    `search`: a callable (audio `[B, F * hop]`, the encoder's latent `[B, latent_dim, F]`, index of the window's
-    first frame) → codes `[B, n_q, F]` that replaces greedy quantisation (`search.Search`: analysis by synthesis);
-    a window then carries the decoder's context too, so that the frames it emits are judged as they will sound."""
-
-    def __init__(self, codec, n_q: int, window_frames: int = DEFAULT_WINDOW_FRAMES, search=None):
-        codec.quantizer._check_n_q(n_q)
-        context = codec.encoder.context_frames
-        if search is not None:
-            context = max(context, codec.decoder.context_frames)
-        super().__init__(codec, context, window_frames, unit=codec.hop_length)
+    def __init__(self, net: Net, n_q: int, window_frames: int = DEFAULT_WINDOW_FRAMES):
+        net.check_n_q(n_q)
+        super().__init__(net, net.encoder_context, window_frames, unit=net.hop_length)
         self.n_q = n_q
-        self.search = search
         self.samples_in = 0
 
-    def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
-        if self.search is None:
-            return self.codec.encode_frames(window[:, None, :], self.n_q)[..., start:stop]
-        latent = self.codec.encoder(self.codec._pad(window[:, None, :]))
-        return self.search(window, latent, first_frame)[..., start:stop]
+    def _run(self, window: np.ndarray, first_frame: int, start: int, stop: int) -> np.ndarray:
+        return self.net.encode_frames(window, self.n_q, first_frame)[..., start:stop]
 
-    def _empty(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.n_q, 0, dtype=torch.long, device=self.codec.device)
+    def _empty(self, batch: int) -> np.ndarray:
+        return np.zeros((batch, self.n_q, 0), np.int64)
 
-    def push(self, audio: torch.Tensor) -> torch.Tensor:
+    def push(self, audio: np.ndarray) -> np.ndarray:
         """audio `[B, n]` → the codes `[B, n_q, k]` that became final (k may be 0)."""
-        audio = audio.to(self.codec.device, torch.float32)
+        audio = np.asarray(audio, np.float32)
         self.samples_in += audio.shape[-1]
         self._append(audio)
         return self._process(self.buffered_end - self.context, final=False)
 
-    def flush(self) -> torch.Tensor:
+    def flush(self) -> np.ndarray:
         """Zero-pad the tail to a whole frame (as the one-pass model does) and emit the remaining codes."""
         if self.buffer is None:
             return self._empty(0)
         total = -(-self.samples_in // self.hop)
         need = (total - self.buffer_frame) * self.hop - self.buffer.shape[-1]
         if need > 0:
-            self.buffer = torch.nn.functional.pad(self.buffer, (0, need))
+            self.buffer = np.pad(self.buffer, ((0, 0), (0, need)))
         return self._process(total, final=True)
 
 
 class WindowedDecoder(_FrameStream):
     """Push codes `[B, n_q, k]` (n_q may change between pushes); receive audio `[B, k' * hop]` as it completes."""
 
-    def __init__(self, codec, window_frames: int = DEFAULT_WINDOW_FRAMES):
-        super().__init__(codec, codec.decoder.context_frames, window_frames, unit=1)
+    def __init__(self, net: Net, window_frames: int = DEFAULT_WINDOW_FRAMES):
+        super().__init__(net, net.decoder_context, window_frames, unit=1)
 
-    def _run(self, window: torch.Tensor, first_frame: int, start: int, stop: int) -> torch.Tensor:
-        return self.codec.decoder(window, first_frame)[:, 0, start * self.hop: stop * self.hop]
+    def _run(self, window: np.ndarray, first_frame: int, start: int, stop: int) -> np.ndarray:
+        return self.net.decode_latent(window, first_frame)[:, start * self.hop: stop * self.hop]
 
-    def _empty(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, 0, device=self.codec.device)
+    def _empty(self, batch: int) -> np.ndarray:
+        return np.zeros((batch, 0), np.float32)
 
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
+    def push(self, codes: np.ndarray) -> np.ndarray:
         """codes `[B, n_q, k]` → audio `[B, n]` that became final (n may be 0)."""
         # Codes → latent is per frame (no context), so pushes with different n_q join seamlessly here.
-        self._append(self.codec.quantizer.decode(codes.to(self.codec.device)))
+        self._append(self.net.latent(np.asarray(codes, np.int64)))
         return self._process(self.buffered_end - self.context, final=False)
 
-    def flush(self) -> torch.Tensor:
+    def flush(self) -> np.ndarray:
         """Emit everything still buffered."""
         if self.buffer is None:
             return self._empty(0)
