@@ -87,7 +87,7 @@ def main() -> int:
             from neurocodec.audio import read_audio, resample
 
             audio, sr = read_audio(EXAMPLE)
-            audio = resample(audio.mean(axis=0), sr, 24000)
+            audio = resample(audio.mean(axis=0, keepdims=True), sr, 24000)[0]
             long = np.tile(audio, int(np.ceil(args.long * 24000 / len(audio))))[: int(args.long * 24000)]
             source = t / "long.wav"
             sf.write(source, long, 24000, subtype="PCM_16")

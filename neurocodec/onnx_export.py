@@ -15,7 +15,7 @@ import numpy as np
 from .config import ModelConfig
 from .errors import MissingDependencyError
 from .fileio import atomic_path
-from .onnxnet import graph_name, supports
+from .onnxnet import graph_name, graph_tensors, supports
 
 OPSET = 20  # Gelu
 
@@ -52,9 +52,9 @@ class _Graph:
                        kernel_shape=[kernel], pads=[kernel // 2, kernel // 2], group=groups)
 
     def linear(self, x: str, prefix: str) -> str:
-        """nn.Linear on the last axis."""
-        w = self.op("Transpose", [self.weight(prefix + ".weight")], perm=[1, 0])
-        return self.op("Add", [self.op("MatMul", [x, w]), self.weight(prefix + ".bias")])
+        """nn.Linear on the last axis (the weight transposed: `onnxnet.graph_tensors`)."""
+        product = self.op("MatMul", [x, self.weight(prefix + ".weight.T")])
+        return self.op("Add", [product, self.weight(prefix + ".bias")])
 
     def norm(self, x: str, prefix: str) -> str:
         """LayerNorm over the last axis, eps 1e-6."""
@@ -93,7 +93,7 @@ def build(config: ModelConfig, part: str, tensors: dict[str, np.ndarray], embed:
     why = supports(config)
     if why:
         raise MissingDependencyError(why)
-    g = _Graph(onnx, tensors, embed)
+    g = _Graph(onnx, graph_tensors(tensors, part), embed)
     cfg = getattr(config, part)
     frames = "frames"
     if part == "encoder":

@@ -76,6 +76,21 @@ def find_graph(config: ModelConfig, part: str) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def graph_tensors(tensors: dict[str, np.ndarray], part: str) -> dict[str, np.ndarray]:
+    """The float32 arrays `part`'s graph reads, by name: the checkpoint's tensors of that part, and each linear
+    layer's weight transposed (`NAME.T`, `[in, out]`: what MatMul takes, so no graph transposes a weight)."""
+    out = {}
+    for name, value in tensors.items():
+        if name.startswith(part + "."):
+            out[name] = np.ascontiguousarray(value, np.float32)
+            if name.endswith(LINEAR_SUFFIXES):
+                out[name + ".T"] = np.ascontiguousarray(out[name].T)
+    return out
+
+
+LINEAR_SUFFIXES = ("pwconv1.weight", "pwconv2.weight", "head.weight")
+
+
 def fold_weight_norm(tensors: dict[str, np.ndarray], prefix: str) -> np.ndarray:
     """The plain weight of a weight-normed layer: g · v / ‖v‖ (norm over every axis but the first, as torch's
     `weight_norm` with dim 0)."""
@@ -152,8 +167,9 @@ class OnnxNet:
                 raise MissingDependencyError(
                     f"no ONNX graph for this model's {part} (architecture {graph_key(config, part)}): run "
                     "`neurocodec export --model MODEL` once where torch is installed")
-            names = [k for k in tensors if k.startswith(part + ".")]
-            arrays = [np.ascontiguousarray(tensors[k], dtype=np.float32) for k in names]
+            arrays = graph_tensors(tensors, part)
+            names = list(arrays)
+            arrays = list(arrays.values())
             part_options = _copy(onnxruntime, options)
             part_options.add_external_initializers_from_files_in_memory(
                 names, [a.reshape(-1).view(np.uint8) for a in arrays], [a.nbytes for a in arrays])
