@@ -43,13 +43,13 @@ RUNTIMES = ("auto", "onnx", "torch")
 @dataclass(frozen=True)
 class LoadedModel:
     """A model's networks (`net`: ONNX Runtime or torch) with everything that travels with them: config, entropy
-    tables and identity (name, weights hash). `tensors`: the checkpoint's arrays, kept by the light runtime so that
-    what needs torch (`codec`, `effort` > 0) can still have it."""
+    tables and identity (name, weights hash). `path`: the checkpoint, from which the light runtime builds the
+    torch model when something needs it (`codec`, `effort` > 0)."""
 
     net: Net
     info: CheckpointInfo
     identity: ModelIdentity
-    tensors: dict[str, np.ndarray] | None = None
+    path: os.PathLike | None = None
 
     @property
     def name(self) -> str:
@@ -86,8 +86,10 @@ class LoadedModel:
         except ImportError:
             raise MissingDependencyError("this needs torch (pip install torch); the light runtime runs without "
                                          "it") from None
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.tensors.items()}
-        return _build_codec(state, self.info, torch.device("cpu"), True)
+        state, info = read_model(self.path)
+        if info.weights_sha256 != self.info.weights_sha256:
+            raise CheckpointError(f"{self.path}: changed on disk since it was loaded")
+        return _build_codec(state, info, torch.device("cpu"), True)
 
     def net_for(self, effort: int) -> Net:
         """The net to encode with: analysis by synthesis (`effort` > 0) runs on torch, whatever loaded the model."""
@@ -155,11 +157,13 @@ class LoadedModel:
         return cls(TorchNet(codec), info, _identity(info))
 
     @classmethod
-    def build_light(cls, tensors: dict[str, np.ndarray], info: CheckpointInfo, threads: int = 0) -> "LoadedModel":
-        """On ONNX Runtime (`onnxnet.OnnxNet`), from a checkpoint's arrays (`read_model(numpy=True)`)."""
+    def build_light(cls, tensors: dict[str, np.ndarray], info: CheckpointInfo, threads: int = 0,
+                    path: os.PathLike | None = None) -> "LoadedModel":
+        """On ONNX Runtime (`onnxnet.OnnxNet`), from a checkpoint's arrays (`read_model(numpy=True)`) read from
+        `path` (where the torch model comes from if something needs it)."""
         from .onnxnet import OnnxNet
 
-        return cls(OnnxNet(info.config, tensors, threads), info, _identity(info), tensors)
+        return cls(OnnxNet(info.config, tensors, threads), info, _identity(info), path)
 
 
 def _identity(info: CheckpointInfo) -> ModelIdentity:
@@ -248,7 +252,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: "str | tor
         why = light_runtime_available(info.config)
         if why:
             raise MissingDependencyError(f"--runtime onnx: {why}")
-        return LoadedModel.build_light(tensors, info, threads)
+        return LoadedModel.build_light(tensors, info, threads, path)
     try:
         import torch
     except ImportError:

@@ -52,9 +52,9 @@ class _Graph:
                        kernel_shape=[kernel], pads=[kernel // 2, kernel // 2], group=groups)
 
     def linear(self, x: str, prefix: str) -> str:
-        """nn.Linear on the last axis (the weight transposed: `onnxnet.graph_tensors`)."""
-        product = self.op("MatMul", [x, self.weight(prefix + ".weight.T")])
-        return self.op("Add", [product, self.weight(prefix + ".bias")])
+        """nn.Linear on the last axis (`[out, in]` weight, transposed here: `onnxnet.graph_tensors`)."""
+        w = self.op("Transpose", [self.weight(prefix + ".weight")], perm=[1, 0])
+        return self.op("Add", [self.op("MatMul", [x, w]), self.weight(prefix + ".bias")])
 
     def norm(self, x: str, prefix: str) -> str:
         """LayerNorm over the last axis, eps 1e-6."""

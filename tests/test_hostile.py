@@ -60,8 +60,8 @@ def test_255_channels_with_a_spacing_of_4096_are_refused_in_little_memory(tmp_pa
     src = tmp_path / "wide.ncd"
     src.write_bytes(data)
     # The command's own peak (VmHWM, kB): getrusage's ru_maxrss would count the test process it was spawned from.
-    measured = ("import runpy, sys\n"
-                "try:\n    runpy.run_module('neurocodec.cli', run_name='__main__')\n"
+    measured = ("import sys\nfrom neurocodec.cli import main\nsys.argv[0] = 'neurocodec'\n"
+                "try:\n    main()\n"
                 "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
                 "    print('peak', hwm, file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", measured, "decode", str(src), str(tmp_path / "w.wav"), "-m",

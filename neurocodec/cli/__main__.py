@@ -1,5 +1,5 @@
 """`python -m neurocodec.cli`: the command line."""
 
-from . import main
+from . import run
 
-main()
+run()

@@ -26,6 +26,8 @@ LOG_UNIT = 8  # log2-probabilities are stored in 1/8 bit
 _FRAC = np.array([1073741824, 984625563, 902905664, 827967972, 759250125, 696235378, 638450708, 585463278], np.int64)
 _MAX_SHIFT = 28  # weights below 2**-28 of the largest are 0 before the floor of 1
 MAX_FREQ = TOTAL // 2  # the mixer never gives a code more than half the mass
+_DIFFS = np.arange(LOG_UNIT * _MAX_SHIFT + LOG_UNIT)
+_WEIGHTS = _FRAC[_DIFFS % LOG_UNIT] >> (_DIFFS // LOG_UNIT)  # 2**30 * 2**(-d / 8) for every clipped difference d
 
 
 def mix_freqs(logits: np.ndarray) -> np.ndarray:
@@ -37,7 +39,7 @@ def mix_freqs(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits, np.int64)
     k = logits.shape[-1]
     d = np.minimum(logits.max(axis=-1, keepdims=True) - logits, LOG_UNIT * _MAX_SHIFT + LOG_UNIT - 1)
-    w = _FRAC[d % LOG_UNIT] >> (d // LOG_UNIT)
+    w = _WEIGHTS[d]
     freqs = 1 + (w * (TOTAL - k)) // w.sum(axis=-1, keepdims=True)
     top = np.argmax(w, axis=-1)[..., None]
     np.put_along_axis(freqs, top, np.take_along_axis(freqs, top, -1) + TOTAL - freqs.sum(-1, keepdims=True), -1)
@@ -121,7 +123,9 @@ class MixModel:
         """The fewest bits any code costs (over every codebook's tables; a hair generous for constriction's
         rounding): what a payload must hold per code it claims."""
         if "min_bits" not in self._cache:
-            p_max = max(float(self.probs(q).max()) for q in range(self.n_q))
+            # `mix_freqs` never gives a code more than MAX_FREQ (the trained models' tables reach it): the bound
+            # holds without building every codebook's tables at each start.
+            p_max = float(self.probs(0).max()) if self.is_uniform else MAX_FREQ / TOTAL
             self._cache["min_bits"] = -math.log2(min(1.0, p_max * (1 + 2.0**-12)))
         return self._cache["min_bits"]
 
@@ -217,20 +221,23 @@ def decode_chunk_v2(model: MixModel, payload: bytes, channels: int, n_q: int, fr
         present = frame_counts(n_qs, segment, frames)
         check_room(payload, channels * int(present.sum()), model.min_bits_per_symbol)
         tables = [model.probs(q) for q in range(n_q)]
-        pmap, cmap = model.prev_map, model.coarse_map
+        # Python ints and lists in the loop: it runs once per code, and NumPy scalars cost more than the decode.
+        pmap, cmap, counts = model.prev_map.tolist(), model.coarse_map.tolist(), present.tolist()
         for ch in range(channels):
-            out = codes[ch]
+            out = [[0] * frames for _ in range(n_q)]
+            last = [0] * n_q  # each codebook's code at the previous frame
             before = 0
             for t in range(frames):
-                up = present[t]
+                up = counts[t]
                 coarse_row = g
                 for q in range(up):
-                    row = (pmap[q, out[q, t - 1]] if q < before else g) * (g + 1) + coarse_row
+                    row = (pmap[q][last[q]] if q < before else g) * (g + 1) + coarse_row
                     code = int(dec.decode(family, tables[q][row:row + 1])[0])
-                    out[q, t] = code
+                    out[q][t] = last[q] = code
                     if q + 1 < up:
-                        coarse_row = cmap[q + 1, code]
+                        coarse_row = cmap[q + 1][code]
                 before = up
+            codes[ch] = out
     if not dec.maybe_exhausted():
         raise FormatError("payload holds data past its last code")
     return codes, points, n_qs
