@@ -21,15 +21,16 @@ def frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(x, size, axis=-1)[..., ::hop, :]
 
 
-def stft(x: np.ndarray, n_fft: int, hop: int, center: bool = True) -> np.ndarray:
-    """x `[..., T]` → complex64 STFT `[..., n_fft // 2 + 1, frames]`, Hann window (`torch.stft`'s framing; with
-    `center`, reflect-padded by n_fft / 2, or zero-padded when the input is too short to reflect)."""
-    x = np.asarray(x, np.float32)
+def stft(x: np.ndarray, n_fft: int, hop: int, center: bool = True, dtype=np.float32) -> np.ndarray:
+    """x `[..., T]` → complex STFT `[..., n_fft // 2 + 1, frames]` computed in `dtype` (complex64 for float32),
+    Hann window (`torch.stft`'s framing; with `center`, reflect-padded by n_fft / 2, or zero-padded when the input
+    is too short to reflect)."""
+    x = np.asarray(x, dtype)
     if center:
         mode = "reflect" if x.shape[-1] > n_fft // 2 else "constant"
         x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)], mode=mode)
-    spec = np.fft.rfft(frames(x, n_fft, hop) * hann(n_fft), axis=-1).astype(np.complex64)
-    return np.swapaxes(spec, -1, -2)
+    spec = np.fft.rfft(frames(x, n_fft, hop) * hann(n_fft).astype(dtype), axis=-1)
+    return np.swapaxes(spec.astype(np.result_type(dtype, np.complex64)), -1, -2)
 
 
 def overlap_add(spec: np.ndarray, n_fft: int, hop: int, trim: int) -> np.ndarray:

@@ -186,9 +186,10 @@ class OnnxNet:
         power-law compressed complex spectrum (as `model.encoder.STFTEncoder`)."""
         n_fft = self.config.encoder.n_fft
         pad = (n_fft - self.hop_length) // 2
-        spec = stft(np.pad(np.asarray(audio, np.float32), ((0, 0), (pad, pad))), n_fft, self.hop_length, center=False)
-        mag = np.maximum(np.abs(spec), np.float32(1e-5))
-        compressed = spec * mag ** np.float32(-0.7)
+        x = np.pad(np.asarray(audio, np.float64), ((0, 0), (pad, pad)))
+        spec = stft(x, n_fft, self.hop_length, center=False, dtype=np.float64)  # float64, as the torch encoder
+        mag = np.maximum(np.abs(spec), 1e-5)
+        compressed = spec * mag ** -0.7
         return np.concatenate([np.log(mag), compressed.real, compressed.imag], axis=1).astype(np.float32)
 
     def encode_latent(self, audio: np.ndarray) -> np.ndarray:

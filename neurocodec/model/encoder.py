@@ -82,13 +82,16 @@ class STFTEncoder(nn.Module):
         self.context_frames = math.ceil(cfg.n_fft / hop_length) + 1 + 3 * cfg.n_blocks + 1
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.pad(audio[:, 0], (self.pad, self.pad))
+        # The features in float64, cast to float32 at the end: float32 FFT rounding is noise of about 1e-7 of the
+        # frame's energy, which the log magnitude of an empty band (|X| near 1e-5) turns into differences of
+        # 0.1 between FFT implementations; in float64 every implementation agrees (the light runtime's NumPy too).
+        x = nn.functional.pad(audio[:, 0].double(), (self.pad, self.pad))
         spec = torch.stft(
-            x, self.n_fft, self.hop_length, window=self.window, center=False, return_complex=True
+            x, self.n_fft, self.hop_length, window=self.window.double(), center=False, return_complex=True
         )  # [B, n_bins, frames]
         mag = spec.abs().clamp_min(1e-5)
         compressed = spec * mag.pow(-0.7)  # |X|^0.3 with the phase of X
-        feats = torch.cat([mag.log(), compressed.real, compressed.imag], dim=1)
+        feats = torch.cat([mag.log(), compressed.real, compressed.imag], dim=1).to(audio.dtype)
         h = self.embed(feats)
         h = self.norm(h.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
