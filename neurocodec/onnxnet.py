@@ -115,9 +115,10 @@ class Quantizer:
         residual = latent.astype(np.float32, copy=True)
         codes = []
         for w_in, b_in, unit, table in self.stages[:n_q]:
-            z = np.einsum("cd,bdf->bcf", w_in, residual) + b_in[:, None]
+            z = np.matmul(w_in, residual) + b_in[:, None]  # [B, codebook_dim, F]
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), np.float32(1e-12))
-            idx = np.einsum("kc,bcf->bkf", unit, z).argmax(axis=1)
+            # [B, F, codebook_size] so that the argmax runs along contiguous memory (7x faster than along axis 1)
+            idx = np.matmul(np.ascontiguousarray(z.transpose(0, 2, 1)), unit.T).argmax(axis=-1)
             residual -= table[idx].transpose(0, 2, 1)
             codes.append(idx)
         return np.stack(codes, axis=1).astype(np.int64)
@@ -187,10 +188,12 @@ class OnnxNet:
         n_fft = self.config.encoder.n_fft
         pad = (n_fft - self.hop_length) // 2
         x = np.pad(np.asarray(audio, np.float64), ((0, 0), (pad, pad)))
-        spec = stft(x, n_fft, self.hop_length, center=False, dtype=np.float64)  # float64, as the torch encoder
-        mag = np.maximum(np.abs(spec), 1e-5)
-        compressed = spec * mag ** -0.7
-        return np.concatenate([np.log(mag), compressed.real, compressed.imag], axis=1).astype(np.float32)
+        # The FFT in float64 (as the torch encoder: float32 rounding is what differs between FFTs), the rest in
+        # float32.
+        spec = stft(x, n_fft, self.hop_length, center=False, dtype=np.float64).astype(np.complex64)
+        log_mag = np.log(np.maximum(np.abs(spec), np.float32(1e-5)))
+        compressed = spec * np.exp(np.float32(-0.7) * log_mag)  # |X|^0.3 with the phase of X
+        return np.concatenate([log_mag, compressed.real, compressed.imag], axis=1)
 
     def encode_latent(self, audio: np.ndarray) -> np.ndarray:
         """audio `[B, F * hop]` → latent `[B, latent_dim, F]`."""
