@@ -84,10 +84,10 @@ def main() -> int:
             with torch.inference_mode():
                 ym = model.codec.decode(model.codec.encode(xm, n_q))[..., : xm.shape[-1]]
                 yc = coded(model.codec, xm, n_q)
-                enc = encode_audio(model.codec, xm[0].numpy(), model.sample_rate, n_q)
-                yl = enc.level.restore(model.codec.decode(torch.from_numpy(enc.codes))[:, 0, : xm.shape[-1]],
-                                       torch.from_numpy(enc.points))
-            loop_ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(xm.numpy(), yl.numpy()))
+                enc = encode_audio(model.net, xm[0].numpy(), model.sample_rate, n_q)
+                yl = enc.level.restore(model.codec.decode(torch.from_numpy(enc.codes))[:, 0, : xm.shape[-1]].numpy(),
+                                       enc.points)
+            loop_ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(xm.numpy(), yl))
             model_ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(xm.numpy(), ym.numpy()))
             codec_ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(xm.numpy(), yc.numpy()))
             clipped.setdefault(item.kind, {}).setdefault(level, 0)
