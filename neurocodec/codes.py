@@ -31,3 +31,10 @@ def present_counts(codes: np.ndarray) -> np.ndarray:
     channels share their counts)."""
     kept = np.asarray(codes[0]) >= 0 if codes.shape[0] else np.zeros(codes.shape[1:], bool)
     return np.cumprod(kept, axis=0).sum(axis=0)
+
+
+def join_blocks(blocks: list[CodeBlock], channels: int, n_q: int) -> CodeBlock:
+    """Code blocks in order → one (codes `[C, n_q, k]`, points `[C, j]`, each possibly empty)."""
+    codes = [np.zeros((channels, n_q, 0), np.int64)] + [b.codes for b in blocks]
+    points = [np.zeros((channels, 0), np.int64)] + [b.points for b in blocks if b.points is not None]
+    return CodeBlock(np.concatenate(codes, axis=-1), np.concatenate(points, axis=-1))

@@ -101,25 +101,39 @@ class ModelIdentity:
         if any(getattr(header, g) != getattr(own, g) for g in geometry):
             raise FormatError(f"{where}: header codebook geometry does not match model {self.name!r}")
 
+    def check_codes(self, codes: np.ndarray, points: np.ndarray | None = None) -> None:
+        """Codes `[C, n_q, k]` of integers in -1 … codebook_size - 1 (-1: a codebook the frame does not keep), 1 …
+        255 channels, at most the model's codebooks; `points` (a stream's next level points), if given, integers
+        `[C, j]` in the envelope's range. `FormatError` otherwise."""
+        from .limits import MAX_CHANNELS
+
+        cfg = self.config
+        if codes.dtype.kind not in "iu" or codes.ndim != 3:
+            raise FormatError(f"codes of type {codes.dtype} and shape {codes.shape}: give integers [C, n_q, T_frames]")
+        if not 1 <= codes.shape[0] <= MAX_CHANNELS or not 1 <= codes.shape[1] <= cfg.quantizer.n_q:
+            raise FormatError(f"codes of shape {codes.shape}: 1 to {MAX_CHANNELS} channels of 1 to "
+                              f"{cfg.quantizer.n_q} codebooks")
+        if codes.size and (codes.min() < -1 or codes.max() >= cfg.quantizer.codebook_size):
+            raise FormatError(f"codes from {codes.min()} to {codes.max()}: model {self.name!r} has codes 0 to "
+                              f"{cfg.quantizer.codebook_size - 1} (and -1 for a codebook a frame does not keep)")
+        if points is not None and (points.dtype.kind not in "iu" or points.ndim != 2 or
+                                   points.shape[0] != codes.shape[0] or
+                                   (points.size and (points.min() < 0 or points.max() >= self.level.levels))):
+            raise FormatError(f"level points of type {points.dtype} and shape {points.shape}: give integers 0 to "
+                              f"{self.level.levels - 1} of shape [{codes.shape[0]}, j]")
+
     def check_encoded(self, codes, sample_rate, length: int, points, level: LevelCoder | None) -> None:
         """Refuse, at the Python API, codes this model's encoder could not have made (the file reader's checks, for
         an `EncodedAudio` built by hand): codes `[C, n_q, T_frames]` of integers in -1 … codebook_size - 1 (-1: a
         codebook the frame does not keep), 1 … 255 channels, at most the model's codebooks, a length the frames
         can describe, and a level envelope that is None or this model's, with points `[C, ceil(T_frames /
         spacing)]` in range."""
-        from .limits import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+        from .limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
         cfg = self.config
         codes = np.asarray(codes)
-        if codes.dtype.kind not in "iu" or codes.ndim != 3:
-            raise FormatError(f"codes of type {codes.dtype} and shape {codes.shape}: give integers [C, n_q, T_frames]")
+        self.check_codes(codes)
         channels, n_q, frames = codes.shape
-        if not 1 <= channels <= MAX_CHANNELS or not 1 <= n_q <= cfg.quantizer.n_q:
-            raise FormatError(f"codes of shape {codes.shape}: 1 to {MAX_CHANNELS} channels of 1 to "
-                              f"{cfg.quantizer.n_q} codebooks")
-        if codes.size and (codes.min() < -1 or codes.max() >= cfg.quantizer.codebook_size):
-            raise FormatError(f"codes from {codes.min()} to {codes.max()}: model {self.name!r} has codes 0 to "
-                              f"{cfg.quantizer.codebook_size - 1} (and -1 for a codebook a frame does not keep)")
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or \
                 not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
             raise FormatError(f"sample rate {sample_rate!r}: {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")

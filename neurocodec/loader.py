@@ -26,7 +26,8 @@ from .audio import check_audio
 from .checkpoint import CheckpointInfo, read_model, resolve_model
 from .config import DEFAULT_KBPS
 from .entropy import EntropyModel
-from .errors import CheckpointError, ConfigError, MissingDependencyError
+from .codes import CodeBlock, join_blocks
+from .errors import AudioError, CheckpointError, ConfigError, FormatError, MissingDependencyError
 from .identity import ModelIdentity
 from .level import LevelCoder
 from .stream import EncodedAudio, decode_audio
@@ -132,6 +133,28 @@ class LoadedModel:
                                     encoded.level)
         return decode_audio(self.net, encoded)
 
+    def stream_encoder(self, sample_rate: int, channels: int = 1, kbps: float | None = DEFAULT_KBPS,
+                       level_loop: bool = True) -> "EncoderStream":
+        """Encoding as a push stream: `push(audio [C, n])` → a `CodeBlock` (codes `[C, n_q, k]`, level points
+        `[C, j]`; often empty), `flush()` at the end. The same codes and points as `encode` of the whole signal,
+        whatever the block sizes; memory bounded by the compute window (10 s) and the level look-ahead (2 s)."""
+        check_audio(np.zeros((channels, 0), np.float32), sample_rate)
+        from .stream import StreamEncoder
+
+        n_q = self.identity.n_q_for_kbps(kbps, channels)
+        return EncoderStream(StreamEncoder(self.net, sample_rate, channels, n_q, level=self.level,
+                                           loop=level_loop), sample_rate, channels)
+
+    def stream_decoder(self, sample_rate: int, channels: int = 1) -> "DecoderStream":
+        """Decoding as a push stream: `push(CodeBlock)` (from `stream_encoder`, or codes `[C, n_q, k]` with
+        points) → audio `[C, n]` at `sample_rate` (often empty), `flush()` at the end; the same audio as `decode`
+        of the whole, whatever the block sizes."""
+        check_audio(np.zeros((channels, 0), np.float32), sample_rate)
+        from .stream import StreamDecoder
+
+        return DecoderStream(StreamDecoder(self.net, sample_rate, None, channels, level=self.level), self.identity,
+                             channels)
+
     def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
                     ) -> ncdfile.EncodeReport:
         """Audio file (or "-", a FIFO) → `.ncd` file (or "-"), written atomically; `kbps` for the whole file.
@@ -164,6 +187,41 @@ class LoadedModel:
         from .onnxnet import OnnxNet
 
         return cls(OnnxNet(info.config, tensors, threads), info, _identity(info), path)
+
+
+class EncoderStream:
+    """`LoadedModel.stream_encoder`: each block checked as `encode` checks arrays, the code blocks joined."""
+
+    def __init__(self, stream, sample_rate: int, channels: int):
+        self.stream, self.sample_rate, self.channels, self.samples = stream, sample_rate, channels, 0
+
+    def push(self, audio: np.ndarray) -> CodeBlock:
+        audio, _ = check_audio(audio, self.sample_rate, first_sample=self.samples)
+        if audio.shape[0] != self.channels:
+            raise AudioError(f"audio: {audio.shape[0]} channels pushed into a stream of {self.channels}")
+        self.samples += audio.shape[-1]
+        return join_blocks(self.stream.push(audio), self.channels, self.stream.n_q)
+
+    def flush(self) -> CodeBlock:
+        return join_blocks(self.stream.flush(), self.channels, self.stream.n_q)
+
+
+class DecoderStream:
+    """`LoadedModel.stream_decoder`: each block checked against the model (`ModelIdentity.check_codes`)."""
+
+    def __init__(self, stream, identity: ModelIdentity, channels: int):
+        self.stream, self.identity, self.channels = stream, identity, channels
+
+    def push(self, block: CodeBlock) -> np.ndarray:
+        codes, points = np.asarray(block.codes), np.asarray(block.points if block.points is not None else
+                                                            np.zeros((self.channels, 0), np.int64))
+        if codes.ndim != 3 or codes.shape[0] != self.channels:
+            raise FormatError(f"codes of shape {codes.shape}: give [{self.channels}, n_q, frames]")
+        self.identity.check_codes(codes, points)
+        return self.stream.push(CodeBlock(codes, points))
+
+    def flush(self) -> np.ndarray:
+        return self.stream.flush()
 
 
 def _identity(info: CheckpointInfo) -> ModelIdentity:

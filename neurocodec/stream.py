@@ -76,144 +76,187 @@ class EncodedAudio(NamedTuple):
 Stage = Callable[[np.ndarray, int], np.ndarray]  # (codes [C, n_q, k], index of their first frame) → codes to keep
 
 
-def stream_encode(
-    net: Net,
-    blocks: Iterable[np.ndarray],
-    sample_rate: int,
-    channels: int,
-    n_q: int | None = None,
-    window_frames: int = DEFAULT_WINDOW_FRAMES,
-    level: LevelCoder | None = None,
-    loop: bool = True,
-    stage: Stage | None = None,
-) -> Iterator[CodeBlock]:
-    """Blocks `[C, n]` at `sample_rate` → code blocks, in order. With `level`, the audio is normalised by its
-    level envelope before the model, and the envelope's points come with the codes (in order, from the file's
-    start, a little behind them). With `loop` too, the encoder decodes its own codes and corrects the points so
-    that the decoded level is the input's (`LevelLoop`): about twice the work, the model's own level error gone.
-    `stage`: what becomes of the encoder's codes before they are yielded (e.g. variable rate marks the codebooks a
-    frame does not keep with -1); the loop decodes what it returns, as the reader will. Analysis by synthesis
-    (`search.Search`) comes as a net that searches (`model.codec.TorchNet`)."""
-    resampler = Resampler(sample_rate, net.sample_rate, channels)
-    window = window_for(channels, window_frames)
-    n_q = n_q or net.n_q
-    stream = _ByChannels(lambda: WindowedEncoder(net, n_q, window), channels)
-    normalizer = LevelNormalizer(level, channels) if level is not None else None
-    closed = LevelLoop(level, channels) if level is not None and loop else None
-    decoder = _ByChannels(lambda: WindowedDecoder(net, window), channels) if closed is not None else None
+class StreamEncoder:
+    """Push audio blocks `[C, n]` at `sample_rate`; receive code blocks as they complete; `flush()` at the end.
+    Any block sizes give the same codes and points (the compute windows carry their own context).
 
-    def model_rate() -> Iterator[np.ndarray]:
-        for block in blocks:
-            yield resampler(block)
-        yield resampler(np.zeros((channels, 0), np.float32), last=True)
+    With `level`, the audio is normalised by its level envelope before the model, and the envelope's points come
+    with the codes (in order, from the stream's start, a little behind them). With `loop` too, the encoder decodes
+    its own codes and corrects the points so that the decoded level is the input's (`LevelLoop`): about twice the
+    work, the model's own level error gone. `stage`: what becomes of the encoder's codes before they come out (e.g.
+    variable rate marks the codebooks a frame does not keep with -1); the loop decodes what it returns, as the
+    reader will. Analysis by synthesis (`search.Search`) comes as a net that searches (`model.codec.TorchNet`).
+    Memory: a compute window and the level envelope's look-ahead (about 2 s), whatever the stream's length."""
 
-    coded = 0  # frames the encoder has produced
+    def __init__(self, net: Net, sample_rate: int, channels: int, n_q: int | None = None,
+                 window_frames: int = DEFAULT_WINDOW_FRAMES, level: LevelCoder | None = None, loop: bool = True,
+                 stage: Stage | None = None):
+        self.channels, self.stage = channels, stage
+        self.resampler = Resampler(sample_rate, net.sample_rate, channels)
+        window = window_for(channels, window_frames)
+        self.n_q = n_q = n_q or net.n_q
+        self.stream = _ByChannels(lambda: WindowedEncoder(net, n_q, window), channels)
+        self.normalizer = LevelNormalizer(level, channels) if level is not None else None
+        self.closed = LevelLoop(level, channels) if level is not None and loop else None
+        self.decoder = _ByChannels(lambda: WindowedDecoder(net, window), channels) if self.closed else None
+        self.coded = 0  # frames the encoder has produced
+        self.flushed = False
 
-    def staged(codes: np.ndarray) -> np.ndarray:
-        if stage is None or not codes.shape[-1]:
-            return codes
-        return stage(codes, coded)
+    def push(self, block: np.ndarray) -> list[CodeBlock]:
+        """audio `[C, n]` float32 at the stream's rate → the code blocks that became final (often none)."""
+        if self.flushed:
+            raise ValueError("push after flush: start a new stream")
+        return self._step(self.resampler(np.asarray(block, np.float32)), done=False)
 
-    pieces = model_rate()
-    done = False
-    while not done:
-        audio = next(pieces, None)
-        done = audio is None
-        x = np.zeros((channels, 0), np.float32) if done else audio
+    def flush(self) -> list[CodeBlock]:
+        """The end of the stream: the remaining code blocks (the last frame zero-padded, as one pass does)."""
+        if self.flushed:
+            return []
+        self.flushed = True
+        tail = self._step(self.resampler(np.zeros((self.channels, 0), np.float32), last=True), done=False)
+        return tail + self._step(np.zeros((self.channels, 0), np.float32), done=True)
+
+    def _step(self, x: np.ndarray, done: bool) -> list[CodeBlock]:
         points = None
-        if normalizer is not None:
-            x, points = normalizer.push(x, last=done)
-        codes = stream.push(x) if x.shape[-1] else np.zeros((channels, n_q, 0), np.int64)
+        if self.normalizer is not None:
+            x, points = self.normalizer.push(x, last=done)
+        codes = self.stream.push(x) if x.shape[-1] else np.zeros((self.channels, self.n_q, 0), np.int64)
         if done:
-            codes = np.concatenate([codes, stream.flush()], axis=-1)
-        codes = staged(codes)
-        if closed is not None:
-            out = decoder.push(codes) if codes.shape[-1] else np.zeros((channels, 0), np.float32)
+            codes = np.concatenate([codes, self.stream.flush()], axis=-1)
+        if self.stage is not None and codes.shape[-1]:
+            codes = self.stage(codes, self.coded)
+        if self.closed is not None:
+            out = self.decoder.push(codes) if codes.shape[-1] else np.zeros((self.channels, 0), np.float32)
             if done:
-                out = np.concatenate([out, decoder.flush()], axis=-1)
-            points = closed.push(x, points, out, last=done)
-        coded += codes.shape[-1]
+                out = np.concatenate([out, self.decoder.flush()], axis=-1)
+            points = self.closed.push(x, points, out, last=done)
+        self.coded += codes.shape[-1]
         if codes.shape[-1] or (points is not None and points.shape[-1]):
-            yield CodeBlock(codes, points)
+            return [CodeBlock(codes, points)]
+        return []
 
 
-def stream_decode(
-    net: Net,
-    code_blocks: Iterable[np.ndarray | int],
-    sample_rate: int,
-    length: int | None,
-    channels: int,
-    window_frames: int = DEFAULT_WINDOW_FRAMES,
-    level: LevelCoder | None = None,
-    limiter: Limiter | None = None,
-) -> Iterator[np.ndarray]:
-    """Code blocks `[C, n_q, k]` (n_q may vary per block) → audio blocks `[C, n]` at `sample_rate`, through
-    `limiter` (a fresh `Limiter` if None; its `touched` counts the samples it lowered): no sample reaches full
-    scale.
+def stream_encode(net: Net, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, n_q: int | None = None,
+                  window_frames: int = DEFAULT_WINDOW_FRAMES, level: LevelCoder | None = None, loop: bool = True,
+                  stage: Stage | None = None) -> Iterator[CodeBlock]:
+    """Blocks `[C, n]` at `sample_rate` → code blocks, in order (a `StreamEncoder` fed from an iterable)."""
+    encoder = StreamEncoder(net, sample_rate, channels, n_q, window_frames, level, loop, stage)
+    for block in blocks:
+        yield from encoder.push(block)
+    yield from encoder.flush()
 
-    With `level`, each block is a `CodeBlock` whose points (frames 0, spacing, 2·spacing, … of the stream, in
-    order, ahead of or a little behind the codes) restore the level the encoder normalised away. An `int` in place
-    of a block is a gap of that many frames (codes lost to damage): it becomes silence of the right length, and decoding restarts after it as at the start of a file. With `length` given, that many samples
-    per channel come out (trimmed, or zero-padded if the resampler's rounding leaves the codes a sample short),
-    but never more than the frames received describe: a length is a promise the codes must back.
-    """
-    resampler = Resampler(net.sample_rate, sample_rate, channels)
-    ratio = sample_rate / net.sample_rate
-    window = window_for(channels, window_frames)
-    limiter = limiter if limiter is not None else Limiter(sample_rate, channels)
-    emitted = 0
 
-    def emit(audio: np.ndarray, last: bool = False) -> Iterator[np.ndarray]:
-        nonlocal emitted
-        audio = limiter.push(audio, last)
-        if length is not None:
-            audio = audio[:, : max(0, length - emitted)]
-        emitted += audio.shape[-1]
-        if audio.shape[-1]:
-            yield audio
+class StreamDecoder:
+    """Push code blocks `[C, n_q, k]` (n_q may vary per block; `CodeBlock`s with the level envelope's points
+    when `level`); receive audio `[C, n]` at `sample_rate` as it completes; `flush()` at the end. The output
+    goes through `limiter` (a fresh `Limiter` if None; its `touched` counts the samples it lowered): no sample
+    reaches full scale.
 
-    def new_stream() -> tuple[_ByChannels, LevelRestorer | None]:
-        return (_ByChannels(lambda: WindowedDecoder(net, window), channels),
-                LevelRestorer(level, channels) if level is not None else None)
+    The points (frames 0, spacing, 2·spacing, … of the stream, in order, ahead of or a little behind the codes)
+    restore the level the encoder normalised away. An `int` in place of a block is a gap of that many frames (codes
+    lost to damage): it becomes silence of the right length, and decoding restarts after it as at the start of a
+    file. With `length` given, that many samples per channel come out (trimmed, or zero-padded if the resampler's
+    rounding leaves the codes a sample short), but never more than the frames received describe: a length is a
+    promise the codes must back. Memory: a compute window, whatever the stream's length."""
 
-    def finish(stream: _ByChannels, restorer: LevelRestorer | None) -> Iterator[np.ndarray]:
-        tail = stream.flush()
-        if restorer is not None:
-            tail = restorer.push(tail, last=True)
+    def __init__(self, net: Net, sample_rate: int, length: int | None, channels: int,
+                 window_frames: int = DEFAULT_WINDOW_FRAMES, level: LevelCoder | None = None,
+                 limiter: Limiter | None = None):
+        self.net, self.channels, self.length, self.level = net, channels, length, level
+        self.resampler = Resampler(net.sample_rate, sample_rate, channels)
+        self.ratio = sample_rate / net.sample_rate
+        self.window = window_for(channels, window_frames)
+        self.limiter = limiter if limiter is not None else Limiter(sample_rate, channels)
+        self.emitted = 0  # samples per channel out
+        self.model_samples = 0  # samples per channel the model produced
+        self.finished = False  # `length` samples are out: the rest could only be trimmed away
+        self._new_stream()
+
+    def push(self, block: CodeBlock | np.ndarray | int) -> np.ndarray:
+        """A code block (or a gap of `int` frames) → the audio `[C, n]` that became final (n may be 0)."""
+        return _joined(self.blocks(block), self.channels)
+
+    def flush(self) -> np.ndarray:
+        """The end of the stream: the remaining audio `[C, n]`."""
+        return _joined(self.flush_blocks(), self.channels)
+
+    def blocks(self, block: CodeBlock | np.ndarray | int) -> Iterator[np.ndarray]:
+        """`push`, as a stream of bounded blocks (a long gap's silence comes in pieces)."""
+        return self._out(self._model_rate(block))
+
+    def flush_blocks(self) -> Iterator[np.ndarray]:
+        yield from self._out(self._finish())
+        if not self.finished:
+            yield from self._emit(self.resampler(np.zeros((self.channels, 0), np.float32), last=True), last=True)
+            self.finished = True
+            if self.length is not None and self.emitted < self.length:
+                backed = math.ceil(self.model_samples * self.ratio) + 1
+                for piece in _silence(self.channels, max(0, min(self.length, backed) - self.emitted)):
+                    self.emitted += piece.shape[-1]
+                    yield piece
+
+    def _new_stream(self) -> None:
+        self.stream = _ByChannels(lambda: WindowedDecoder(self.net, self.window), self.channels)
+        self.restorer = LevelRestorer(self.level, self.channels) if self.level is not None else None
+
+    def _finish(self) -> Iterator[np.ndarray]:
+        tail = self.stream.flush()
+        if self.restorer is not None:
+            tail = self.restorer.push(tail, last=True)
         if tail.shape[-1]:
             yield tail
 
-    def model_rate() -> Iterator[np.ndarray]:
-        stream, restorer = new_stream()
-        for block in code_blocks:
-            if isinstance(block, (int, np.integer)):
-                yield from finish(stream, restorer)
-                stream, restorer = new_stream()
-                yield from _silence(channels, int(block) * net.hop_length)
-                continue
-            codes, points = (block.codes, block.points) if isinstance(block, CodeBlock) else (block, None)
-            if restorer is not None and points is not None:
-                restorer.add_points(np.asarray(points))
-            if not codes.shape[-1]:
-                continue
-            audio = stream.push(np.asarray(codes, np.int64))
-            if restorer is not None:
-                audio = restorer.push(audio)
-            if audio.shape[-1]:
-                yield audio
-        yield from finish(stream, restorer)
+    def _model_rate(self, block) -> Iterator[np.ndarray]:
+        if isinstance(block, (int, np.integer)):
+            yield from self._finish()
+            self._new_stream()
+            yield from _silence(self.channels, int(block) * self.net.hop_length)
+            return
+        codes, points = (block.codes, block.points) if isinstance(block, CodeBlock) else (block, None)
+        if self.restorer is not None and points is not None:
+            self.restorer.add_points(np.asarray(points))
+        if not codes.shape[-1]:
+            return
+        audio = self.stream.push(np.asarray(codes, np.int64))
+        if self.restorer is not None:
+            audio = self.restorer.push(audio)
+        if audio.shape[-1]:
+            yield audio
 
-    model_samples = 0
-    for audio in model_rate():
-        model_samples += audio.shape[-1]
-        for piece in _pieces(audio, ratio):
-            yield from emit(resampler(piece))
-        if length is not None and emitted >= length:
-            return  # the rest could only be trimmed away
-    yield from emit(resampler(np.zeros((channels, 0), np.float32), last=True), last=True)
-    if length is not None and emitted < length:
-        backed = math.ceil(model_samples * ratio) + 1
-        yield from _silence(channels, max(0, min(length, backed) - emitted))
+    def _out(self, model_rate: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for audio in model_rate:
+            if self.finished:
+                return
+            self.model_samples += audio.shape[-1]
+            for piece in _pieces(audio, self.ratio):
+                yield from self._emit(self.resampler(piece))
+            if self.length is not None and self.emitted >= self.length:
+                self.finished = True
+
+    def _emit(self, audio: np.ndarray, last: bool = False) -> Iterator[np.ndarray]:
+        audio = self.limiter.push(audio, last)
+        if self.length is not None:
+            audio = audio[:, : max(0, self.length - self.emitted)]
+        self.emitted += audio.shape[-1]
+        if audio.shape[-1]:
+            yield audio
+
+
+def _joined(blocks: Iterable[np.ndarray], channels: int) -> np.ndarray:
+    return np.concatenate([np.zeros((channels, 0), np.float32), *blocks], axis=-1)
+
+
+def stream_decode(net: Net, code_blocks: Iterable[CodeBlock | np.ndarray | int], sample_rate: int,
+                  length: int | None, channels: int, window_frames: int = DEFAULT_WINDOW_FRAMES,
+                  level: LevelCoder | None = None, limiter: Limiter | None = None) -> Iterator[np.ndarray]:
+    """Code blocks → audio blocks `[C, n]` at `sample_rate` (a `StreamDecoder` fed from an iterable; it stops
+    reading once `length` samples are out)."""
+    decoder = StreamDecoder(net, sample_rate, length, channels, window_frames, level, limiter)
+    for block in code_blocks:
+        yield from decoder.blocks(block)
+        if decoder.finished:
+            return
+    yield from decoder.flush_blocks()
 
 
 def encode_audio(net: Net, audio: np.ndarray, sample_rate: int, n_q: int | None = None,
