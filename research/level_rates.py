@@ -17,7 +17,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +55,8 @@ def main() -> int:
         deviations, peaks = [], []
         per_chunk = max(1, round(sr / hop / coder.spacing_frames))  # points per 1 s chunk
         for x in audio:
-            y, points = coder.normalize(x)
-            p = points.numpy()
+            y, p = coder.normalize(x.numpy())  # the level code is NumPy
+            y = torch.from_numpy(y)
             bits += sum(entropy.level_bits(p[:, i:i + per_chunk], level) for i in range(0, p.shape[-1], per_chunk))
             seconds += x.shape[-1] / sr
             n = y.shape[-1] // window * window

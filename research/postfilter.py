@@ -112,8 +112,6 @@ def build():
 
 
 def loss_fn():
-    import torch
-
     from neurocodec.spectral import MelSpectrogram, stft
 
     mels = [MelSpectrogram(SR, w, m) for w, m in ((512, 64), (1024, 80), (2048, 128))]

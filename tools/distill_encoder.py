@@ -66,8 +66,8 @@ def make_targets(model: LoadedModel, out: Path, count: int, seconds: float, seed
         path = out / f"targets-{shard:03d}.safetensors"
         if not path.exists():
             t0 = time.perf_counter()
-            x = torch.from_numpy(np.stack(crops(files, SHARD, seconds, codec.sample_rate, seed + shard)))
-            x = level.normalize(x)[0]
+            x = torch.from_numpy(level.normalize(np.stack(crops(files, SHARD, seconds, codec.sample_rate,
+                                                                seed + shard)))[0])
             with torch.inference_mode():
                 latent = codec.encoder(codec._pad(x[:, None]))
             target = torch.cat([finder.optimise(x[i:i + 10], latent[i:i + 10]) for i in range(0, len(x), 10)])

@@ -94,7 +94,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
-    codec, rvq = loaded.codec, loaded.codec.quantizer
+    rvq = loaded.codec.quantizer
     plain = rvq.encode
 
     files = list_audio([CORPUS / "train" / "speech", CORPUS / "train" / "music"])
