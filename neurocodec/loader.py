@@ -267,14 +267,14 @@ def pick_device(device: "str | torch.device | None") -> "torch.device":
 
 def light_runtime_available(config) -> str | None:
     """None when ONNX Runtime is installed and can run `config` (graphs included), else why not."""
-    from .onnxnet import PARTS, find_graph, graph_key, import_onnxruntime, supports
+    from .onnxnet import GRAPHS, find_graph, graph_key, import_onnxruntime, supports
 
     why = supports(config)
     if why:
         return why
-    for part in PARTS:
-        if find_graph(config, part) is None:
-            return (f"no ONNX graph for this model's {part} (architecture {graph_key(config, part)}): run "
+    for graph in GRAPHS:
+        if find_graph(config, graph) is None:
+            return (f"no ONNX graph {graph} for this model (architecture {graph_key(config, graph)}): run "
                     "`neurocodec export --model MODEL` once where torch is installed")
     try:
         import_onnxruntime()

@@ -15,24 +15,24 @@ import numpy as np
 from .config import ModelConfig
 from .errors import MissingDependencyError
 from .fileio import atomic_path
-from .onnxnet import graph_name, graph_tensors, supports
+from .onnxnet import GRAPHS, graph_name, graph_tensors, supports
 
 OPSET = 20  # Gelu
 
 
 class _Graph:
-    def __init__(self, onnx, tensors: dict[str, np.ndarray], embed: bool):
-        self.onnx, self.tensors, self.embed = onnx, tensors, embed
+    def __init__(self, onnx, tensors: dict[str, np.ndarray], embed: bool, int8: bool):
+        self.onnx, self.tensors, self.embed, self.int8 = onnx, tensors, embed, int8
         self.nodes, self.initializers, self.count = [], {}, 0
 
     def weight(self, name: str) -> str:
         if name not in self.initializers:
-            array = np.ascontiguousarray(self.tensors[name], np.float32)
+            array = np.ascontiguousarray(self.tensors[name])
             if self.embed:
                 t = self.onnx.numpy_helper.from_array(array, name)
             else:
-                t = self.onnx.TensorProto(name=name, data_type=self.onnx.TensorProto.FLOAT, dims=array.shape,
-                                          data_location=self.onnx.TensorProto.EXTERNAL)
+                t = self.onnx.TensorProto(name=name, data_type=self.onnx.helper.np_dtype_to_tensor_dtype(array.dtype),
+                                          dims=array.shape, data_location=self.onnx.TensorProto.EXTERNAL)
                 for key, value in (("location", name), ("offset", "0"), ("length", str(array.nbytes))):
                     entry = t.external_data.add()
                     entry.key, entry.value = key, value
@@ -52,9 +52,19 @@ class _Graph:
                        kernel_shape=[kernel], pads=[kernel // 2, kernel // 2], group=groups)
 
     def linear(self, x: str, prefix: str) -> str:
-        """nn.Linear on the last axis (`[out, in]` weight, transposed here: `onnxnet.graph_tensors`)."""
-        w = self.op("Transpose", [self.weight(prefix + ".weight")], perm=[1, 0])
-        return self.op("Add", [self.op("MatMul", [x, w]), self.weight(prefix + ".bias")])
+        """nn.Linear on the last axis (`[out, in]` weight, transposed here: `onnxnet.graph_tensors`); in an int8
+        graph, the input quantised on the fly (uint8, per tensor) times the int8 weight (per output channel)."""
+        if not self.int8:
+            w = self.op("Transpose", [self.weight(prefix + ".weight")], perm=[1, 0])
+            return self.op("Add", [self.op("MatMul", [x, w]), self.weight(prefix + ".bias")])
+        self.count += 1
+        xq, xs, xz = (f"{x}_{k}_{self.count}" for k in ("q", "scale", "zero"))
+        self.nodes.append(self.onnx.helper.make_node("DynamicQuantizeLinear", [x], [xq, xs, xz]))
+        w = prefix + ".weight"
+        product = self.op("MatMulInteger", [xq, self.weight(w + ".q"), xz, self.weight(w + ".zero")])
+        scale = self.op("Mul", [xs, self.weight(w + ".scale")])
+        product = self.op("Mul", [self.op("Cast", [product], to=self.onnx.TensorProto.FLOAT), scale])
+        return self.op("Add", [product, self.weight(prefix + ".bias")])
 
     def norm(self, x: str, prefix: str) -> str:
         """LayerNorm over the last axis, eps 1e-6."""
@@ -81,10 +91,10 @@ class _Graph:
         return model
 
 
-def build(config: ModelConfig, part: str, tensors: dict[str, np.ndarray], embed: bool = False):
-    """The ONNX `ModelProto` of `part` ("encoder": STFT features `[B, 3 · bins, F]` → latent `[B, latent_dim, F]`;
-    "decoder": latent → log magnitude and phase `[B, n_fft + 2, F]`). `tensors` give the shapes (and, with
-    `embed`, the weights)."""
+def build(config: ModelConfig, graph: str, tensors: dict[str, np.ndarray], embed: bool = False):
+    """The ONNX `ModelProto` of `graph` (`onnxnet.GRAPHS`: "encoder": STFT features `[B, 3 · bins, F]` → latent
+    `[B, latent_dim, F]`; "decoder", and "decoder-int8" with int8 linear layers: latent → log magnitude and phase
+    `[B, n_fft + 2, F]`). `tensors` give the shapes (and, with `embed`, the weights)."""
     try:
         import onnx
         import onnx.numpy_helper  # noqa: F401
@@ -93,7 +103,8 @@ def build(config: ModelConfig, part: str, tensors: dict[str, np.ndarray], embed:
     why = supports(config)
     if why:
         raise MissingDependencyError(why)
-    g = _Graph(onnx, graph_tensors(tensors, part), embed)
+    part = graph.split("-")[0]
+    g = _Graph(onnx, graph_tensors(tensors, graph), embed, graph.endswith("-int8"))
     cfg = getattr(config, part)
     frames = "frames"
     if part == "encoder":
@@ -116,7 +127,7 @@ def build(config: ModelConfig, part: str, tensors: dict[str, np.ndarray], embed:
         name, size = "spectrum", cfg.n_fft + 2
     g.nodes[-1].output[0] = name  # the last node's output is the graph's
     outputs = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", size, frames])]
-    model = g.model(f"neurocodec-{part}", inputs, outputs)
+    model = g.model(f"neurocodec-{graph}", inputs, outputs)
     if embed:  # the checker reads external tensors, which are supplied only at load
         onnx.checker.check_model(model)
     return model
@@ -124,13 +135,14 @@ def build(config: ModelConfig, part: str, tensors: dict[str, np.ndarray], embed:
 
 def export(config: ModelConfig, tensors: dict[str, np.ndarray], directory: Path, embed: bool = False
            ) -> list[Path]:
-    """Write the encoder's and decoder's graphs into `directory` (atomically), named by architecture
-    (`onnxnet.graph_name`), or with `embed` as `encoder.onnx` and `decoder.onnx` with their weights inside."""
+    """Write the graphs (`onnxnet.GRAPHS`) into `directory` (atomically), named by architecture
+    (`onnxnet.graph_name`), or with `embed` as `encoder.onnx`, `decoder.onnx`, `decoder-int8.onnx` with their
+    weights inside."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for part in ("encoder", "decoder"):
-        path = directory / (f"{part}.onnx" if embed else graph_name(config, part))
-        data = build(config, part, tensors, embed).SerializeToString()
+    for graph in GRAPHS:
+        path = directory / (f"{graph}.onnx" if embed else graph_name(config, graph))
+        data = build(config, graph, tensors, embed).SerializeToString()
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(data)
         written.append(path)

@@ -98,7 +98,8 @@ class StreamEncoder:
         self.stream = _ByChannels(lambda: WindowedEncoder(net, n_q, window), channels)
         self.normalizer = LevelNormalizer(level, channels) if level is not None else None
         self.closed = LevelLoop(level, channels) if level is not None and loop else None
-        self.decoder = _ByChannels(lambda: WindowedDecoder(net, window), channels) if self.closed else None
+        loop_net = net.level_net() if self.closed else None
+        self.decoder = _ByChannels(lambda: WindowedDecoder(loop_net, window), channels) if self.closed else None
         self.coded = 0  # frames the encoder has produced
         self.flushed = False
 

@@ -45,6 +45,9 @@ class Net(Protocol):
     def decode_latent(self, latent: np.ndarray, first_frame: int) -> np.ndarray:
         """latent `[B, latent_dim, F]` → audio `[B, F * hop]` float32."""
 
+    def level_net(self) -> "Net":
+        """The net the encoder's level loop decodes with (it measures only the level: may be cheaper)."""
+
 
 class _FrameStream:
     """The shared schedule: frames [f0, f1) are computed from buffered input frames [f0 - C, f1 + C).

@@ -16,7 +16,7 @@ from neurocodec.checkpoint import read_model, resolve_model
 from neurocodec.limiter import running_min
 from neurocodec.loader import load_model
 from neurocodec.model.codec import TorchNet
-from neurocodec.onnxnet import OnnxNet, find_graph, graph_name
+from neurocodec.onnxnet import GRAPHS, OnnxNet, find_graph, graph_name
 from .conftest import GOLDEN, ROOT, SPEECH, TINY_MODEL
 
 pytest.importorskip("onnx")
@@ -33,11 +33,11 @@ def test_the_shipped_graphs_are_what_export_writes():
     import onnx
 
     tensors, info = read_model(resolve_model(None), numpy=True)
-    for part in ("encoder", "decoder"):
-        built = onnx_export.build(info.config, part, tensors)
-        shipped = onnx.load_model_from_string(find_graph(info.config, part))
+    for graph in GRAPHS:
+        built = onnx_export.build(info.config, graph, tensors)
+        shipped = onnx.load_model_from_string(find_graph(info.config, graph))
         assert shipped.graph == built.graph and shipped.opset_import == built.opset_import, \
-            f"neurocodec/graphs/{graph_name(info.config, part)} is stale: neurocodec export -o neurocodec/graphs"
+            f"neurocodec/graphs/{graph_name(info.config, graph)} is stale: neurocodec export -o neurocodec/graphs"
 
 
 def clip(seconds: float = 3.0) -> np.ndarray:
@@ -147,13 +147,14 @@ def test_export_and_runtime_from_the_command_line(graphs, tmp_path):
 
     runner = CliRunner()
     r = runner.invoke(app, ["export", "-m", str(TINY_MODEL)])
-    assert r.exit_code == 0 and r.output.count("wrote") == 2, r.output
-    assert len(list(graphs.glob("*.onnx"))) == 2
+    assert r.exit_code == 0 and r.output.count("wrote") == 3, r.output
+    assert len(list(graphs.glob("*.onnx"))) == 3
     r = runner.invoke(app, ["export", "-m", str(TINY_MODEL), "-o", str(tmp_path / "out"), "--weights"])
-    assert r.exit_code == 0 and {p.name for p in (tmp_path / "out").iterdir()} == {"encoder.onnx", "decoder.onnx"}
+    assert r.exit_code == 0 and {p.name for p in (tmp_path / "out").iterdir()} == {f"{g}.onnx" for g in GRAPHS}
     import onnx
 
-    onnx.checker.check_model(str(tmp_path / "out" / "decoder.onnx"))  # self-contained: weights inside
+    for graph in GRAPHS:
+        onnx.checker.check_model(str(tmp_path / "out" / f"{graph}.onnx"))  # self-contained: weights inside
     ncd = tmp_path / "a.ncd"
     for runtime in ("onnx", "torch"):
         r = runner.invoke(app, ["encode", str(SPEECH), str(ncd), "-m", str(TINY_MODEL), "--runtime", runtime, "-f"])
@@ -172,3 +173,17 @@ def test_a_device_other_than_the_cpu_is_refused_by_the_light_runtime():
 def test_the_readme_names_the_light_install():
     text = (ROOT / "README.md").read_text()
     assert "pip install -e ." in text and "--runtime" in text
+
+
+def test_the_level_loop_decodes_with_int8_and_keeps_the_codes_and_the_level():
+    """The encoder's level loop runs the int8 decoder (it only measures the level): the codes are the float32
+    path's, the points within a step of it, and the decoded level the input's."""
+    light, heavy = load_model(runtime="onnx"), load_model(runtime="torch", device="cpu")
+    assert light.net.level_net() is not light.net and heavy.net.level_net() is heavy.net
+    audio, sr = read_audio(SPEECH)
+    a, b = light.encode(audio, sr, kbps=6), heavy.encode(audio, sr, kbps=6)
+    assert (a.codes == b.codes).all(axis=1).mean() >= 0.99
+    assert np.abs(a.points - b.points).max() <= 1
+    y = light.decode(a)
+    ratio = np.sqrt(np.mean(y ** 2) / np.mean(audio ** 2))
+    assert 0.97 < ratio < 1.03, ratio

@@ -112,6 +112,9 @@ class TorchNet:
             self.encoder_context = max(self.encoder_context, self.decoder_context)
         self.device = codec.device
 
+    def level_net(self) -> "TorchNet":
+        return self
+
     def with_search(self, search: Callable | None) -> "TorchNet":
         return TorchNet(self.codec, search)
 
