@@ -3,7 +3,7 @@
 decoded audio lift the no-reference judge (DNSMOS, our weak one) without costing PESQ, STOI or log-mel?
 
     python research/postfilter.py cache [--minutes 40 --music-minutes 15]   # decode training audio once
-    python research/postfilter.py train [--minutes 25]                      # codec frozen: the filter alone
+    python research/postfilter.py train [--minutes 25] [--resume]           # codec frozen: the filter alone
     python research/postfilter.py eval [--files 40]                         # validation folder, with and without
 
 Everything runs in the normalised domain the decoder works in (the input normalised by its level envelope, as
@@ -134,6 +134,10 @@ def train(args) -> None:
     x = np.concatenate([d["x"] for d in data]).astype(np.float32)
     y = np.concatenate([d["y"] for d in data]).astype(np.float32)
     model, loss = build(), loss_fn()
+    if args.resume:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(CACHE / "filter.safetensors")))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     rng = np.random.default_rng(0)
     crop = SR
@@ -209,6 +213,7 @@ def main() -> None:
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--resume", action="store_true", help="continue from the last saved filter")
     e = sub.add_parser("eval")
     e.add_argument("--files", type=int, default=40)
     e.add_argument("--kbps", type=float, default=6.0)
