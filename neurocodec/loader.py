@@ -96,9 +96,10 @@ class LoadedModel:
         """The net to encode with: analysis by synthesis (`effort` > 0) runs on torch, whatever loaded the model."""
         if not effort or hasattr(self.net, "with_search"):
             return self.net
+        codec = self.codec  # MissingDependencyError without torch
         from .model.codec import TorchNet
 
-        return TorchNet(self.codec)
+        return TorchNet(codec)
 
     @property
     def level(self) -> LevelCoder:

@@ -187,3 +187,14 @@ def test_the_level_loop_decodes_with_int8_and_keeps_the_codes_and_the_level():
     y = light.decode(a)
     ratio = np.sqrt(np.mean(y ** 2) / np.mean(audio ** 2))
     assert 0.97 < ratio < 1.03, ratio
+
+
+def test_without_torch_what_needs_it_is_refused_in_one_line(tmp_path):
+    """A light install (torch made unimportable): `--effort` and `--runtime torch` exit 6 with one line."""
+    script = ("import sys; sys.modules['torch'] = None; sys.argv = ['neurocodec', *sys.argv[1:]]\n"
+              "from neurocodec.cli import main\nmain()")
+    for extra in (["--effort", "1"], ["--runtime", "torch"]):
+        r = subprocess.run([sys.executable, "-c", script, "encode", str(SPEECH), str(tmp_path / "a.ncd"), *extra],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 6 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().count("\n") == 0 and "pip install torch" in r.stderr, r.stderr
