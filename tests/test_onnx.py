@@ -190,11 +190,13 @@ def test_the_level_loop_decodes_with_int8_and_keeps_the_codes_and_the_level():
 
 
 def test_without_torch_what_needs_it_is_refused_in_one_line(tmp_path):
-    """A light install (torch made unimportable): `--effort` and `--runtime torch` exit 6 with one line."""
+    """A light install (torch made unimportable): `--effort`, `--runtime torch`, `eval` and `train` exit 6 with
+    one line."""
     script = ("import sys; sys.modules['torch'] = None; sys.argv = ['neurocodec', *sys.argv[1:]]\n"
               "from neurocodec.cli import main\nmain()")
-    for extra in (["--effort", "1"], ["--runtime", "torch"]):
-        r = subprocess.run([sys.executable, "-c", script, "encode", str(SPEECH), str(tmp_path / "a.ncd"), *extra],
-                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    for args in (["encode", str(SPEECH), "a.ncd", "--effort", "1"], ["encode", str(SPEECH), "a.ncd", "--runtime",
+                 "torch"], ["eval", str(SPEECH), "--bitrate", "6"], ["train", str(ROOT / "examples" / "tiny.toml")]):
+        r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                           cwd=tmp_path)
         assert r.returncode == 6 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().count("\n") == 0 and "pip install torch" in r.stderr, r.stderr

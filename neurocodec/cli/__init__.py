@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from ..fileio import keep_freed_memory
 from ..errors import ConfigError, NeurocodecError
 from .display import TrainDisplay, name as _name, print_table, progress_bar, speed as _speed
 from .many import load_options as _load, run_many, two_paths
@@ -342,10 +343,8 @@ def eval_(
 
 
 def main() -> None:
-    # glibc's malloc returns big tensors to the OS with mmap/munmap on every call, which costs 35-45% of CPU
-    # inference time here; keep them in the heap instead. Must happen before torch allocates anything.
-    os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
-    _tune_malloc()
+    os.environ.setdefault("MALLOC_MMAP_MAX_", "0")  # for processes this one spawns (batch workers)
+    keep_freed_memory()  # before anything allocates
     # kill, a closed terminal: unwind like Ctrl-C does, so that no temporary file is left behind (`train` saves
     # its state first: it installs its own SIGTERM handler).
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -365,6 +364,12 @@ def main() -> None:
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130
+    except ModuleNotFoundError as exc:  # a light install (no torch) running what needs the full one
+        if (exc.name or "").split(".")[0] not in ("torch", "librosa", "matplotlib", "pesq", "pystoi", "speechmos"):
+            raise
+        _say("error:", "bold red", f"this needs {exc.name.split('.')[0]}, which the light install leaves out: "
+             "pip install torch==2.13.0 'neurocodec[eval]'")
+        code = 6
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -383,18 +388,3 @@ def run() -> None:
 
 def _exit_on_signal(signum, frame) -> None:
     raise SystemExit(128 + signum)
-
-
-def _tune_malloc() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-        libc.mallopt(M_MMAP_MAX, 0)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    except (OSError, AttributeError):
-        pass
-
