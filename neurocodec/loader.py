@@ -266,24 +266,6 @@ def pick_device(device: "str | torch.device | None") -> "torch.device":
     return dev
 
 
-def light_runtime_available(config) -> str | None:
-    """None when ONNX Runtime is installed and can run `config` (graphs included), else why not."""
-    from .onnxnet import GRAPHS, find_graph, graph_key, import_onnxruntime, supports
-
-    why = supports(config)
-    if why:
-        return why
-    for graph in GRAPHS:
-        if find_graph(config, graph) is None:
-            return (f"no ONNX graph {graph} for this model (architecture {graph_key(config, graph)}): run "
-                    "`neurocodec export --model MODEL` once where torch is installed")
-    try:
-        import_onnxruntime()
-    except MissingDependencyError as exc:
-        return str(exc)
-    return None
-
-
 def load_model(name_or_path: str | os.PathLike | None = None, device: "str | torch.device | None" = None,
                inference: bool = True, runtime: str = "auto", threads: int = 0) -> LoadedModel:
     """Load a bundled model by name (None: the default) or a checkpoint by path, verified by its hash.
@@ -302,16 +284,18 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: "str | tor
         if light:
             from .checkpoint import read_config
 
-            light = light_runtime_available(read_config(path)) is None
+            from .onnxnet import unavailable
+
+            light = unavailable(read_config(path)) is None
         runtime = "onnx" if light else "torch"
     if runtime == "onnx":
         if device is not None and str(device) != "cpu":
             raise ConfigError(f"the onnx runtime runs on the cpu, not {device}: use --runtime torch")
         tensors, info = read_model(path, numpy=True)
-        why = light_runtime_available(info.config)
-        if why:
-            raise MissingDependencyError(f"--runtime onnx: {why}")
-        return LoadedModel.build_light(tensors, info, threads, path)
+        try:
+            return LoadedModel.build_light(tensors, info, threads, path)
+        except MissingDependencyError as exc:
+            raise MissingDependencyError(f"--runtime onnx: {exc}") from None
     try:
         import torch
     except ImportError:

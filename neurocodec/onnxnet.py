@@ -26,7 +26,6 @@ from .config import ISTFTDecoderConfig, ModelConfig, STFTEncoderConfig, to_dict
 from .dsp import overlap_add, stft
 from .errors import MissingDependencyError
 
-PARTS = ("encoder", "decoder")
 GRAPHS = ("encoder", "decoder", "decoder-int8")  # the int8 decoder serves the encoder's level loop
 LINEAR = ("pwconv1.weight", "pwconv2.weight", "head.weight")  # the layers int8 graphs quantize
 
@@ -101,6 +100,32 @@ def graph_tensors(tensors: dict[str, np.ndarray], graph: str) -> dict[str, np.nd
     return out
 
 
+def graphs(config: ModelConfig) -> dict[str, bytes]:
+    """Every graph `config` needs (`GRAPHS`), by name; `MissingDependencyError` saying why the light runtime cannot
+    run it (its architecture, or a graph not exported)."""
+    why = supports(config)
+    if why:
+        raise MissingDependencyError(why)
+    found = {}
+    for graph in GRAPHS:
+        found[graph] = find_graph(config, graph)
+        if found[graph] is None:
+            raise MissingDependencyError(
+                f"no ONNX graph {graph} for this model (architecture {graph_key(config, graph)}): run "
+                "`neurocodec export --model MODEL` once where torch is installed")
+    return found
+
+
+def unavailable(config: ModelConfig) -> str | None:
+    """None when the light runtime can run `config` here (graphs found, ONNX Runtime installed), else why not."""
+    try:
+        graphs(config)
+        import_onnxruntime()
+    except MissingDependencyError as exc:
+        return str(exc)
+    return None
+
+
 def fold_weight_norm(tensors: dict[str, np.ndarray], prefix: str) -> np.ndarray:
     """The plain weight of a weight-normed layer: g · v / ‖v‖ (norm over every axis but the first, as torch's
     `weight_norm` with dim 0)."""
@@ -156,9 +181,7 @@ class OnnxNet:
     (`checkpoint.read_model(numpy=True)`); `threads` 0: ONNX Runtime's default (the machine's cores)."""
 
     def __init__(self, config: ModelConfig, tensors: dict[str, np.ndarray], threads: int = 0):
-        why = supports(config)
-        if why:
-            raise MissingDependencyError(why)
+        self.graphs = graphs(config)
         import_onnxruntime()
         self.config = config
         self.sample_rate, self.hop_length, self.n_q = config.sample_rate, config.hop_length, config.quantizer.n_q
@@ -168,13 +191,6 @@ class OnnxNet:
         self.decoder_context = 3 + 3 * dec.n_blocks + -(-dec.n_fft // self.hop_length) + 1  # as ISTFTDecoder
         self.quantizer = Quantizer(tensors, self.n_q)
         self.tensors, self.threads = tensors, threads
-        self.graphs = {}
-        for graph in GRAPHS:
-            self.graphs[graph] = find_graph(config, graph)
-            if self.graphs[graph] is None:
-                raise MissingDependencyError(
-                    f"no ONNX graph {graph} for this model (architecture {graph_key(config, graph)}): run "
-                    "`neurocodec export --model MODEL` once where torch is installed")
         self.sessions = {}
 
     def session(self, graph: str):

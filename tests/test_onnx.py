@@ -79,6 +79,7 @@ def test_a_model_of_another_architecture_runs_once_exported(graphs, tiny_config,
         OnnxNet(cfg, tensors)
     onnx_export.export(cfg, tensors, graphs)
     net, ref = OnnxNet(cfg, tensors), TorchNet(reference)
+    assert (net.encoder_context, net.decoder_context) == (ref.encoder_context, ref.decoder_context)
     x = np.random.default_rng(0).standard_normal((2, 30 * cfg.hop_length)).astype(np.float32) * 0.1
     codes = ref.encode_frames(x, cfg.quantizer.n_q)
     assert (net.encode_frames(x, cfg.quantizer.n_q) == codes).all(axis=1).mean() >= 0.999
