@@ -139,6 +139,51 @@ def open_input(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield f
 
 
+@contextlib.contextmanager
+def live_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Live coding's output: a stream (stdout, a FIFO, a device) is written directly, each write flushed as it is
+    made (a live receiver cannot wait for the end; what it received is valid up to the last flush); a regular file
+    is still written atomically (`atomic_path`)."""
+    if not is_stream(path):
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            yield out
+        return
+    if str(path) == STDIO and (sys.stdout is None or sys.stdout.closed):
+        raise OutputError("stdout: cannot write (it is closed)")
+    try:
+        target = sys.stdout.buffer if str(path) == STDIO else open(path, "wb")
+    except OSError as exc:
+        raise output_failure(path, exc) from None
+    try:
+        yield _Flushing(target, path)
+        target.flush()
+    except OSError as exc:
+        if exc.errno in _OUTPUT_ERRNOS:
+            with contextlib.suppress(OSError):  # nobody reads any more: keep the interpreter from failing at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise output_failure(path, exc) from None
+        raise
+    finally:
+        if target is not sys.stdout.buffer:
+            with contextlib.suppress(OSError):
+                target.close()
+
+
+class _Flushing:
+    """A binary writer whose every write is flushed."""
+
+    def __init__(self, out: BinaryIO, path):
+        self.out, self.path = out, path
+
+    def write(self, data: bytes) -> int:
+        n = self.out.write(data)
+        self.out.flush()
+        return n
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def read_bounded(source: BinaryIO, limit: int, first: bytes = b"") -> bytes | None:
     """`first` plus the rest of `source`, or None when that would exceed `limit` bytes (nothing more is read)."""
     parts, size = [first], len(first)

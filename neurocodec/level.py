@@ -119,6 +119,18 @@ class LevelCoder:
         steps = np.round((level - np.float32(self.floor_db)) / np.float32(self.step_db))
         return np.clip(steps, 0, self.levels - 1).astype(np.int64)
 
+    def causal_point(self, levels: np.ndarray, ahead: np.ndarray | None = None) -> np.ndarray:
+        """Live encoding (`live.py`): the segment levels `[..., j]` up to segment k → point k + 1 `[...]`, from the
+        past: segment k's level, or `ahead`'s (`[...]`, the level of what has arrived of segment k + 1) if
+        higher, within `RANGE_DB` of the loudest of the last `CONTEXT_POINTS + 1` segments, above the floor. The
+        gain across segment k then moves from segment k - 1's level to segment k's, as the decoder restores it;
+        a file's points are read alike whichever rule made them."""
+        recent = levels[..., -(CONTEXT_POINTS + 1):]
+        touch = recent[..., -1] if ahead is None else np.maximum(recent[..., -1], ahead)
+        level = np.maximum(np.maximum(touch, recent.max(-1) - np.float32(RANGE_DB)), np.float32(self.floor_db))
+        steps = np.round((level - np.float32(self.floor_db)) / np.float32(self.step_db))
+        return np.clip(steps, 0, self.levels - 1).astype(np.int64)
+
     def analyse(self, audio: np.ndarray) -> np.ndarray:
         """audio `[..., T]` → points `[..., ceil(T / spacing_samples)]`."""
         return self.points_from_levels(self.segment_levels(audio))
@@ -189,12 +201,13 @@ class LevelLoop:
     are compared, and the point moves by the difference in dB, rounded to the envelope's 0.5 dB steps (at most
     `MAX_CORRECTION_DB`, and only where the input is within `GATE_DB` of the target: the model's output of
     near-silence says nothing of its gain). This is analysis by synthesis for the gain: the decoder is unchanged,
-    the file simply carries the level that restores the input's.
+    the file simply carries the level that restores the input's. `ahead`: points measured after each point
+    (live encoding measures only before it, 0: `live.py`).
 
     Streams: push the normalised input `[C, n]`, its points `[C, j]` and the model's output `[C, m]` as they
     come (each in order, from the start); receive the corrected points that became final."""
 
-    def __init__(self, coder: LevelCoder, channels: int):
+    def __init__(self, coder: LevelCoder, channels: int, ahead: int = LOOP_POINTS):
         self.coder = coder
         self.x = np.zeros((channels, 0), np.float64)  # energies from sample `self.start` on
         self.y = np.zeros((channels, 0), np.float64)
@@ -202,8 +215,10 @@ class LevelLoop:
         self.points = np.zeros((channels, 0), np.int64)  # normaliser's points from `self.done` on
         self.done = 0  # points corrected and returned
         self.reach = LOOP_POINTS * coder.spacing_samples
-        offsets = np.arange(-self.reach, self.reach, dtype=np.float64)
-        self.hat = 1 - np.abs(offsets) / self.reach  # point k's weight at samples kS - reach … kS + reach - 1
+        self.ahead = ahead * coder.spacing_samples  # how far after a point it measures (live: one segment)
+        offsets = np.arange(-self.reach, self.ahead, dtype=np.float64)
+        # point k's weight at samples kS - reach … kS + ahead - 1: a triangle on either side
+        self.hat = np.where(offsets < 0, 1 - np.abs(offsets) / self.reach, 1 - offsets / max(1, self.ahead))
 
     def push(self, x: np.ndarray, points: np.ndarray, y: np.ndarray, last: bool = False) -> np.ndarray:
         self.x = np.concatenate([self.x, np.square(np.asarray(x, np.float64))], axis=-1)
@@ -214,9 +229,9 @@ class LevelLoop:
         out = []
         while self.points.shape[-1] > 0:
             k = self.done
-            if not last and end < k * size + reach:
+            if not last and end < k * size + self.ahead:
                 break
-            lo, hi = max(0, k * size - reach), k * size + reach
+            lo, hi = max(0, k * size - reach), k * size + self.ahead
             xs = self.x[:, lo - self.start: hi - self.start]
             ys = self.y[:, lo - self.start: hi - self.start]
             n = min(xs.shape[-1], ys.shape[-1])

@@ -31,7 +31,7 @@ from .errors import AudioError, CheckpointError, ConfigError, FormatError, Missi
 from .identity import ModelIdentity
 from .level import LevelCoder
 from .stream import EncodedAudio, decode_audio
-from .windows import Net
+from .windows import DEFAULT_WINDOW_FRAMES, Net
 
 if TYPE_CHECKING:
     import torch
@@ -135,26 +135,36 @@ class LoadedModel:
         return decode_audio(self.net, encoded)
 
     def stream_encoder(self, sample_rate: int, channels: int = 1, kbps: float | None = DEFAULT_KBPS,
-                       level_loop: bool = True) -> "EncoderStream":
+                       level_loop: bool = True, live: bool = False) -> "EncoderStream":
         """Encoding as a push stream: `push(audio [C, n])` → a `CodeBlock` (codes `[C, n_q, k]`, level points
         `[C, j]`; often empty), `flush()` at the end. The same codes and points as `encode` of the whole signal,
-        whatever the block sizes; memory bounded by the compute window (10 s) and the level look-ahead (2 s)."""
+        whatever the block sizes; memory bounded by the compute window (10 s) and the level look-ahead (2 s).
+        `live=True`: codes leave 0.2 s at a time, about 0.3 s after their audio (`live.py`: a causal level
+        envelope, no closed loop, shorter look-ahead; the same codes whatever the block sizes too)."""
         check_audio(np.zeros((channels, 0), np.float32), sample_rate)
+        n_q = self.identity.n_q_for_kbps(kbps, channels)
+        if live:
+            from .live import LiveEncoder
+
+            return EncoderStream(LiveEncoder(self.net, sample_rate, channels, n_q, self.level), sample_rate,
+                                 channels)
         from .stream import StreamEncoder
 
-        n_q = self.identity.n_q_for_kbps(kbps, channels)
         return EncoderStream(StreamEncoder(self.net, sample_rate, channels, n_q, level=self.level,
                                            loop=level_loop), sample_rate, channels)
 
-    def stream_decoder(self, sample_rate: int, channels: int = 1) -> "DecoderStream":
+    def stream_decoder(self, sample_rate: int, channels: int = 1, live: bool = False) -> "DecoderStream":
         """Decoding as a push stream: `push(CodeBlock)` (from `stream_encoder`, or codes `[C, n_q, k]` with
         points) → audio `[C, n]` at `sample_rate` (often empty), `flush()` at the end; the same audio as `decode`
-        of the whole, whatever the block sizes."""
+        of the whole, whatever the block sizes. `live=True`: a segment's audio leaves as soon as the next
+        segment's codes arrive (a shorter look-ahead than the file path's: `live.py`)."""
         check_audio(np.zeros((channels, 0), np.float32), sample_rate)
+        from .live import live_window
         from .stream import StreamDecoder
 
-        return DecoderStream(StreamDecoder(self.net, sample_rate, None, channels, level=self.level), self.identity,
-                             channels)
+        window, lookahead = live_window(self.level.spacing_frames) if live else (DEFAULT_WINDOW_FRAMES, None)
+        return DecoderStream(StreamDecoder(self.net, sample_rate, None, channels, window, self.level,
+                                           lookahead=lookahead), self.identity, channels)
 
     def encode_file(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
                     ) -> ncdfile.EncodeReport:
@@ -163,6 +173,17 @@ class LoadedModel:
         synthesis; see `ncdfile.encode_file`)."""
         return ncdfile.encode_file(self.net_for(options.get("effort", 0)), self.identity, input, output, kbps,
                                    **options)
+
+    def encode_live(self, input: str, output: str, kbps: float | None = DEFAULT_KBPS, **options
+                    ) -> ncdfile.EncodeReport:
+        """WAV stream or file (or "-") → `.ncd` stream (or file), chunk by chunk as the audio arrives
+        (`ncdfile.encode_live`; options `max_seconds`, `progress`, `lookahead`)."""
+        return ncdfile.encode_live(self.net, self.identity, input, output, kbps, **options)
+
+    def decode_live(self, input: str, output: str, **options) -> ncdfile.DecodeReport:
+        """`.ncd` stream or file (or "-") → audio (WAV on a stream) as the chunks arrive (`ncdfile.decode_live`;
+        options `max_seconds`, `progress`)."""
+        return ncdfile.decode_live(self.net, self.identity, input, output, **options)
 
     def decode_file(self, input: str, output: str, conceal: bool = False, **options) -> ncdfile.DecodeReport:
         """`.ncd` file (or "-") → audio file (WAV on "-"), written atomically; damage raises unless `conceal`.

@@ -13,17 +13,18 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from . import container, payload, vbr
+from . import container, live, payload, vbr
 from .audio import AudioReader, AudioWriter
 from .codes import CodeBlock, present_counts
 from .entropy import EntropyModel
-from .errors import AudioError, ConfigError, FormatError
-from .fileio import atomic_path, check_distinct, is_stream
+from .errors import AudioError, ConfigError, FormatError, InputError
+from .fileio import STDIO, atomic_path, check_distinct, is_stream, live_output, open_input
 from .identity import ModelIdentity, level_coder
 from .limiter import Limiter
 from .limits import MAX_CHANNELS, MAX_EFFORT, MAX_SECONDS
 from .ncdinfo import read_ncd
-from .stream import stream_decode, stream_encode
+from .stream import StreamDecoder, stream_decode, stream_encode
+from .wavio import WavStreamReader, WavStreamWriter
 from .windows import Net
 
 CHUNK_BYTES = 4000  # the payload a chunk aims at: its framing (≈ 21 bytes with the index) stays near 0.5 %
@@ -171,6 +172,116 @@ def _write_chunks(writer: container.Writer, source: Iterable[CodeBlock], identit
     while codes.shape[-1]:
         write(min(chunk_frames, codes.shape[-1]))
     return coded
+
+
+def encode_live(net: Net, identity: ModelIdentity, input: str, output: str, kbps: float | None = 6.0,
+                max_seconds: float = MAX_SECONDS, progress: Progress | None = None,
+                lookahead: int = live.LOOKAHEAD_FRAMES) -> EncodeReport:
+    """WAV stream (or file) → `.ncd` stream, live (`live.py`): each 0.2 s chunk is written and flushed as soon as
+    its segment and `lookahead` frames after it have been read; a stream output is written directly (a regular
+    file still atomically). The file is an ordinary `.ncd` file of chunks one envelope segment long."""
+    check_distinct(input, output)
+    name = "stdin" if input == STDIO else input
+    try:
+        with open_input(input) as src:
+            reader = WavStreamReader(src, name, max_seconds)
+            header = identity.header(reader.sample_rate, reader.channels, None, 0)
+            n_q = identity.n_q_for_kbps(kbps, reader.channels)
+            encoder = live.LiveEncoder(net, reader.sample_rate, reader.channels, n_q, identity.level, lookahead)
+
+            def source() -> Iterator[CodeBlock]:
+                for block in reader.blocks():
+                    if progress is not None:
+                        progress(reader.samples, None)
+                    yield from encoder.push(block)
+                yield from encoder.flush()
+
+            with live_output(output) as out:
+                writer = container.Writer(out, header)
+                out.flush()  # the header goes out at once: a receiver can start
+                _write_chunks(writer, source(), identity, header, n_q, identity.level.spacing_frames)
+                writer.close(reader.samples)
+    except OSError as exc:
+        raise AudioError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    return EncodeReport(header, float(n_q), reader.samples, writer.pos)
+
+
+def decode_live(net: Net, identity: ModelIdentity, input: str, output: str, max_seconds: float = MAX_SECONDS,
+                progress: Progress | None = None) -> DecodeReport:
+    """`.ncd` stream (or file) → audio, live (`live.py`): each chunk is decoded as its bytes arrive and the audio
+    written (a stream gets 16-bit WAV, flushed block by block) as soon as the next chunk's level point restores it.
+    Damage is concealed with silence and reported (audio already played cannot be taken back)."""
+    check_distinct(input, output)
+    where = "stdin" if input == STDIO else input
+    try:
+        with open_input(input) as src:
+            read = getattr(src, "read1", None) or src.read
+            head = b""
+            while True:
+                try:
+                    header, size = container.parse_header(head)
+                    break
+                except FormatError as exc:
+                    more = read(1 << 12) if len(head) < container.MAX_HEADER else b""
+                    if not more or "truncated" not in str(exc):
+                        raise FormatError(f"{where}: {exc}") from None
+                    head += more
+            identity.check(header, where)
+            tables = identity.tables
+            layout = payload.layout(header)
+            parser = container.StreamParser(header, size, layout.min_bits(tables))
+            level = level_coder(header.level, header.hop_length) if header.level is not None else None
+            spacing = header.level.spacing_frames if header.level is not None else 15
+            window, lookahead = live.live_window(spacing)
+            limiter = Limiter(header.sample_rate, header.channels)
+            decoder = StreamDecoder(net, header.sample_rate, None, header.channels, window, level, limiter, lookahead)
+            longest = math.floor(max_seconds * header.sample_rate)
+            with _audio_output(output, header.sample_rate, header.channels) as writer:
+
+                def emit(pieces: list) -> None:
+                    for piece in pieces:
+                        if isinstance(piece, container.Chunk):
+                            try:
+                                piece = layout.decode(piece, tables)
+                            except FormatError as exc:
+                                parser.damage.append(f"{piece.label} at byte {piece.offset}: {exc}")
+                                piece = piece.frame_count
+                        for block in decoder.blocks(piece):
+                            writer.write(block)
+                            if decoder.emitted > longest:
+                                raise _too_long(where, decoder.emitted / header.sample_rate, max_seconds)
+                            if progress is not None:
+                                progress(decoder.emitted, None)
+
+                emit(parser.feed(head[size:]))
+                while data := read(1 << 16):
+                    emit(parser.feed(data))
+                emit(parser.finish())
+                if parser.length is not None and parser.length >= decoder.emitted:
+                    decoder.length = parser.length  # the index's length trims the last frame's padding
+                for block in decoder.flush_blocks():
+                    writer.write(block)
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    return DecodeReport(parser.damage, decoder.emitted, header.sample_rate, limiter.touched)
+
+
+class _audio_output:
+    """Live decoding's audio output: WAV written and flushed block by block to a stream, else `AudioWriter`."""
+
+    def __init__(self, path: str, sample_rate: int, channels: int):
+        self.path, self.sample_rate, self.channels = path, sample_rate, channels
+
+    def __enter__(self):
+        if not is_stream(self.path):
+            self.inner = AudioWriter(self.path, self.sample_rate, self.channels)
+            return self.inner
+        self.inner = live_output(self.path)
+        return WavStreamWriter(self.inner.__enter__(), self.sample_rate, self.channels,
+                               "stdout" if self.path == STDIO else self.path)
+
+    def __exit__(self, *exc):
+        return self.inner.__exit__(*exc)
 
 
 def _refuse(damage: list[str]) -> FormatError:

@@ -50,11 +50,13 @@ def _output(path: str, what: str, force: bool) -> None:
 
 
 def check_encode(input: str | None, output: str | None, model: str | None, kbps: float | None,
-                 quality: float | None, effort: int, force: bool = False) -> None:
+                 quality: float | None, effort: int, force: bool = False, live: bool = False) -> None:
     """`neurocodec encode`'s arguments, before the model loads (None for the paths: the options alone, for many
     files; the bitrate is then checked for one channel)."""
     if quality is not None and kbps is not None:
         raise ConfigError("--quality (variable rate) and --bitrate (constant rate) exclude each other")
+    if live and (quality is not None or effort or input is None):
+        raise ConfigError("--live codes one stream at constant rate: without --quality, --effort or -o")
     if not 0 <= effort <= MAX_EFFORT:
         raise ConfigError(f"--effort {effort}: give 0 to {MAX_EFFORT}")
     if input is None or output is None:
@@ -75,7 +77,7 @@ def check_encode(input: str | None, output: str | None, model: str | None, kbps:
         return  # a missing model file is the loader's to report
     config = read_config(path)
     channels = 1
-    if not is_stream(input):
+    if not is_stream(input) and not live:
         import soundfile as sf
 
         try:

@@ -158,12 +158,14 @@ class StreamDecoder:
     lost to damage): it becomes silence of the right length, and decoding restarts after it as at the start of a
     file. With `length` given, that many samples per channel come out (trimmed, or zero-padded if the resampler's
     rounding leaves the codes a sample short), but never more than the frames received describe: a length is a
-    promise the codes must back. Memory: a compute window, whatever the stream's length."""
+    promise the codes must back. `lookahead`: right context in frames (None: the decoder's whole context; live
+    decoding gives it a chunk, `live.py`). Memory: a compute window, whatever the stream's length."""
 
     def __init__(self, net: Net, sample_rate: int, length: int | None, channels: int,
                  window_frames: int = DEFAULT_WINDOW_FRAMES, level: LevelCoder | None = None,
-                 limiter: Limiter | None = None):
+                 limiter: Limiter | None = None, lookahead: int | None = None):
         self.net, self.channels, self.length, self.level = net, channels, length, level
+        self.lookahead = lookahead
         self.resampler = Resampler(net.sample_rate, sample_rate, channels)
         self.ratio = sample_rate / net.sample_rate
         self.window = window_for(channels, window_frames)
@@ -197,7 +199,7 @@ class StreamDecoder:
                     yield piece
 
     def _new_stream(self) -> None:
-        self.stream = _ByChannels(lambda: WindowedDecoder(self.net, self.window), self.channels)
+        self.stream = _ByChannels(lambda: WindowedDecoder(self.net, self.window, self.lookahead), self.channels)
         self.restorer = LevelRestorer(self.level, self.channels) if self.level is not None else None
 
     def _finish(self) -> Iterator[np.ndarray]:

@@ -57,10 +57,11 @@ class _FrameStream:
     computes (`_run`) and what an empty result looks like (`_empty`).
     """
 
-    def __init__(self, net: Net, context: int, window_frames: int, unit: int):
+    def __init__(self, net: Net, context: int, window_frames: int, unit: int, lookahead: int | None = None):
         self.net = net
         self.hop = net.hop_length
         self.context = context
+        self.right = context if lookahead is None else max(0, min(context, lookahead))  # right context used
         self.window = max(1, window_frames)
         self.unit = unit
         self.buffer: np.ndarray | None = None
@@ -90,8 +91,8 @@ class _FrameStream:
             f1 = min(f0 + self.window, end_frame)
             if not final and f1 - f0 < self.window:
                 break  # wait for a whole window: small pieces would each pay 2·context frames of overhead
-            right = min(f1 + self.context, available)
-            if not final and right < f1 + self.context:
+            right = min(f1 + self.right, available)
+            if not final and right < f1 + self.right:
                 break
             left = max(0, f0 - self.context)
             window = self.buffer[..., (left - self.buffer_frame) * self.unit: (right - self.buffer_frame) * self.unit]
@@ -143,8 +144,8 @@ class WindowedEncoder(_FrameStream):
 class WindowedDecoder(_FrameStream):
     """Push codes `[B, n_q, k]` (n_q may change between pushes); receive audio `[B, k' * hop]` as it completes."""
 
-    def __init__(self, net: Net, window_frames: int = DEFAULT_WINDOW_FRAMES):
-        super().__init__(net, net.decoder_context, window_frames, unit=1)
+    def __init__(self, net: Net, window_frames: int = DEFAULT_WINDOW_FRAMES, lookahead: int | None = None):
+        super().__init__(net, net.decoder_context, window_frames, unit=1, lookahead=lookahead)
 
     def _run(self, window: np.ndarray, first_frame: int, start: int, stop: int) -> np.ndarray:
         return self.net.decode_latent(window, first_frame)[:, start * self.hop: stop * self.hop]
@@ -156,7 +157,7 @@ class WindowedDecoder(_FrameStream):
         """codes `[B, n_q, k]` → audio `[B, n]` that became final (n may be 0)."""
         # Codes → latent is per frame (no context), so pushes with different n_q join seamlessly here.
         self._append(self.net.latent(np.asarray(codes, np.int64)))
-        return self._process(self.buffered_end - self.context, final=False)
+        return self._process(self.buffered_end - self.right, final=False)
 
     def flush(self) -> np.ndarray:
         """Emit everything still buffered."""

@@ -16,6 +16,12 @@ The filter: STFT (512 / 128 at 24 kHz), log magnitude → 1x1 conv to 192 channe
 (kernel 3, dilations 1 2 4 8 1 2: ±0.4 s of context) → 1x1 conv to a gain per bin in (0, 2) (2·sigmoid, 1 at
 initialisation: the filter starts as the identity), applied to the complex spectrum (the decoder's phase kept).
 Loss: multi-scale log-mel L1 (512/64, 1024/80, 2048/128) + 0.1 x log-magnitude L1 at 512, against the original.
+
+Round 2 (`train --gan`): the same filter, from round 1's weights, adds a least-squares adversarial term and feature
+matching against a slim discriminator (the trainer's band-split complex-STFT ones at windows 2048 1024 512, 8
+channels: the discriminators cost 5-25x the filter's step on the CPU), DAC's weights (reconstruction 15, adversarial
+1, feature matching 2), on 0.5 s crops.
+Filters are kept as CACHE/NAME.safetensors (`--name`, default `filter`).
 """
 
 from __future__ import annotations
@@ -124,9 +130,19 @@ def loss_fn():
     return loss
 
 
+def discriminator():
+    from neurocodec.config import DiscriminatorConfig
+    from neurocodec.train.discriminators import Discriminator
+
+    return Discriminator(DiscriminatorConfig(periods=(), stft_windows=(2048, 1024, 512), stft_channels=8))
+
+
 def train(args) -> None:
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
+
+    from neurocodec.train.discriminators import (discriminator_loss, feature_matching_loss,
+                                                 generator_adversarial_loss)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -134,13 +150,18 @@ def train(args) -> None:
     x = np.concatenate([d["x"] for d in data]).astype(np.float32)
     y = np.concatenate([d["y"] for d in data]).astype(np.float32)
     model, loss = build(), loss_fn()
+    target = CACHE / f"{args.name}.safetensors"
     if args.resume:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(CACHE / "filter.safetensors")))
+        model.load_state_dict(load_file(str(args.resume)))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    disc = discriminator() if args.gan else None
+    if disc is not None:
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.8, 0.99))
+        disc_path = CACHE / f"{args.name}-disc.safetensors"
+        if disc_path.exists():
+            disc.load_state_dict(load_file(str(disc_path)))
     rng = np.random.default_rng(0)
-    crop = SR
+    crop = int(args.crop * SR)
     t0, step, log = time.perf_counter(), 0, []
     base = None
     while time.perf_counter() - t0 < args.minutes * 60:
@@ -149,6 +170,16 @@ def train(args) -> None:
         yb = torch.from_numpy(np.stack([y[s:s + crop] for s in starts]))
         out = model(yb)
         value = loss(xb, out)
+        terms = {}
+        if disc is not None:
+            d_loss = discriminator_loss(disc(xb[:, None]), disc(out.detach()[:, None]))
+            disc_opt.zero_grad()
+            d_loss.backward()
+            disc_opt.step()
+            real, fake = disc(xb[:, None]), disc(out[:, None])
+            adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real, fake)
+            terms = {"disc": d_loss.item(), "adv": adv.item(), "fm": fm.item()}
+            value = 15 * value + adv + 2 * fm
         opt.zero_grad()
         value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -157,14 +188,25 @@ def train(args) -> None:
         if base is None:
             with torch.no_grad():
                 base = float(loss(xb, yb))
-        if step % 100 == 0:
+        if step % args.log_every == 0:
             with torch.no_grad():
                 ident = float(loss(xb, yb))
-            log.append({"step": step, "loss": float(value), "identity": ident, "s": time.perf_counter() - t0})
+                recon = float(loss(xb, out))
+            log.append({"step": step, "loss": recon, "identity": ident, **terms, "s": round(time.perf_counter() - t0)})
             print(json.dumps(log[-1]), flush=True)
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(CACHE / "filter.safetensors"))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(CACHE / "filter.safetensors"))
+            save(model, target)
+            if disc is not None:
+                save(disc, disc_path)
+    save(model, target)
     print(f"{step} steps in {time.perf_counter() - t0:.0f} s")
+
+
+def save(module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    tmp.replace(path)
 
 
 def evaluate(args) -> None:
@@ -176,7 +218,7 @@ def evaluate(args) -> None:
 
     torch.set_num_threads(args.threads)
     model = build()
-    model.load_state_dict(load_file(str(CACHE / "filter.safetensors")))
+    model.load_state_dict(load_file(str(CACHE / f"{args.name}.safetensors")))
     model.eval()
     rng = np.random.default_rng(1)
     for kind in ("speech", "music"):
@@ -213,11 +255,16 @@ def main() -> None:
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--resume", action="store_true", help="continue from the last saved filter")
+    t.add_argument("--resume", type=Path, default=None, help="start from these filter weights")
+    t.add_argument("--log-every", type=int, default=100)
+    t.add_argument("--crop", type=float, default=1.0, help="seconds per training crop")
+    t.add_argument("--gan", action="store_true", help="adversarial and feature-matching terms (round 2)")
+    t.add_argument("--name", default="filter", help="keep the filter as CACHE/NAME.safetensors")
     e = sub.add_parser("eval")
     e.add_argument("--files", type=int, default=40)
     e.add_argument("--kbps", type=float, default=6.0)
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--name", default="filter", help="the filter CACHE/NAME.safetensors")
     args = ap.parse_args()
     {"cache": cache, "train": train, "eval": evaluate}[args.command](args)
 

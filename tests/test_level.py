@@ -166,10 +166,11 @@ def test_chunks_off_the_envelope_grid_are_refused_and_skipped():
         w.write_chunk(payload(), 7, 1)
     # The same two chunks written past the writer's check: the reader skips the second as damage.
     w.next_frame = 20
+    offset = w.pos
     w.write_chunk(payload(), 7, 1)
     w.close(27 * 160)
     data = buf.getvalue()
-    second = container.v2.chunk_at(data, w.entries[1][0], h)  # at frame 20 after 7 frames: skipped as it stands
+    second = container.v2.chunk_at(data, offset, h)  # at frame 20 after 7 frames: skipped as it stands
     crafted = container.chunk_header(7, 7, 1, len(second.payload), container.crc32(second.payload))  # off the grid
     data = data[: second.offset] + crafted + data[second.offset + second.header_size:]
     parsed = container.parse(data)

@@ -9,7 +9,11 @@ to output the latents that analysis by synthesis (`neurocodec/search.py`) reache
    music, every voice), level-normalised as the encoder path does, and the latent the search at the highest
    effort reaches from the encoder's for 8 codebooks (6 kbps): targets near today's latents.
 2. Training: Adam on the encoder's weights only, MSE between its latent and the target (the decoder, quantizer
-   and entropy tables are not touched: their hash, hence every file, stays the same). Every `--judge-every` steps
+   and entropy tables are not touched: their hash, hence every file, stays the same). `--code-weight W` adds the
+   codes the search chose as a classification target (round 2: the MSE of round 1 fell while the codes, which are
+   all a file keeps, barely moved): at each residual stage, cross-entropy of the stage's cosine similarities
+   (temperature `--temperature`) against the target's code, the residual taken along the target's codes
+   (teacher forcing), averaged over the stages. Every `--judge-every` steps
    the encoder is judged on DEV_FOLDER (the validation split, never the evaluation set) through real `.ncd` files at
    6 kbps, effort 0: PESQ-WB, log-mel and real kbps; the best is kept as OUT/best.safetensors, a model checkpoint
    that also decodes the files of the model it started from (`decodes`).
@@ -79,6 +83,24 @@ def make_targets(model: LoadedModel, out: Path, count: int, seconds: float, seed
     return torch.cat(audio_parts), torch.cat(target_parts)
 
 
+def code_terms(quantizer, latent: torch.Tensor, target: torch.Tensor, temperature: float):
+    """latent, target `[B, latent_dim, F]` → (mean cross-entropy over the N_Q stages of the latent's similarities
+    against the target's greedy codes, with residuals taken along the target's codes; the share of frames whose
+    first-stage code equals the target's)."""
+    with torch.no_grad():
+        codes = quantizer.encode(target, N_Q)  # [B, N_Q, F]
+    residual, total, agree = latent, latent.new_zeros(()), 0.0
+    for q, vq in enumerate(quantizer.quantizers[:N_Q]):
+        logits = vq.similarity(vq.in_proj(residual)) / temperature  # [B, F, K]
+        total = total + torch.nn.functional.cross_entropy(logits.flatten(0, 1), codes[:, q].flatten())
+        if q == 0:
+            agree = (logits.argmax(dim=2) == codes[:, 0]).float().mean().item()
+        with torch.no_grad():
+            part = vq.decode(codes[:, q])
+        residual = residual - part
+    return total / N_Q, agree
+
+
 def judge(model: LoadedModel, items: list) -> dict:
     """PESQ-WB, log-mel and real kbps through real files at 6 kbps, effort 0 (`neurocodec eval`'s own path)."""
     agg = aggregate(evaluate(items, model, (6.0,)))[0]
@@ -98,6 +120,9 @@ def main() -> None:
     ap.add_argument("--judge-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--code-weight", type=float, default=0.0, help="weight of the codes' cross-entropy (0: MSE only)")
+    ap.add_argument("--temperature", type=float, default=0.1, help="of the cosine similarities in the code term")
+    ap.add_argument("--name", default="best", help="keep the best encoder as OUT/NAME.safetensors")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -120,12 +145,17 @@ def main() -> None:
     for step in range(1, args.train_steps + 1):
         pick = torch.randint(len(audio), (args.batch,), generator=rng)
         latent = encoder(train._pad(audio[pick][:, None]))
-        loss = torch.nn.functional.mse_loss(latent, target[pick])
+        loss = mse = torch.nn.functional.mse_loss(latent, target[pick])
+        agree = float("nan")
+        if args.code_weight:
+            ce, agree = code_terms(train.quantizer, latent, target[pick], args.temperature)
+            loss = mse + args.code_weight * ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 0:
-            print(f"step {step} mse {loss.item():.5f} ({step / (time.perf_counter() - t0):.2f} steps/s)", flush=True)
+            print(f"step {step} loss {loss.item():.5f} mse {mse.item():.5f} first-stage agreement {agree:.3f} "
+                  f"({step / (time.perf_counter() - t0):.2f} steps/s)", flush=True)
         if step % args.judge_every == 0 or step == args.train_steps:
             tuned = {k: v.detach().clone() for k, v in train.state_dict().items()}
             candidate = LoadedModel.build(tuned, info, "cpu")
@@ -133,7 +163,7 @@ def main() -> None:
             print(json.dumps({"step": step, **score}), flush=True)
             if score["pesq"] > best["pesq"] and score["kbps"] <= first["kbps"] * 1.01:
                 best = score
-                out = args.out / "best.safetensors"
+                out = args.out / f"{args.name}.safetensors"
                 save_model(out, tuned, info.config, name=info.name, dtype=torch.float16,
                            extra={**info.extra, "distilled_step": str(step)}, entropy=info.entropy,
                            decodes=tuple(sorted({info.weights_sha256, *info.decodes})))

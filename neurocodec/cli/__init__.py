@@ -53,6 +53,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """Neural audio codec: encode audio to .ncd, decode it back, inspect, train, evaluate."""
 
 
+LIVE = typer.Option(False, "--live", help="Audio in, audio out within about half a second: WAV through pipes, 0.2 s chunks flushed as they are made (decode conceals damage, as a receiver must).")
 MAX_HOURS = typer.Option(24.0, "--max-hours", show_default=True, help="Refuse inputs longer than this many hours (streams are read at most this far).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No summary line or progress bar (errors and warnings still show).")
 FORCE = typer.Option(False, "--force", "-f", help="Replace an existing output file (without it, an existing file is refused).")
@@ -83,6 +84,7 @@ def encode(
     level_loop: bool = typer.Option(True, "--level-loop/--no-level-loop", show_default=True, help="Decode while encoding to make the output's level the input's exactly; --no-level-loop encodes about twice as fast."),
     quality: Optional[float] = typer.Option(None, "--quality", "-Q", show_default="off: constant rate", help="Variable rate: each 0.2 s gets the fewest codebooks that keep it within the distortion constant QUALITY kbps gives this input (pauses cost little). --bitrate is the constant-rate mode."),
     effort: int = typer.Option(0, "--effort", "-e", show_default=True, help="0-4: analysis by synthesis, each level about twice the work of the one below for better codes (0: the encoder's own, fastest)."),
+    live: bool = LIVE,
     max_hours: float = MAX_HOURS,
     force: bool = FORCE,
     quiet: bool = QUIET,
@@ -95,18 +97,19 @@ def encode(
         limit = max_seconds(max_hours)
         load = _load(model, device, runtime, threads)
         if output_dir is not None:
-            check_encode(None, None, model, bitrate, quality, effort)
+            check_encode(None, None, model, bitrate, quality, effort, live=live)
             options = dict(kbps=bitrate, max_seconds=limit, level_loop=level_loop, quality=quality, effort=effort)
             return run_many(err, "encode", paths, output_dir, ".ncd", list_file, shard, jobs, load, force, quiet,
                             options)
         input, output = two_paths("encode", paths, list_file, shard, jobs)
-        check_encode(input, output, model, bitrate, quality, effort, force)
+        check_encode(input, output, model, bitrate, quality, effort, force, live)
         from ..loader import load_model
 
         loaded = load_model(**load)
-        with progress_bar(err, quiet, "encode") as progress:
-            report = loaded.encode_file(input, output, kbps=bitrate, max_seconds=limit, progress=progress,
-                                        level_loop=level_loop, quality=quality, effort=effort)
+        options = {} if live else dict(level_loop=level_loop, quality=quality, effort=effort)
+        with progress_bar(err, quiet or live, "encode") as progress:
+            report = (loaded.encode_live if live else loaded.encode_file)(
+                input, output, kbps=bitrate, max_seconds=limit, progress=progress, **options)
         if not quiet:
             h, seconds = report.header, report.samples / report.header.sample_rate
             err.print(f"{_name(input, 'stdin')}: {seconds:.2f} s, {h.channels} ch, {h.sample_rate / 1000:g} kHz -> "
@@ -129,6 +132,7 @@ def decode(
     device: Optional[str] = DEVICE,
     decode_through_errors: bool = typer.Option(False, "--decode-through-errors", help="Conceal damaged chunks with silence instead of stopping."),
     strict: bool = typer.Option(False, "--strict", help="With --decode-through-errors: still exit non-zero if anything was concealed."),
+    live: bool = LIVE,
     runtime: str = RUNTIME,
     threads: int = THREADS,
     max_hours: float = MAX_HOURS,
@@ -143,8 +147,9 @@ def decode(
         limit = max_seconds(max_hours)
         load = _load(model, device, runtime, threads)
         if output_dir is not None:
-            if audio_format not in ("wav", "flac", "ogg"):
-                raise ConfigError(f"--format {audio_format!r}: give wav, flac or ogg")
+            if audio_format not in ("wav", "flac", "ogg") or live:
+                raise ConfigError(f"--format {audio_format!r}: give wav, flac or ogg" if not live else
+                                  "--live decodes one stream: without -o")
             options = dict(conceal=decode_through_errors, max_seconds=limit)
             return run_many(err, "decode", paths, output_dir, "." + audio_format, list_file, shard, jobs, load,
                             force, quiet, options)
@@ -153,9 +158,10 @@ def decode(
         from ..loader import load_model
 
         loaded = load_model(**load)
-        with progress_bar(err, quiet, "decode") as progress:
-            report = loaded.decode_file(input, output, conceal=decode_through_errors, max_seconds=limit,
-                                        progress=progress)
+        options = {} if live else dict(conceal=decode_through_errors)
+        with progress_bar(err, quiet or live, "decode") as progress:
+            report = (loaded.decode_live if live else loaded.decode_file)(input, output, max_seconds=limit,
+                                                                          progress=progress, **options)
         for line in report.damage:
             _say("warning:", "yellow", line)
         if not quiet:

@@ -11,11 +11,11 @@ from .header import (EXT_CRITICAL, EXT_ENCODER, EXT_LEVEL, ID_BYTES, MAGIC, MAX_
                      MAX_HOP, MAX_LEVEL_POINTS, MAX_MODEL_N_Q, MAX_NAME, MAX_SEGMENT, MAX_VARINT, VERSION_MAJOR,
                      VERSION_MINOR, Header, LevelExtension, crc32, encoder_extension, parse_header, read_varint,
                      varint)
-from .reader import framing, justified_frames, parse
+from .reader import StreamParser, framing, justified_frames, parse
 from .v2 import Writer, chunk_header, index_bytes
 
 __all__ = ["MAX_BITS_PER_SYMBOL", "Chunk", "ParsedFile", "max_payload", "EXT_CRITICAL", "EXT_ENCODER", "EXT_LEVEL", "ID_BYTES",
            "MAGIC", "MAX_CHUNK_FRAMES", "MAX_CODEBOOK_SIZE", "MAX_HEADER", "MAX_HOP", "MAX_LEVEL_POINTS",
            "MAX_MODEL_N_Q", "MAX_NAME", "MAX_SEGMENT", "MAX_VARINT", "VERSION_MAJOR", "VERSION_MINOR", "Header",
-           "LevelExtension", "crc32", "encoder_extension", "parse_header", "read_varint", "varint", "framing", "justified_frames", "parse",
+           "LevelExtension", "crc32", "encoder_extension", "parse_header", "read_varint", "varint", "framing", "justified_frames", "parse", "StreamParser",
            "Writer", "chunk_header", "index_bytes"]

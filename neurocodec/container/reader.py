@@ -166,3 +166,102 @@ def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
     for a, b in lost:
         damage.append(f"frames {a}-{b - 1} lost")
     return ParsedFile(header, chunks, length, total_frames, len(data), damage, lost)
+
+
+class StreamParser:
+    """A .ncd stream read as its bytes arrive (live decoding), with `parse`'s checks: `feed(data)` returns the
+    chunks that became complete, and ints for frames lost before them; `finish()`, at the end of the stream,
+    what is left. `damage` lists what was found wrong; `length` is the index's (None until it has come).
+
+    Memory: the bytes of the chunk being completed (its verified header bounds them) or of the index at the end;
+    bytes that cannot start a chunk are dropped as they are scanned. Time: linear in the stream's bytes (checksum
+    work on false candidates is budgeted as in `parse`)."""
+
+    def __init__(self, header: Header, header_size: int, min_bits_per_symbol: float | None = None):
+        self.header, self.framing, self.min_bits = header, framing(header), min_bits_per_symbol
+        self.buf = b""
+        self.base = header_size  # file offset of buf[0]
+        self.expected = 0  # the next frame
+        self.last_end = header_size  # end of the header or of the last chunk taken
+        self.damage: list[str] = []
+        self.budget = 65536
+        self.index: tuple[int, int, int, int] | None = None
+        self.ended = False  # the index came, or resynchronisation gave up: the rest is not read
+        self.length: int | None = None
+        self.chunks = 0  # chunks taken
+
+    def feed(self, data: bytes) -> list[Chunk | int]:
+        if self.ended:
+            return []
+        self.buf += data
+        self.budget += 4 * len(data)
+        return self._scan(eof=False)
+
+    def finish(self) -> list[Chunk | int]:
+        out = [] if self.ended else self._scan(eof=True)
+        if self.index is None:
+            if not any(d.startswith("resynchronisation") for d in self.damage):
+                self.damage.append(f"the stream ended at byte {self.base + len(self.buf)} without its index (the "
+                                   "sender stopped early?)")
+            return out
+        count, total, length, _ = self.index
+        most = self.expected + justified_frames(self.header, max(0, self.base - self.last_end), self.min_bits)
+        if total > self.expected:
+            lost = min(total, most) - self.expected
+            if lost > 0:
+                self.damage.append(f"frames {self.expected}-{self.expected + lost - 1} lost")
+                out.append(lost)
+                self.expected += lost
+        self.length = min(length, self.header.max_samples(self.expected))
+        return out
+
+    def _incomplete(self, data: bytes, pos: int, reason: str) -> bool:
+        """Whether more bytes could still make a chunk or the index verify at `pos` (waiting is bounded: by a
+        verified chunk header's payload size, or by the index the chunks seen so far can have)."""
+        left = len(data) - pos
+        sync = self.framing.INDEX_SYNC
+        if left < len(sync) or (data[pos: pos + len(sync)] == sync and left < 64 + 20 * (self.chunks + 16)):
+            return True
+        return "truncated" in reason and (left < getattr(self.framing, "CHUNK_MAX", 64) or "payload needs" in reason)
+
+    def _scan(self, eof: bool) -> list[Chunk | int]:
+        data, pos, out = self.buf, 0, []
+        while pos < len(data) and not self.ended:
+            found = self.framing.chunk_at(data, pos, self.header)
+            if isinstance(found, Chunk):
+                at = self.base + pos
+                gap = found.first_frame - self.expected
+                room = justified_frames(self.header, at - self.last_end, self.min_bits)
+                if gap < 0:
+                    self.damage.append(f"{found.label} at byte {at} overlaps earlier frames; skipped")
+                elif gap > room:
+                    self.damage.append(f"{found.label} at byte {at} starts at frame {found.first_frame}, but the "
+                                       f"{at - self.last_end} damaged bytes before it hold at most {room} lost "
+                                       "frames; skipped")
+                else:
+                    if gap:
+                        self.damage.append(f"frames {self.expected}-{found.first_frame - 1} lost")
+                        out.append(gap)
+                    out.append(found)
+                    self.chunks += 1
+                    self.expected = found.first_frame + found.frame_count
+                    self.last_end = at + found.size
+                pos += found.size
+                continue
+            index = self.framing.index_at(data, pos)
+            if index is not None:
+                self.index, self.ended = index, True
+                break
+            if not eof and self._incomplete(data, pos, found):
+                break
+            self.damage.append(f"byte {self.base + pos}: {found}")
+            self.budget -= found.spent + self.framing.index_cost(data, pos)
+            if self.budget < 0:
+                self.damage.append(f"resynchronisation gave up at byte {self.base + pos}: too many false sync words")
+                self.ended = True
+                break
+            hits = [h for h in (data.find(sync, pos + 1) for sync in (self.framing.CHUNK_SYNC, self.framing.INDEX_SYNC))
+                    if h >= 0]
+            pos = min(hits) if hits else max(pos + 1, len(data) - 3)  # the last bytes may begin a sync word
+        self.buf, self.base = data[pos:], self.base + pos
+        return out

@@ -35,13 +35,28 @@ def chunk_header(first: int, frames: int, n_q: int, size: int, payload_crc: int)
 def index_bytes(entries: list[tuple[int, int]], total: int, length: int, count: int | None = None) -> bytes:
     """A 2.x index of `entries` (byte offset, first frame) and the trailer after it (`count`: the count field, if
     not the entries')."""
-    body = INDEX_SYNC + varint(len(entries) if count is None else count) + varint(total) + varint(length)
-    last_offset = last_frame = 0
+    coded = _IndexEntries()
     for off, first in entries:
-        body += varint(max(0, off - last_offset)) + varint(max(0, first - last_frame))
-        last_offset, last_frame = off, first
-    body += struct.pack("<I", crc32(body))
-    return body + TRAILER.pack(len(body) + TRAILER.size, TRAILER_MAGIC)
+        coded.add(off, first)
+    return coded.index(total, length, count)
+
+
+class _IndexEntries:
+    """An index's entries as they are written, already in their delta-coded bytes (a few bytes per chunk: an
+    endless live stream's index stays small)."""
+
+    def __init__(self):
+        self.body, self.count, self.last_offset, self.last_frame = bytearray(), 0, 0, 0
+
+    def add(self, offset: int, first: int) -> None:
+        self.body += varint(max(0, offset - self.last_offset)) + varint(max(0, first - self.last_frame))
+        self.count, self.last_offset, self.last_frame = self.count + 1, offset, first
+
+    def index(self, total: int, length: int, count: int | None = None) -> bytes:
+        body = INDEX_SYNC + varint(self.count if count is None else count) + varint(total) + varint(length) + \
+            bytes(self.body)
+        body += struct.pack("<I", crc32(body))
+        return body + TRAILER.pack(len(body) + TRAILER.size, TRAILER_MAGIC)
 
 
 class Writer:
@@ -51,7 +66,7 @@ class Writer:
         self.out = out
         self.header = header
         self.pos = 0
-        self.entries: list[tuple[int, int]] = []
+        self.entries = _IndexEntries()
         self.next_frame = 0
         self._write(header.pack())
 
@@ -70,13 +85,13 @@ class Writer:
                               f"of {level.spacing_frames} frames")
         if len(payload) > max_payload(self.header.channels, n_q, frame_count, level, self.header.segment_frames):
             raise FormatError("chunk payload exceeds the format's bound")  # pragma: no cover - a coder bug
-        self.entries.append((self.pos, self.next_frame))
+        self.entries.add(self.pos, self.next_frame)
         self._write(chunk_header(self.next_frame, frame_count, n_q, len(payload), crc32(payload)) + payload)
         self.next_frame += frame_count
 
     def close(self, length: int) -> None:
         """Write the index and trailer. `length`: samples per channel at the original rate."""
-        self._write(index_bytes(self.entries, self.next_frame, length))
+        self._write(self.entries.index(self.next_frame, length))
 
 
 def chunk_at(data: bytes, pos: int, header: Header) -> Chunk | Miss:
