@@ -61,6 +61,14 @@ class LiveEncoder:
         self.loop = LevelLoop(self.level, channels, ahead=0) if loop else None
         self.loop_decoder = WindowedDecoder(net.level_net(), spacing, lookahead=spacing) if loop else None
 
+    def warm(self) -> None:
+        """Run the networks once on silence, so that the first segment does not wait for them to start (a runtime
+        builds its sessions on first use)."""
+        frames = self.level.spacing_frames
+        codes = self.net.encode_frames(np.zeros((self.channels, frames * self.hop), np.float32), self.n_q, 0)
+        if self.loop is not None:
+            self.net.level_net().decode_latent(self.net.latent(codes), 0)
+
     def push(self, block: np.ndarray) -> list[CodeBlock]:
         """audio `[C, n]` at the stream's rate → the code blocks of the segments that became final."""
         if self.flushed:
@@ -116,3 +124,8 @@ class LiveEncoder:
 def live_window(spacing_frames: int) -> tuple[int, int]:
     """The live decoder's (window frames, right context frames): a segment at a time, once the next has come."""
     return spacing_frames, spacing_frames
+
+
+def warm_decoder(net: Net, channels: int, frames: int) -> None:
+    """Run the decoder once on silence's codes (see `LiveEncoder.warm`)."""
+    net.decode_latent(net.latent(np.zeros((channels, 1, frames), np.int64)), 0)

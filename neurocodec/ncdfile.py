@@ -188,6 +188,7 @@ def encode_live(net: Net, identity: ModelIdentity, input: str, output: str, kbps
             header = identity.header(reader.sample_rate, reader.channels, None, 0)
             n_q = identity.n_q_for_kbps(kbps, reader.channels)
             encoder = live.LiveEncoder(net, reader.sample_rate, reader.channels, n_q, identity.level, lookahead)
+            encoder.warm()
 
             def source() -> Iterator[CodeBlock]:
                 for block in reader.blocks():
@@ -235,6 +236,7 @@ def decode_live(net: Net, identity: ModelIdentity, input: str, output: str, max_
             window, lookahead = live.live_window(spacing)
             limiter = Limiter(header.sample_rate, header.channels)
             decoder = StreamDecoder(net, header.sample_rate, None, header.channels, window, level, limiter, lookahead)
+            live.warm_decoder(net, min(header.channels, 4), window)
             longest = math.floor(max_seconds * header.sample_rate)
             with _audio_output(output, header.sample_rate, header.channels) as writer:
 
