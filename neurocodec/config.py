@@ -39,6 +39,9 @@ class STFTEncoderConfig:
     n_fft: int = 1280
     dim: int = 256
     n_blocks: int = 6
+    # Causal: frame f is computed from the audio before (f + 1) · hop_length only (its STFT window ends there,
+    # every conv pads on the left), so a live encoder needs no look-ahead (`examples/causal.toml`).
+    causal: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class ISTFTDecoderConfig:
     # into a buzz at the frame rate (a comb at multiples of sample_rate / hop_length); with it a repeated frame
     # is a steady tone. No parameters: weights trained either way load into the other.
     phase_reference: bool = False
+    # Causal: the convs pad on the left and frame f's synthesis window ends at (f + 1) · hop_length, where the
+    # causal encoder's analysis window ends; a sample is final n_fft - hop_length samples after its frame.
+    causal: bool = False
 
 
 @dataclass(frozen=True)

@@ -48,14 +48,16 @@ def supports(config: ModelConfig) -> str | None:
         return "the light runtime runs STFT encoders and iSTFT decoders (this model has convolutional ones)"
     if config.decoder.n_fft % config.hop_length or (config.decoder.n_fft - config.hop_length) % 2:
         return "the light runtime needs the decoder's n_fft to be a multiple of hop_length"
+    if config.encoder.causal or config.decoder.causal:
+        return "causal models run on torch (the light runtime's graphs are the centred ones)"
     return None
 
 
 def graph_key(config: ModelConfig, graph: str) -> str:
     """What a graph depends on (its part's architecture, not its weights), as a short hash."""
     part = graph.split("-")[0]
-    fields = {"part": part, "latent_dim": config.latent_dim, "hop_length": config.hop_length,
-              part: to_dict(getattr(config, part))}
+    spec = {k: v for k, v in to_dict(getattr(config, part)).items() if k != "causal"}  # (always False here)
+    fields = {"part": part, "latent_dim": config.latent_dim, "hop_length": config.hop_length, part: spec}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -73,16 +73,23 @@ class ISTFTDecoder(nn.Module):
         super().__init__()
         self.n_fft = cfg.n_fft
         self.hop_length = hop_length
-        self.pad = (cfg.n_fft - hop_length) // 2
-        self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7, padding=3)
+        self.causal = cfg.causal
+        # Samples trimmed from the overlap-add's (left, right) ends: "same" padding, or causal (frame f's window
+        # ends at (f + 1) · hop; the last n_fft - hop samples then wait for later frames).
+        side = (cfg.n_fft - hop_length) // 2
+        self.trim = (cfg.n_fft - hop_length, 0) if cfg.causal else (side, side)
+        self.embed_pad = (6, 0) if cfg.causal else (3, 3)
+        self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, layer_scale=1 / cfg.n_blocks) for _ in range(cfg.n_blocks)
+            ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, layer_scale=1 / cfg.n_blocks, causal=cfg.causal)
+            for _ in range(cfg.n_blocks)
         )
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Linear(cfg.dim, cfg.n_fft + 2)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
-        self.context_frames = 3 + 3 * cfg.n_blocks + math.ceil(cfg.n_fft / hop_length) + 1
+        one_side = 3 + 3 * cfg.n_blocks + math.ceil(cfg.n_fft / hop_length) + 1
+        self.context_frames = 2 * one_side if cfg.causal else one_side  # causal: all of it on one side
         self.phase_reference = cfg.phase_reference
 
     def reference_phase(self, first_frame: int, frames: int) -> torch.Tensor:
@@ -99,7 +106,7 @@ class ISTFTDecoder(nn.Module):
     def forward(self, latent: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
         """latent `[B, latent_dim, F]` → audio `[B, 1, F * hop]`; `first_frame` is the index of latent frame 0 in
         the whole signal (it matters only with `phase_reference`)."""
-        h = self.embed(latent)
+        h = self.embed(nn.functional.pad(latent, self.embed_pad))
         h = self.norm(h.transpose(1, 2))
         for block in self.blocks:
             h = block(h.transpose(1, 2)).transpose(1, 2)
@@ -125,7 +132,8 @@ class ISTFTDecoder(nn.Module):
             kernel_size=(1, self.n_fft),
             stride=(1, self.hop_length),
         )
-        y = y[..., self.pad : full - self.pad] / env[..., self.pad : full - self.pad].clamp_min(1e-11)
+        lo, hi = self.trim[0], full - self.trim[1]
+        y = y[..., lo:hi] / env[..., lo:hi].clamp_min(1e-11)
         return y.reshape(spec.shape[0], 1, -1)
 
 

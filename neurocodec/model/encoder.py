@@ -69,30 +69,37 @@ class STFTEncoder(nn.Module):
         super().__init__()
         self.n_fft = cfg.n_fft
         self.hop_length = hop_length
-        self.pad = (cfg.n_fft - hop_length) // 2
+        self.causal = cfg.causal
+        # Centred: frame f's window is centred on f · hop + hop / 2; causal: it ends at (f + 1) · hop.
+        side = (cfg.n_fft - hop_length) // 2
+        self.pad = (cfg.n_fft - hop_length, 0) if cfg.causal else (side, side)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         n_bins = cfg.n_fft // 2 + 1
-        self.embed = nn.Conv1d(3 * n_bins, cfg.dim, kernel_size=3, padding=1)
+        self.embed_pad = (2, 0) if cfg.causal else (1, 1)
+        self.embed = nn.Conv1d(3 * n_bins, cfg.dim, kernel_size=3)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(cfg.dim, 3 * cfg.dim, layer_scale=1 / cfg.n_blocks) for _ in range(cfg.n_blocks)
+            ConvNeXtBlock(cfg.dim, 3 * cfg.dim, layer_scale=1 / cfg.n_blocks, causal=cfg.causal)
+            for _ in range(cfg.n_blocks)
         )
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.proj = nn.Conv1d(cfg.dim, latent_dim, kernel_size=1)
-        self.context_frames = math.ceil(cfg.n_fft / hop_length) + 1 + 3 * cfg.n_blocks + 1
+        # A causal encoder's reach is all on the left, twice as far (windowed inference gives both sides as much).
+        one_side = math.ceil(cfg.n_fft / hop_length) + 1 + 3 * cfg.n_blocks + 1
+        self.context_frames = 2 * one_side if cfg.causal else one_side
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         # The features in float64, cast to float32 at the end: float32 FFT rounding is noise of about 1e-7 of the
         # frame's energy, which the log magnitude of an empty band (|X| near 1e-5) turns into differences of
         # 0.1 between FFT implementations; in float64 every implementation agrees (the light runtime's NumPy too).
-        x = nn.functional.pad(audio[:, 0].double(), (self.pad, self.pad))
+        x = nn.functional.pad(audio[:, 0].double(), self.pad)
         spec = torch.stft(
             x, self.n_fft, self.hop_length, window=self.window.double(), center=False, return_complex=True
         )  # [B, n_bins, frames]
         mag = spec.abs().clamp_min(1e-5)
         compressed = spec * mag.pow(-0.7)  # |X|^0.3 with the phase of X
         feats = torch.cat([mag.log(), compressed.real, compressed.imag], dim=1).to(audio.dtype)
-        h = self.embed(feats)
+        h = self.embed(nn.functional.pad(feats, self.embed_pad))
         h = self.norm(h.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             h = block(h)

@@ -53,11 +53,13 @@ class ResidualUnit(nn.Module):
 
 
 class ConvNeXtBlock(nn.Module):
-    """Depthwise conv (k=7) → LayerNorm → pointwise MLP with GELU → layer scale, residual (Vocos)."""
+    """Depthwise conv (k=7) → LayerNorm → pointwise MLP with GELU → layer scale, residual (Vocos); `causal`: the
+    conv pads on the left only."""
 
-    def __init__(self, dim: int, intermediate_dim: int, layer_scale: float):
+    def __init__(self, dim: int, intermediate_dim: int, layer_scale: float, causal: bool = False):
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.pad = (6, 0) if causal else (3, 3)  # causal: a frame sees the 6 before it, not the 3 after
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, intermediate_dim)
         self.act = nn.GELU()
@@ -65,6 +67,6 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(layer_scale * torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).transpose(1, 2)
+        y = self.dwconv(nn.functional.pad(x, self.pad)).transpose(1, 2)
         y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
         return x + (self.gamma * y).transpose(1, 2)
