@@ -2,7 +2,7 @@
 """Live coding measured, not estimated: a paced source through `neurocodec encode --live - - | neurocodec decode
 --live - -`, as a sound card feeds `arecord | … | aplay`.
 
-    python benchmarks/latency.py [--seconds 20] [--threads 1] [--eval-files 0] [--runs 1]
+    python benchmarks/latency.py [--seconds 20] [--threads 1] [--eval-files 0] [--quality-only]
 
 1. Latency. The source is the example speech (tiled) with a click (5 ms, -6 dBFS) every second, written as 16-bit
    WAV in 20 ms blocks at real-time pace once both processes have started (start-up is not counted: the source
@@ -170,7 +170,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=1, help="per process (two processes)")
     ap.add_argument("--eval-files", type=int, default=0)
+    ap.add_argument("--quality-only", action="store_true", help="only the quality part (4)")
     args = ap.parse_args()
+    if args.quality_only:
+        print(json.dumps(quality(args.eval_files, args.threads), indent=1))
+        return
     x, clicks = source_audio(args.seconds)
     paced = run_chain(x, args.threads, paced=True)
     every = delays(paced, list(range(0, len(x), BLOCK)))
