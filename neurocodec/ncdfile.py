@@ -8,6 +8,7 @@ loop takes alike. The model comes as plain values: its networks (a `windows.Net`
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -177,23 +178,32 @@ def _write_chunks(writer: container.Writer, source: Iterable[CodeBlock], identit
 def encode_live(net: Net, identity: ModelIdentity, input: str, output: str, kbps: float | None = 6.0,
                 max_seconds: float = MAX_SECONDS, progress: Progress | None = None,
                 lookahead: int = live.LOOKAHEAD_FRAMES) -> EncodeReport:
-    """WAV stream (or file) → `.ncd` stream, live (`live.py`): each 0.2 s chunk is written and flushed as soon as
-    its segment and `lookahead` frames after it have been read; a stream output is written directly (a regular
-    file still atomically). The file is an ordinary `.ncd` file of chunks one envelope segment long."""
+    """Audio → `.ncd` stream, live (`live.py`): each 0.2 s chunk is written and flushed as soon as its segment and
+    `lookahead` frames after it have been read; a stream output is written directly (a regular file still
+    atomically). A stream input is read as WAV as it arrives (`wavio`); a file, in any format `encode` reads. The
+    output is an ordinary `.ncd` file whose chunks are one envelope segment long."""
     check_distinct(input, output)
     name = "stdin" if input == STDIO else input
+    samples = 0
     try:
-        with open_input(input) as src:
-            reader = WavStreamReader(src, name, max_seconds)
+        with contextlib.ExitStack() as stack:
+            if is_stream(input):
+                reader = WavStreamReader(stack.enter_context(open_input(input)), name, max_seconds)
+                blocks = reader.blocks()
+            else:
+                reader = stack.enter_context(AudioReader(input, max_seconds))
+                blocks = reader.blocks(reader.sample_rate // 50)
             header = identity.header(reader.sample_rate, reader.channels, None, 0)
             n_q = identity.n_q_for_kbps(kbps, reader.channels)
             encoder = live.LiveEncoder(net, reader.sample_rate, reader.channels, n_q, identity.level, lookahead)
             encoder.warm()
 
             def source() -> Iterator[CodeBlock]:
-                for block in reader.blocks():
+                nonlocal samples
+                for block in blocks:
+                    samples += block.shape[-1]
                     if progress is not None:
-                        progress(reader.samples, None)
+                        progress(samples, None)
                     yield from encoder.push(block)
                 yield from encoder.flush()
 
@@ -201,10 +211,10 @@ def encode_live(net: Net, identity: ModelIdentity, input: str, output: str, kbps
                 writer = container.Writer(out, header)
                 out.flush()  # the header goes out at once: a receiver can start
                 _write_chunks(writer, source(), identity, header, n_q, identity.level.spacing_frames)
-                writer.close(reader.samples)
+                writer.close(samples)
     except OSError as exc:
         raise AudioError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    return EncodeReport(header, float(n_q), reader.samples, writer.pos)
+    return EncodeReport(header, float(n_q), samples, writer.pos)
 
 
 def decode_live(net: Net, identity: ModelIdentity, input: str, output: str, max_seconds: float = MAX_SECONDS,

@@ -192,9 +192,12 @@ def test_live_refuses_options_it_cannot_honour(tmp_path):
     for args in (["--quality", "3"], ["--effort", "2"]):
         result = CliRunner().invoke(app, ["encode", "--live", *args, str(tmp_path / "a.wav"), str(tmp_path / "a.ncd")])
         assert result.exit_code == 2 and "--live" in result.output
-    sf.write(tmp_path / "a.flac", np.zeros(1600, np.float32), 16000)
+    sf.write(tmp_path / "a.flac", np.zeros(1600, np.float32), 16000)  # a file is read in any format …
     result = CliRunner().invoke(app, ["encode", "--live", str(tmp_path / "a.flac"), str(tmp_path / "b.ncd")])
-    assert result.exit_code != 0 and "WAV" in result.output and not (tmp_path / "b.ncd").exists()
+    assert result.exit_code == 0 and (tmp_path / "b.ncd").exists()
+    flac = (tmp_path / "a.flac").read_bytes()  # … a stream as WAV, as it arrives
+    result = CliRunner().invoke(app, ["encode", "--live", "-", str(tmp_path / "c.ncd")], input=flac)
+    assert result.exit_code == 3 and "WAV" in result.output and not (tmp_path / "c.ncd").exists()
 
 
 def test_a_paced_source_through_a_live_pipe_plays_before_it_ends(clip):
