@@ -126,9 +126,12 @@ class ISTFTDecoder(nn.Module):
         full = (frames - 1) * self.hop_length + self.n_fft
         ifft = torch.fft.irfft(spec, n=self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
         y = nn.functional.fold(ifft, (1, full), kernel_size=(1, self.n_fft), stride=(1, self.hop_length))
+        # Causal: the window envelope as if the frames still to come were there, so that the last n_fft - hop
+        # samples (waiting for them) come out partly summed, never divided by a vanishing envelope.
+        pending = math.ceil(self.n_fft / self.hop_length) if self.causal else 0
         env = nn.functional.fold(
-            self.window.square()[None, :, None].expand(1, -1, frames),
-            (1, full),
+            self.window.square()[None, :, None].expand(1, -1, frames + pending),
+            (1, full + pending * self.hop_length),
             kernel_size=(1, self.n_fft),
             stride=(1, self.hop_length),
         )
