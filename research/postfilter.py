@@ -5,6 +5,7 @@ decoded audio lift the no-reference judge (DNSMOS, our weak one) without costing
     python research/postfilter.py cache [--minutes 40 --music-minutes 15]   # decode training audio once
     python research/postfilter.py train [--minutes 25] [--resume]           # codec frozen: the filter alone
     python research/postfilter.py eval [--files 40]                         # validation folder, with and without
+    python research/postfilter.py classical [--files 40 --grid 1:-10,2:-20] # a classical suppressor instead
 
 Everything runs in the normalised domain the decoder works in (the input normalised by its level envelope, as
 encoding does; the decoder's output before the level is restored): the filter sees audio near -23 dBFS whatever
@@ -139,7 +140,7 @@ def discriminator():
 
 def train(args) -> None:
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from neurocodec.train.discriminators import (discriminator_loss, feature_matching_loss,
                                                  generator_adversarial_loss)
@@ -214,20 +215,15 @@ def evaluate(args) -> None:
     from safetensors.torch import load_file
 
     from neurocodec import metrics
-    from neurocodec.audio import list_audio
 
     torch.set_num_threads(args.threads)
     model = build()
     model.load_state_dict(load_file(str(CACHE / f"{args.name}.safetensors")))
     model.eval()
-    rng = np.random.default_rng(1)
     for kind in ("speech", "music"):
-        files = list_audio([CORPUS / "valid" / kind])
-        files = sorted(files, key=lambda p: p.stat().st_size, reverse=True)[: args.files]
-        xs, ys, _ = pairs(files, 1e9, rng, kbps_choices=(args.kbps,))
+        xs, ys = valid_pairs(kind, args.kbps, args.files)
         rows = {"decoded": [], "filtered": []}
         for x, y in zip(xs, ys):
-            x, y = x.astype(np.float32), y.astype(np.float32)
             with torch.no_grad():
                 f = model(torch.from_numpy(y)[None])[0].numpy()
             for name, est in (("decoded", y), ("filtered", f)):
@@ -240,8 +236,66 @@ def evaluate(args) -> None:
         for name, rs in rows.items():
             keys = rs[0].keys()
             print(kind, name, len(rs), "files", {k: round(float(np.mean([r[k] for r in rs])), 3) for k in keys})
-    if kind == "speech":
-        pass
+
+
+def suppress(y: np.ndarray, strength: float, floor_db: float, seconds: float = 1.5) -> np.ndarray:
+    """A classical noise suppressor on the decoded audio `[T]` (no training): power spectrum (STFT 512 / 128),
+    smoothed over time; the noise floor per bin is its minimum over `seconds` (minimum statistics, x 1.5); the
+    gain is spectral subtraction, 1 - strength · noise / power, at least `floor_db`, smoothed over time."""
+    from neurocodec.dsp import overlap_add, stft
+    from neurocodec.limiter import running_min
+
+    spec = stft(y[None], N_FFT, HOP)[0]  # [bins, frames]
+    power = np.abs(spec) ** 2
+    smooth = np.empty_like(power)
+    acc = power[:, 0]
+    for t in range(power.shape[1]):
+        acc = 0.7 * acc + 0.3 * power[:, t]
+        smooth[:, t] = acc
+    width = max(1, int(seconds * SR / HOP))
+    padded = np.concatenate([np.repeat(smooth[:, :1], width - 1, axis=1), smooth], axis=1)
+    noise = 1.5 * np.stack([running_min(row, width) for row in padded])[:, : power.shape[1]]
+    gain = np.maximum(1 - strength * noise / np.maximum(smooth, 1e-12), 10 ** (floor_db / 20))
+    for t in range(1, gain.shape[1]):
+        gain[:, t] = np.maximum(gain[:, t], 0.5 * gain[:, t - 1])  # release over a few frames: no musical noise
+    out = overlap_add((spec * gain)[None], N_FFT, HOP, N_FFT // 2)[0]
+    return out[: len(y)]
+
+
+def valid_pairs(kind: str, kbps: float, count: int) -> tuple[list, list]:
+    """(originals, decodings) of the `count` largest validation files of `kind`, cached under CACHE."""
+    from neurocodec.audio import list_audio
+
+    path = CACHE / f"valid-{kind}-{kbps:g}-{count}.npz"
+    if not path.exists():
+        files = list_audio([CORPUS / "valid" / kind])
+        files = sorted(files, key=lambda p: p.stat().st_size, reverse=True)[:count]
+        xs, ys, _ = pairs(files, 1e9, np.random.default_rng(1), kbps_choices=(kbps,))
+        np.savez(path, x=np.concatenate(xs), y=np.concatenate(ys), lengths=np.array([len(x) for x in xs]))
+    data = np.load(path)
+    cuts = np.cumsum(data["lengths"])[:-1]
+    return np.split(data["x"].astype(np.float32), cuts), np.split(data["y"].astype(np.float32), cuts)
+
+
+def classical(args) -> None:
+    """Judge `suppress` at the settings of `--grid` (strength:floor_db,…) on cached validation pairs."""
+    from neurocodec import metrics
+
+    settings = [tuple(map(float, g.split(":"))) for g in args.grid.split(",")]
+    for kind in ("speech", "music"):
+        xs, ys = valid_pairs(kind, args.kbps, args.files)
+        rows = {}
+        for x, y in zip(xs, ys):
+            for name, est in [("decoded", y)] + [(f"suppress {a:g}:{b:g}", suppress(y, a, b)) for a, b in settings]:
+                r = {"log_mel": metrics.mel_distance(x, est, SR)}
+                if kind == "speech":
+                    r["pesq"] = metrics.pesq_wb(x, est, SR)
+                    r["stoi"] = metrics.stoi(x, est, SR)
+                    r.update(metrics.dnsmos(est, SR))
+                rows.setdefault(name, []).append(r)
+        for name, rs in rows.items():
+            print(kind, name, len(rs), "files",
+                  {k: round(float(np.mean([r[k] for r in rs])), 3) for k in rs[0]}, flush=True)
 
 
 def main() -> None:
@@ -265,8 +319,12 @@ def main() -> None:
     e.add_argument("--kbps", type=float, default=6.0)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--name", default="filter", help="the filter CACHE/NAME.safetensors")
+    k = sub.add_parser("classical")
+    k.add_argument("--files", type=int, default=40)
+    k.add_argument("--kbps", type=float, default=6.0)
+    k.add_argument("--grid", default="1:-10,2:-10,2:-20")
     args = ap.parse_args()
-    {"cache": cache, "train": train, "eval": evaluate}[args.command](args)
+    {"cache": cache, "train": train, "eval": evaluate, "classical": classical}[args.command](args)
 
 
 if __name__ == "__main__":
