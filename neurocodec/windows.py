@@ -5,7 +5,9 @@ frames [f0 - C, f1 + C), where C is the encoder's (or decoder's) one-sided recep
 the signal. Every output frame therefore sees exactly the input it would see in one pass, so windowed
 output equals one-pass output up to float rounding (convolutions of different lengths may sum in a different
 order). At the file ends both see the same zero padding. Memory is bounded by the window plus 2·C frames, whatever
-the input length; the cost is 2·C/window extra compute (about 3% for the default window of 10 s).
+the input length; the cost is 2·C/window extra compute (about 3% for the default window of 10 s). Live decoding
+(`live.py`) gives a window less right context (`lookahead`) so that it need not wait for C frames: its output then
+differs slightly from one pass near each window's end.
 
 "Window" here is the unit of computation; it is unrelated to the `.ncd` container's chunks (the unit of damage
 and seeking, `ncdfile.chunk_frames_for`).
