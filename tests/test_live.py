@@ -23,7 +23,7 @@ from neurocodec.errors import AudioError
 from neurocodec.live import LOOKAHEAD_FRAMES
 from neurocodec.loader import load_model
 from neurocodec.wavio import WavStreamReader, WavStreamWriter
-from .conftest import SPEECH
+from .conftest import ROOT, SPEECH
 from .test_streaming import pieces
 
 
@@ -239,3 +239,17 @@ def test_a_paced_source_through_a_live_pipe_plays_before_it_ends(clip):
     assert played_early, "no audio came out before the source ended"
     samples = (len(first) + len(rest) - 44) // 2
     assert samples == len(x)
+
+
+@pytest.mark.parametrize("name", ["v1.1-stereo-44k-1q", "v2.0-speech-16k-vbr", "v2.1-speech-16k-4q"])
+def test_the_live_decoder_decodes_every_versions_golden_files(name, tmp_path):
+    """Files of every version decode live as on the file path (the golden model's decoder reaches no further than
+    the live window's look-ahead, so to the sample)."""
+    golden = ROOT / "formats" / "golden"
+    model = load_model(golden / "tiny.safetensors")
+    model.decode_file(str(golden / f"{name}.ncd"), str(tmp_path / "file.wav"))
+    report = model.decode_live(str(golden / f"{name}.ncd"), str(tmp_path / "live.wav"))
+    a, _ = sf.read(tmp_path / "file.wav", always_2d=True)
+    b, _ = sf.read(tmp_path / "live.wav", always_2d=True)
+    assert not report.damage and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
