@@ -25,7 +25,7 @@ from .limiter import Limiter
 from .limits import MAX_CHANNELS, MAX_EFFORT, MAX_SECONDS
 from .ncdinfo import read_ncd
 from .stream import StreamDecoder, stream_decode, stream_encode
-from .wavio import WavStreamReader, WavStreamWriter
+from .wavio import WavStreamReader, live_audio_output
 from .windows import Net
 
 CHUNK_BYTES = 4000  # the payload a chunk aims at: its framing (≈ 21 bytes with the index) stays near 0.5 %
@@ -248,7 +248,7 @@ def decode_live(net: Net, identity: ModelIdentity, input: str, output: str, max_
             decoder = StreamDecoder(net, header.sample_rate, None, header.channels, window, level, limiter, lookahead)
             live.warm_decoder(net, min(header.channels, 4), window)
             longest = math.floor(max_seconds * header.sample_rate)
-            with _audio_output(output, header.sample_rate, header.channels) as writer:
+            with live_audio_output(output, header.sample_rate, header.channels) as writer:
 
                 def emit(pieces: list) -> None:
                     for piece in pieces:
@@ -276,24 +276,6 @@ def decode_live(net: Net, identity: ModelIdentity, input: str, output: str, max_
     except OSError as exc:
         raise InputError(f"{where}: cannot read ({exc.strerror or exc})") from None
     return DecodeReport(parser.damage, decoder.emitted, header.sample_rate, limiter.touched)
-
-
-class _audio_output:
-    """Live decoding's audio output: WAV written and flushed block by block to a stream, else `AudioWriter`."""
-
-    def __init__(self, path: str, sample_rate: int, channels: int):
-        self.path, self.sample_rate, self.channels = path, sample_rate, channels
-
-    def __enter__(self):
-        if not is_stream(self.path):
-            self.inner = AudioWriter(self.path, self.sample_rate, self.channels)
-            return self.inner
-        self.inner = live_output(self.path)
-        return WavStreamWriter(self.inner.__enter__(), self.sample_rate, self.channels,
-                               "stdout" if self.path == STDIO else self.path)
-
-    def __exit__(self, *exc):
-        return self.inner.__exit__(*exc)
 
 
 def _refuse(damage: list[str]) -> FormatError:

@@ -11,13 +11,16 @@ end of the stream. Writing: 16-bit PCM with placeholder sizes, each block flushe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from .audio import AudioWriter
 from .errors import AudioError, OutputError
+from .fileio import STDIO, is_stream, live_output
 from .limits import MAX_CHANNELS, MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
 
 PCM, FLOAT, EXTENSIBLE = 1, 3, 0xFFFE
@@ -162,3 +165,15 @@ class WavStreamWriter:
 def unbuffered(fd: int) -> BinaryIO:
     """A binary reader of `fd` whose reads return as soon as anything has arrived."""
     return os.fdopen(os.dup(fd), "rb", buffering=0)
+
+
+@contextlib.contextmanager
+def live_audio_output(path: str, sample_rate: int, channels: int) -> Iterator["WavStreamWriter | AudioWriter"]:
+    """Live decoding's audio output: on a stream (stdout, a FIFO, a device), WAV written and flushed block by block;
+    a regular file is written as `decode` writes it (`AudioWriter`: atomically, its format from the extension)."""
+    if not is_stream(path):
+        with AudioWriter(path, sample_rate, channels) as writer:
+            yield writer
+        return
+    with live_output(path) as out:
+        yield WavStreamWriter(out, sample_rate, channels, "stdout" if path == STDIO else path)
