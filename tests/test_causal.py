@@ -69,8 +69,9 @@ def test_windowed_inference_equals_one_pass_for_a_causal_model(codec, speech):
     np.testing.assert_allclose(y_win, y_one, atol=2e-5)
 
 
-def test_the_causal_config_takes_the_default_models_weights():
-    cfg = load_config(ROOT / "examples" / "causal.toml")
+@pytest.mark.parametrize("name", ["causal", "causal-gpu"])
+def test_the_causal_configs_take_the_default_models_weights(name):
+    cfg = load_config(ROOT / "examples" / f"{name}.toml")
     assert cfg.model.encoder.causal and cfg.model.decoder.causal
     default = load_config(ROOT / "examples" / "default.toml").model
     assert same_parameters(Codec(cfg.model), Codec(default).state_dict())
