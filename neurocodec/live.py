@@ -49,7 +49,7 @@ class LiveEncoder:
         self.resampler = Resampler(sample_rate, net.sample_rate, channels)
         self.hop = net.hop_length
         self.size = self.level.spacing_samples  # samples per segment at the model's rate
-        self.lookahead = max(0, min(lookahead, net.encoder_context))
+        self.lookahead = max(0, min(lookahead, net.encoder_lookahead))  # a causal encoder needs none
         self.left_samples = net.encoder_context * self.hop
         self.raw = np.zeros((channels, 0), np.float32)  # model-rate audio from segment `self.segment` on
         self.left = np.zeros((channels, 0), np.float32)  # normalised audio before it (the encoder's left context)

@@ -191,6 +191,7 @@ class OnnxNet:
         enc, dec = config.encoder, config.decoder
         self.encoder_context = -(-enc.n_fft // self.hop_length) + 1 + 3 * enc.n_blocks + 1  # as STFTEncoder
         self.decoder_context = 3 + 3 * dec.n_blocks + -(-dec.n_fft // self.hop_length) + 1  # as ISTFTDecoder
+        self.encoder_lookahead = self.encoder_context  # (causal models run on torch)
         self.quantizer = Quantizer(tensors, self.n_q)
         self.tensors, self.threads = tensors, threads
         self.sessions = {}

@@ -27,13 +27,15 @@ DEFAULT_WINDOW_FRAMES = 750  # 10 s at 75 Hz
 
 class Net(Protocol):
     """A codec's networks as NumPy functions, at its `sample_rate`; `hop_length` samples per frame. Context: how
-    many frames on either side can influence a frame of the encoder's (decoder's) output."""
+    many frames on either side can influence a frame of the encoder's (decoder's) output; `encoder_lookahead`: how
+    many later frames can (0 for a causal encoder)."""
 
     sample_rate: int
     hop_length: int
     n_q: int
     encoder_context: int
     decoder_context: int
+    encoder_lookahead: int
 
     def check_n_q(self, n_q: int) -> None: ...
 

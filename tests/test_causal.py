@@ -97,3 +97,19 @@ def test_a_tiny_causal_model_trains_on_the_cpu_and_runs_from_the_command_line(tm
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
     assert sf.info(str(tmp_path / "out.wav")).frames == sr
+
+
+def test_a_causal_model_codes_live_without_look_ahead(codec, speech):
+    """Live, a causal encoder waits for no frame after a segment: the first segment's codes leave as soon as it
+    (and one sample more) is in."""
+    from neurocodec.live import LiveEncoder
+
+    codec.prepare_for_inference()
+    net = TorchNet(codec)
+    assert net.encoder_lookahead == 0
+    audio, sr = speech
+    x = audio[:, : 2 * sr]
+    enc = LiveEncoder(net, sr, 1, 4, loop=False)
+    assert enc.lookahead == 0
+    blocks = [enc.push(x[:, s: s + 160]) for s in range(0, x.shape[-1], 160)]
+    assert sum(len(b) for b in blocks[: int(0.2 * sr) // 160 + 1]) == 1  # the first segment, as soon as it is in

@@ -108,6 +108,7 @@ class TorchNet:
         self.latent_dim = codec.cfg.latent_dim
         self.decoder_context = codec.decoder.context_frames
         self.encoder_context = codec.encoder.context_frames
+        self.encoder_lookahead = 0 if getattr(codec.encoder, "causal", False) else self.encoder_context
         if search is not None:
             self.encoder_context = max(self.encoder_context, self.decoder_context)
         self.device = codec.device
