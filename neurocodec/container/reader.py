@@ -262,6 +262,7 @@ class StreamParser:
                 break
             hits = [h for h in (data.find(sync, pos + 1) for sync in (self.framing.CHUNK_SYNC, self.framing.INDEX_SYNC))
                     if h >= 0]
-            pos = min(hits) if hits else max(pos + 1, len(data) - 3)  # the last bytes may begin a sync word
+            # Unless the stream has ended, its last bytes may begin a sync word.
+            pos = min(hits) if hits else len(data) if eof else max(pos + 1, len(data) - 3)
         self.buf, self.base = data[pos:], self.base + pos
         return out
