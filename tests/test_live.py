@@ -254,3 +254,21 @@ def test_the_live_decoder_decodes_every_versions_golden_files(name, tmp_path):
     b, _ = sf.read(tmp_path / "live.wav", always_2d=True)
     assert not report.damage and a.shape == b.shape
     np.testing.assert_array_equal(a, b)
+
+
+PIECES = st.one_of(st.binary(max_size=40), st.sampled_from([b"\xffC", b"\xffX", b"\xffC\x00\x0f\x08", b"N\xff"]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(PIECES, max_size=80), st.lists(st.integers(0, 3000), max_size=8))
+def test_the_stream_parser_survives_any_bytes_after_a_header(ncd_bytes, parts, cuts):
+    """Hostile bytes (sync words among them) after a valid header: no exception, and never more frames than the
+    bytes could hold."""
+    _, size = container.parse_header(ncd_bytes)
+    garbage = b"".join(parts)
+    data = ncd_bytes[:size] + garbage
+    pieces, parser = stream_parse(data, cuts)
+    frames = sum(p if isinstance(p, int) else p.frame_count for p in pieces)
+    header = container.parse_header(data)[0]
+    assert frames <= container.justified_frames(header, len(garbage))
+    assert parser.damage or not garbage
