@@ -386,3 +386,23 @@ def test_dead_codes_alarm_whether_or_not_they_are_reseeded(tmp_path, reseed):
     assert record["reseeded_codes"][0] == (size - 2 if reseed else 0)
     changed = int((vq.codebook.weight != before).any(dim=1).sum())
     assert changed == (size - 2 if reseed else 0) and vq.usage.sum() == 0
+
+
+def test_validation_reports_the_outputs_lag(speech):
+    """A model whose output comes 10 ms late is seen as such (`lag_ms@N`): a causal model started from centred
+    weights once settled 73 ms late while its mel distance looked fine."""
+    from types import SimpleNamespace
+
+    from neurocodec.train.diagnostics import validate
+
+    class Late(torch.nn.Module):
+        sample_rate, hop_length = 16000, 160
+
+        def forward(self, audio, n_q=None):
+            return SimpleNamespace(audio=torch.nn.functional.pad(audio, (160, 0))[..., : audio.shape[-1]])
+
+    audio, sr = speech
+    clips = torch.from_numpy(audio[:, sr: 3 * sr]).reshape(2, 1, -1)
+    record = validate(Late(), clips, (4,))
+    assert record["lag_ms@4"] == pytest.approx(10.0, abs=0.2)
+    assert record["snr@4"] > 20  # aligned before it is measured

@@ -14,7 +14,7 @@ import torch
 from ..config import TrainConfig
 from ..errors import NeurocodecError
 from ..level import LevelCoder, gain
-from ..metrics import at_n_q, mel_distance, n_q_values, rms_ratio, si_sdr, snr
+from ..metrics import align, at_n_q, mel_distance, n_q_values, rms_ratio, si_sdr, snr
 from ..model import Codec
 from ..model.quantize import ResidualVectorQuantizer
 
@@ -59,10 +59,13 @@ def validate(codec: Codec, clips: torch.Tensor, n_q_values: tuple[int, ...]) -> 
         for n_q in n_q_values:
             est = coded(codec, clips, n_q).cpu().numpy()[:, 0]
             rows = [
-                (snr(r, e), si_sdr(r, e), rms_ratio(r, e), mel_distance(r, e, codec.sample_rate))
+                (snr(r, e), si_sdr(r, e), rms_ratio(r, e), mel_distance(r, e, codec.sample_rate),
+                 1000 * align(r, e)[2] / codec.sample_rate)
                 for r, e in zip(ref, est)
             ]
-            for name, values in zip(("snr", "si_sdr", "rms_ratio", "mel_distance"), zip(*rows)):
+            # lag_ms: where the output's cross-correlation with the input peaks (0 for a codec that keeps time; a
+            # causal model started from centred weights settled 73 ms late: docs/history.md)
+            for name, values in zip(("snr", "si_sdr", "rms_ratio", "mel_distance", "lag_ms"), zip(*rows)):
                 out[at_n_q(name, n_q)] = float(np.mean(values))
     finally:
         codec.train(was_training)
