@@ -155,7 +155,7 @@ def live_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise output_failure(path, exc) from None
     try:
-        yield _Flushing(target, path)
+        yield _Flushing(target)
         target.flush()
     except OSError as exc:
         if exc.errno in _OUTPUT_ERRNOS:
@@ -172,8 +172,8 @@ def live_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
 class _Flushing:
     """A binary writer whose every write is flushed."""
 
-    def __init__(self, out: BinaryIO, path):
-        self.out, self.path = out, path
+    def __init__(self, out: BinaryIO):
+        self.out = out
 
     def write(self, data: bytes) -> int:
         n = self.out.write(data)

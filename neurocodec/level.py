@@ -115,8 +115,12 @@ class LevelCoder:
         pad = [(0, 0)] * (touch.ndim - 1) + [(CONTEXT_POINTS, CONTEXT_POINTS)]
         padded = np.pad(touch, pad, constant_values=-math.inf)
         loudest = np.lib.stride_tricks.sliding_window_view(padded, 2 * CONTEXT_POINTS + 1, axis=-1).max(-1)
-        level = np.maximum(np.maximum(touch, loudest - np.float32(RANGE_DB)), np.float32(self.floor_db))
-        steps = np.round((level - np.float32(self.floor_db)) / np.float32(self.step_db))
+        return self._point(np.maximum(touch, loudest - np.float32(RANGE_DB)))
+
+    def _point(self, level: np.ndarray) -> np.ndarray:
+        """Levels in dB → integer points (long): above the floor, in `step_db` steps, within the range."""
+        steps = np.round((np.maximum(level, np.float32(self.floor_db)) - np.float32(self.floor_db))
+                         / np.float32(self.step_db))
         return np.clip(steps, 0, self.levels - 1).astype(np.int64)
 
     def causal_point(self, levels: np.ndarray, ahead: np.ndarray | None = None) -> np.ndarray:
@@ -127,9 +131,7 @@ class LevelCoder:
         a file's points are read alike whichever rule made them."""
         recent = levels[..., -(CONTEXT_POINTS + 1):]
         touch = recent[..., -1] if ahead is None else np.maximum(recent[..., -1], ahead)
-        level = np.maximum(np.maximum(touch, recent.max(-1) - np.float32(RANGE_DB)), np.float32(self.floor_db))
-        steps = np.round((level - np.float32(self.floor_db)) / np.float32(self.step_db))
-        return np.clip(steps, 0, self.levels - 1).astype(np.int64)
+        return self._point(np.maximum(touch, recent.max(-1) - np.float32(RANGE_DB)))
 
     def analyse(self, audio: np.ndarray) -> np.ndarray:
         """audio `[..., T]` → points `[..., ceil(T / spacing_samples)]`."""

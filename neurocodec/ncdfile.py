@@ -22,7 +22,7 @@ from .errors import AudioError, ConfigError, FormatError, InputError
 from .fileio import STDIO, atomic_path, check_distinct, is_stream, live_output, open_input
 from .identity import ModelIdentity, level_coder
 from .limiter import Limiter
-from .limits import MAX_CHANNELS, MAX_EFFORT, MAX_SECONDS
+from .limits import MAX_CHANNELS, MAX_EFFORT, MAX_SECONDS, level_spacing_frames
 from .ncdinfo import read_ncd
 from .stream import StreamDecoder, stream_decode, stream_encode
 from .wavio import WavStreamReader, live_audio_output
@@ -242,7 +242,8 @@ def decode_live(net: Net, identity: ModelIdentity, input: str, output: str, max_
             layout = payload.layout(header)
             parser = container.StreamParser(header, size, layout.min_bits(tables))
             level = level_coder(header.level, header.hop_length) if header.level is not None else None
-            spacing = header.level.spacing_frames if header.level is not None else 15
+            spacing = level.spacing_frames if level else level_spacing_frames(header.model_sample_rate,
+                                                                              header.hop_length)
             window, lookahead = live.live_window(spacing)
             limiter = Limiter(header.sample_rate, header.channels)
             decoder = StreamDecoder(net, header.sample_rate, None, header.channels, window, level, limiter, lookahead)
@@ -253,11 +254,7 @@ def decode_live(net: Net, identity: ModelIdentity, input: str, output: str, max_
                 def emit(pieces: list) -> None:
                     for piece in pieces:
                         if isinstance(piece, container.Chunk):
-                            try:
-                                piece = layout.decode(piece, tables)
-                            except FormatError as exc:
-                                parser.damage.append(f"{piece.label} at byte {piece.offset}: {exc}")
-                                piece = piece.frame_count
+                            piece = _decoded(layout, piece, tables, header, parser.damage)
                         for block in decoder.blocks(piece):
                             writer.write(block)
                             if decoder.emitted > longest:
@@ -283,6 +280,23 @@ def _refuse(damage: list[str]) -> FormatError:
     return FormatError(f"{damage[0]}{more}; nothing written (--decode-through-errors conceals damage with silence)")
 
 
+def _decoded(layout, chunk: container.Chunk, tables: EntropyModel, header: container.Header,
+             damage: list[str] | None) -> np.ndarray | CodeBlock | int:
+    """A chunk's codes, or, when it fails to decode, a gap (int frames) with its reason appended to `damage`
+    (None: `FormatError`)."""
+    try:
+        return layout.decode(chunk, tables)
+    except FormatError as exc:
+        problem = f"{chunk.label} at byte {chunk.offset}: {exc}"
+        if damage is None:
+            raise _refuse([problem]) from None
+        # Its verified header says how many frames; silence for them only as far as its bytes could code them.
+        frames = min(chunk.frame_count, container.justified_frames(header, chunk.size, layout.min_bits(tables)))
+        damage.append(problem if frames == chunk.frame_count else
+                      f"{problem}; {frames} of its {chunk.frame_count} frames concealed (all its bytes can hold)")
+        return frames
+
+
 def iter_codes(parsed: container.ParsedFile, tables: EntropyModel, damage: list[str] | None
                ) -> Iterator[np.ndarray | CodeBlock | int]:
     """Entropy-decode chunk by chunk (one chunk in memory at a time) → code blocks (`[C, n_q, k]`, or `CodeBlock`s
@@ -294,17 +308,7 @@ def iter_codes(parsed: container.ParsedFile, tables: EntropyModel, damage: list[
     for chunk in parsed.chunks:
         if chunk.first_frame > frame:
             yield chunk.first_frame - frame
-        try:
-            block = layout.decode(chunk, tables)
-        except FormatError as exc:
-            problem = f"{chunk.label} at byte {chunk.offset}: {exc}"
-            if damage is None:
-                raise _refuse([problem]) from None
-            # Its verified header says how many frames; silence for them only as far as its bytes could code them.
-            block = min(chunk.frame_count, container.justified_frames(h, chunk.size, layout.min_bits(tables)))
-            damage.append(problem if block == chunk.frame_count else
-                          f"{problem}; {block} of its {chunk.frame_count} frames concealed (all its bytes can hold)")
-        yield block
+        yield _decoded(layout, chunk, tables, h, damage)
         frame = chunk.first_frame + chunk.frame_count
     tail = max((b for a, b in parsed.lost if b > frame), default=frame)
     if tail > frame:

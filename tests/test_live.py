@@ -129,7 +129,8 @@ def ncd_bytes(model, clip, tmp_path_factory):
 def test_the_stream_parser_reads_what_parse_reads_however_the_bytes_arrive(ncd_bytes, cuts):
     pieces, parser = stream_parse(ncd_bytes, cuts)
     whole = container.parse(ncd_bytes)
-    assert [(c.first_frame, c.payload) for c in pieces] == [(c.first_frame, c.payload) for c in whole.chunks]
+    assert [(c.first_frame, c.offset, c.payload) for c in pieces] == \
+        [(c.first_frame, c.offset, c.payload) for c in whole.chunks]
     assert not parser.damage and parser.length == whole.length
 
 
@@ -143,8 +144,8 @@ def test_the_stream_parser_resynchronises_after_damage_as_parse_does(ncd_bytes, 
     damaged = ncd_bytes[:start] + ncd_bytes[start + count:]
     pieces, parser = stream_parse(damaged, cuts)
     whole = container.parse(damaged)
-    read = [(p.first_frame, p.payload) for p in pieces if not isinstance(p, int)]
-    assert read == [(c.first_frame, c.payload) for c in whole.chunks]
+    read = [(p.first_frame, p.offset, p.payload) for p in pieces if not isinstance(p, int)]
+    assert read == [(c.first_frame, c.offset, c.payload) for c in whole.chunks]
     assert bool(parser.damage) == bool(whole.damage)
     frames = sum(p if isinstance(p, int) else p.frame_count for p in pieces)
     good = container.parse(ncd_bytes)

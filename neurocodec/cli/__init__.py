@@ -147,9 +147,10 @@ def decode(
         limit = max_seconds(max_hours)
         load = _load(model, device, runtime, threads)
         if output_dir is not None:
-            if audio_format not in ("wav", "flac", "ogg") or live:
-                raise ConfigError(f"--format {audio_format!r}: give wav, flac or ogg" if not live else
-                                  "--live decodes one stream: without -o")
+            if live:
+                raise ConfigError("--live decodes one stream: without -o")
+            if audio_format not in ("wav", "flac", "ogg"):
+                raise ConfigError(f"--format {audio_format!r}: give wav, flac or ogg")
             options = dict(conceal=decode_through_errors, max_seconds=limit)
             return run_many(err, "decode", paths, output_dir, "." + audio_format, list_file, shard, jobs, load,
                             force, quiet, options)

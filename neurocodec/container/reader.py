@@ -10,6 +10,7 @@ justify), and resynchronisation after damage costs time linear in the file's siz
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 
 from . import v1, v2
@@ -80,6 +81,18 @@ class _Scanner:
         return len(data)
 
 
+def _misplaced(chunk: Chunk, at: int, expected: int, damaged: int, room: int) -> str | None:
+    """Why a verified chunk at byte `at` cannot be taken, when the next frame expected is `expected` and the
+    `damaged` bytes before it could hold `room` lost frames; None when it can."""
+    gap = chunk.first_frame - expected
+    if gap < 0:
+        return f"{chunk.label} at byte {at} overlaps earlier frames; skipped"
+    if gap > room:
+        return (f"{chunk.label} at byte {at} starts at frame {chunk.first_frame}, but the {damaged} damaged bytes "
+                f"before it hold at most {room} lost frames; skipped")
+    return None
+
+
 def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
     """Read a whole .ncd file held in memory.
 
@@ -108,15 +121,11 @@ def parse(data: bytes, min_bits_per_symbol: float | None = None) -> ParsedFile:
         found = layout.chunk_at(data, pos, header)
         if isinstance(found, Chunk):
             size = found.size
-            gap = found.first_frame - expected_frame
-            if gap < 0:
-                damage.append(f"{found.label} at byte {pos} overlaps earlier frames; skipped")
-            elif gap > room(pos - last_end):
-                damage.append(f"{found.label} at byte {pos} starts at frame {found.first_frame}, but the "
-                              f"{pos - last_end} damaged bytes before it hold at most {room(pos - last_end)} lost "
-                              "frames; skipped")
+            problem = _misplaced(found, pos, expected_frame, pos - last_end, room(pos - last_end))
+            if problem:
+                damage.append(problem)
             else:
-                if gap:
+                if found.first_frame > expected_frame:
                     lost.append((expected_frame, found.first_frame))
                 chunks.append(found)
                 expected_frame = found.first_frame + found.frame_count
@@ -232,17 +241,14 @@ class StreamParser:
                 at = self.base + pos
                 gap = found.first_frame - self.expected
                 room = justified_frames(self.header, at - self.last_end, self.min_bits)
-                if gap < 0:
-                    self.damage.append(f"{found.label} at byte {at} overlaps earlier frames; skipped")
-                elif gap > room:
-                    self.damage.append(f"{found.label} at byte {at} starts at frame {found.first_frame}, but the "
-                                       f"{at - self.last_end} damaged bytes before it hold at most {room} lost "
-                                       "frames; skipped")
+                problem = _misplaced(found, at, self.expected, at - self.last_end, room)
+                if problem:
+                    self.damage.append(problem)
                 else:
                     if gap:
                         self.damage.append(f"frames {self.expected}-{found.first_frame - 1} lost")
                         out.append(gap)
-                    out.append(found)
+                    out.append(dataclasses.replace(found, offset=at))  # its place in the stream, for messages
                     self.chunks += 1
                     self.expected = found.first_frame + found.frame_count
                     self.last_end = at + found.size
