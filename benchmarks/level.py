@@ -12,7 +12,8 @@ envelope, coded, restored, nothing clipped: what validation measures, the model'
 same with the encoder's closed loop (`stream.encode_audio` at the model's rate, decoded and restored, nothing
 clipped: the codec's level); and as a file is coded (`LoadedModel.encode` / `decode`: level envelope with the encoder's closed loop, resampling,
 waveforms clipped to [-1, 1]; the input too, since a file cannot hold more: at -10 and -6 dBFS most material
-peaks above full scale). The tables print the mean ratio over files per kind and level, and the file path's
+peaks above full scale); and live (`LoadedModel.stream_encoder(live=True)` in 20 ms blocks: a causal envelope and
+loop, `live.py`). The tables print the mean ratio over files per kind and level, and the file path's
 worst single file: 1.00 is right; the issue "Exact level" asks for 0.95-1.05 everywhere.
 """
 
@@ -58,6 +59,7 @@ def main() -> int:
     model_ratios: dict[str, dict[int, list[float]]] = {}
     codec_ratios: dict[str, dict[int, list[float]]] = {}
     loop_ratios: dict[str, dict[int, list[float]]] = {}
+    live_ratios: dict[str, dict[int, list[float]]] = {}
     clipped: dict[str, dict[int, int]] = {}
     side: dict[str, list[float]] = {}  # the level envelope's kbps, per file and level (closed loop)
     for item in items:
@@ -80,6 +82,11 @@ def main() -> int:
                        for i in range(0, encoded.points.shape[-1], per_chunk))
             side.setdefault(item.kind, []).append(bits / (len(x) / sr) / 1000)
             ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(as_file, y))
+            enc_live, dec_live = model.stream_encoder(sr, live=True), model.stream_decoder(sr, live=True)
+            step = sr // 50  # 20 ms blocks, as a sound card gives them
+            pieces = [dec_live.push(enc_live.push(as_file[None, i:i + step])) for i in range(0, len(x), step)]
+            y_live = np.concatenate(pieces + [dec_live.push(enc_live.flush()), dec_live.flush()], -1)[0, : len(x)]
+            live_ratios.setdefault(item.kind, {}).setdefault(level, []).append(_ratio(as_file, y_live))
             xm = torch.from_numpy((at_rate / rms * 10 ** (level / 20)).astype(np.float32))[None, None]
             with torch.inference_mode():
                 ym = model.codec.decode(model.codec.encode(xm, n_q))[..., : xm.shape[-1]]
@@ -96,7 +103,8 @@ def main() -> int:
     for title, table in (("the model alone, no level side information (nothing clipped)", model_ratios),
                          ("level side information, open loop (nothing clipped)", codec_ratios),
                          ("level side information, closed loop (nothing clipped)", loop_ratios),
-                         ("as a file: side information, closed loop (clipped)", ratios)):
+                         ("as a file: side information, closed loop (clipped)", ratios),
+                         ("live (`stream_encoder(live=True)`, 20 ms blocks; clipped)", live_ratios)):
         print(f"{title}\n{'input level dBFS':>18} | " + " | ".join(f"{level:>5}" for level in LEVELS))
         for kind, by_level in sorted(table.items()):
             files = len(next(iter(by_level.values())))
@@ -109,7 +117,7 @@ def main() -> int:
     print("files whose input peaks above full scale: " + "; ".join(
         f"{kind} " + ", ".join(f"{n} at {lv}" for lv, n in by.items() if n) for kind, by in sorted(clipped.items())))
     for title, table in (("the model alone", model_ratios), ("open loop", codec_ratios), ("closed loop", loop_ratios),
-                         ("as a file", ratios)):
+                         ("as a file", ratios), ("live", live_ratios)):
         off, kind, level, ratio = max((abs(float(np.mean(v)) - 1), k, lv, float(np.mean(v)))
                                       for k, d in table.items() for lv, v in d.items())
         print(f"worst, {title}: {ratio:.2f} ({kind}, {level} dBFS); target 0.95-1.05: "
